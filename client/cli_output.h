@@ -1,0 +1,42 @@
+// JSON rendering of results and summaries for the batchfetch CLI. Every
+// function returns one compact JSON value without a trailing newline, always
+// valid UTF-8 whatever bytes the server sent.
+
+#ifndef BATCHFETCH_CLIENT_CLI_OUTPUT_H_
+#define BATCHFETCH_CLIENT_CLI_OUTPUT_H_
+
+#include <string>
+
+#include "absl/strings/string_view.h"
+#include "batchfetch/v1/batchfetch.pb.h"
+
+namespace batchfetch::cli {
+
+// A result line, shared by `fetch` and `get --results`:
+//   {"index":0,"url":"...","outcome":"ok","http_status":200,"attempts":1,
+//    "elapsed_ms":12.345,"content_type":"...","error":"...","json":{...},
+//    "body":"..."}
+// content_type, error, json and body appear only when non-empty. `json` is
+// embedded verbatim (the server guarantees compact valid JSON). A body that
+// is not valid UTF-8 is emitted as "body_base64" instead of "body".
+std::string ResultToJson(const ::batchfetch::v1::FetchResult& result);
+
+// {"batch_id":...,"state":"done","total":N,"succeeded":N,"failed":N,
+//  "stored":N,"created_at":"RFC3339","finished_at":"RFC3339"|null}
+// With `wrap`, the object is nested as {"summary":{...}} so that a summary
+// line in a stream of result lines cannot be mistaken for a result.
+std::string SummaryToJson(const ::batchfetch::v1::BatchSummary& summary,
+                          bool wrap);
+
+// Enum names without their prefix, lower-cased: OUTCOME_HTTP_ERROR ->
+// "http_error", BATCH_STATE_DONE -> "done". Values unknown to this build (a
+// newer server) become "outcome_13" / "batch_state_7".
+std::string OutcomeName(::batchfetch::v1::Outcome outcome);
+std::string StateName(::batchfetch::v1::BatchState state);
+
+// Strict UTF-8 (no overlongs, surrogates or code points above U+10FFFF).
+bool IsValidUtf8(absl::string_view s);
+
+}  // namespace batchfetch::cli
+
+#endif  // BATCHFETCH_CLIENT_CLI_OUTPUT_H_

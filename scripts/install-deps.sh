@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package batchfetch needs to build, test and benchmark.
+# Idempotent: installs only what is missing. Run as root (or with sudo available).
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config git ca-certificates
+  libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  libabsl-dev libcurl4-openssl-dev rapidjson-dev libmysqlcppconn-dev libssl-dev
+  libgtest-dev libgmock-dev
+  mariadb-server mariadb-client
+  python3 curl
+)
+if [[ "${BATCHFETCH_BENCH_DEPS:-0}" == 1 ]]; then
+  PACKAGES+=(nginx-light libnginx-mod-http-echo python3-aiohttp gnuplot-nox)
+fi
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  SUDO=""
+  [[ $(id -u) -ne 0 ]] && SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  # Do not let the package start a system-wide MariaDB: we run private instances.
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+    trap '$SUDO rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,61 @@
+#ifndef BATCHFETCH_SERVICE_BATCHFETCH_SERVER_H_
+#define BATCHFETCH_SERVICE_BATCHFETCH_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "service/batch_fetcher_service.h"
+#include "service/fetch_engine.h"
+#include "service/mysql_result_store.h"
+#include "service/result_store.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace batchfetch {
+
+struct ServerConfig {
+  std::string listen = "0.0.0.0:50051";
+  bool store_enabled = true;  // false: --store=none
+  MysqlResultStore::Options mysql;
+  FetchEngine::Options engine;
+  ServiceOptions service;
+  // Largest FetchBatchRequest accepted (gRPC max receive message size).
+  int max_request_bytes = 64 << 20;
+};
+
+// The assembled server: store, engine, service and gRPC server, owned in
+// the order they must be torn down (gRPC first, the store last).
+class BatchFetchServer {
+ public:
+  // Opens the store (unless disabled or `store` is given: tests pass a
+  // wrapped one), starts the engine and listens.
+  static absl::StatusOr<std::unique_ptr<BatchFetchServer>> Start(
+      const ServerConfig& config, std::unique_ptr<ResultStore> store = nullptr);
+
+  // Stops accepting calls; running batches get `grace` to finish, then are
+  // cancelled (their unfinished results are stored as CANCELLED).
+  ~BatchFetchServer();
+  void Shutdown(absl::Duration grace);
+  // Blocks until Shutdown() has completed.
+  void Wait();
+
+  int port() const { return port_; }
+  FetchEngine& engine() { return *engine_; }
+
+ private:
+  BatchFetchServer() = default;
+
+  std::unique_ptr<ResultStore> store_;
+  std::unique_ptr<FetchEngine> engine_;
+  std::unique_ptr<BatchFetcherService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+};
+
+}  // namespace batchfetch
+
+#endif  // BATCHFETCH_SERVICE_BATCHFETCH_SERVER_H_

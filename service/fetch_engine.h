@@ -1,0 +1,140 @@
+#ifndef BATCHFETCH_SERVICE_FETCH_ENGINE_H_
+#define BATCHFETCH_SERVICE_FETCH_ENGINE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace batchfetch {
+
+// One HTTP request of a batch, as the caller sent it. The engine validates it
+// (URL syntax, http/https only, known method, header syntax) before any I/O.
+struct FetchSpec {
+  std::string url;
+  std::string method;  // empty means GET
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;
+};
+
+// How a transfer ended, before the response body is judged.
+enum class TransferResult {
+  kResponse,        // a complete HTTP response arrived (any status code)
+  kTimeout,         // the per-request timeout expired
+  kDnsError,        // the host name did not resolve
+  kConnectError,    // no TCP connection could be made
+  kTlsError,        // TLS handshake or certificate verification failed
+  kTransportError,  // any other failure while talking to the upstream
+  kTooLarge,        // the body exceeded the engine's max_body_bytes
+  kBlocked,         // refused by egress rules (e.g. redirect to ftp://)
+  kCancelled,       // the batch was cancelled before this request finished
+  kInvalidRequest,  // the request failed validation; nothing was sent
+};
+
+struct FetchedResponse {
+  uint32_t index = 0;  // position in the batch
+  std::string url;     // as requested
+  TransferResult result = TransferResult::kTransportError;
+  int http_status = 0;  // 0 when no response arrived
+  std::string error;    // why, for anything but kResponse
+  std::string body;     // decoded body, at most max_body_bytes
+  std::string content_type;
+  std::string effective_url;  // after redirects
+  uint32_t attempts = 0;      // transfers started for this request
+  absl::Duration elapsed;     // from transfer start to its end
+};
+
+class FetchBatchHandle;
+
+// Receives a batch's responses.
+//
+// Thread-safety: called on the engine's thread; it must not block (hand work
+// to other threads) and must not call back into the engine synchronously
+// except FetchBatchHandle::Release/Cancel, which only post.
+class FetchSink {
+ public:
+  virtual ~FetchSink() = default;
+  // Called exactly once per request index. After the call for the batch's
+  // last outstanding index the engine drops its reference to the sink.
+  // `batch` is the handle Submit returns (passed here because the first
+  // responses may arrive before Submit has returned it).
+  virtual void OnFetched(FetchedResponse response,
+                         const std::shared_ptr<FetchBatchHandle>& batch) = 0;
+};
+
+struct BatchOptions {
+  int concurrency = 16;  // simultaneous transfers of this batch, >= 1
+  absl::Duration timeout = absl::Seconds(30);  // per transfer, from its start
+  // Delivered responses the sink has not yet released (see
+  // FetchBatchHandle::Release). While in-flight plus unreleased reaches
+  // `window`, the batch starts no new transfers: this is what keeps memory
+  // bounded when the consumer (a slow gRPC reader, the database) falls behind.
+  int window = 32;
+};
+
+// The caller's view of a submitted batch. Thread-safe.
+class FetchBatchHandle {
+ public:
+  virtual ~FetchBatchHandle() = default;
+  // Stops the batch promptly: running transfers are removed from the pool,
+  // and every request not yet delivered is delivered as kCancelled.
+  // Idempotent; a no-op once all responses were delivered.
+  virtual void Cancel() = 0;
+  // Tells the engine the sink is done with `n` delivered responses, freeing
+  // room in the batch's window.
+  virtual void Release(int n) = 0;
+};
+
+// Runs HTTP transfers for many batches on one libcurl multi handle driven by
+// its own event-loop thread (epoll + curl_multi_socket_action).
+//
+// Bounds: at most `max_in_flight` transfers across all batches, at most
+// `BatchOptions::concurrency` per batch. Requests wait in the engine's own
+// per-batch queues; batches take turns for free slots (round-robin), so a
+// large batch cannot starve a small one.
+//
+// Thread-safety: all public methods may be called from any thread.
+class FetchEngine {
+ public:
+  struct Options {
+    int max_in_flight = 1000;
+    int64_t max_body_bytes = 8 << 20;
+    int max_redirects = 5;
+    absl::Duration connect_timeout = absl::Seconds(10);
+    std::string user_agent = "batchfetch/1.0";
+  };
+
+  static absl::StatusOr<std::unique_ptr<FetchEngine>> Create(
+      const Options& options);
+
+  // Cancels every batch still running (their sinks receive kCancelled
+  // results) and joins the event loop.
+  ~FetchEngine();
+
+  // Queues `requests` as one batch. Responses arrive at `sink`, one per
+  // request. REQUIRES: !requests.empty(); options.concurrency >= 1. The
+  // returned handle must not outlive the engine.
+  std::shared_ptr<FetchBatchHandle> Submit(std::vector<FetchSpec> requests,
+                                           const BatchOptions& options,
+                                           std::shared_ptr<FetchSink> sink);
+
+  // Transfers currently running, across all batches.
+  int in_flight() const;
+  const Options& options() const;
+
+ private:
+  class Impl;
+  explicit FetchEngine(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Maps the outcome name used in logs and the CLI, e.g. "timeout".
+const char* TransferResultName(TransferResult result);
+
+}  // namespace batchfetch
+
+#endif  // BATCHFETCH_SERVICE_FETCH_ENGINE_H_
