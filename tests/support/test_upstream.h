@@ -1,0 +1,119 @@
+#ifndef BATCHFETCH_TESTS_SUPPORT_TEST_UPSTREAM_H_
+#define BATCHFETCH_TESTS_SUPPORT_TEST_UPSTREAM_H_
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+
+namespace batchfetch::testing {
+
+// An HTTP/1.1 server on 127.0.0.1 (ephemeral port) standing in for the
+// third-party API in integration tests. One thread per connection, keep-alive,
+// request bodies with Content-Length (chunked request bodies get 411).
+//
+// The response is controlled by query parameters, which combine on any path:
+//   status=N     status code (default 200)
+//   body=TEXT    literal (URL-decoded) body
+//   bytes=N      JSON body {"pad":"xxx..."} of exactly N bytes (N >= 10)
+//   echo=1       body is the request body
+//   n=N          default body is {"ok":true,"path":"<path>","n":N} (N: 0 if
+//   absent) ctype=TYPE   Content-Type (default application/json) delay_ms=N
+//   wait N ms before responding drip_ms=N    send the body one byte every N ms
+//   (Content-Length is set) no_length=1  no Content-Length; the connection is
+//   closed after the body close=1      respond with "Connection: close" and
+//   close afterwards drop=1       close the connection without responding
+// Special path /redirect?to=URL-ENCODED-LOCATION[&status=302] responds with
+// a Location header. HEAD requests get headers only.
+//
+// While waiting (delay_ms, drip_ms) the connection is watched; if the client
+// disconnects, the request counts as aborted and its handling stops.
+// Every response has Content-Type and (unless no_length=1) Content-Length.
+//
+// Thread-safety: all public methods are thread-safe. The destructor closes all
+// connections (in-flight requests count as aborted) and joins all threads.
+class TestUpstream {
+ public:
+  struct Arrival {
+    std::string path_and_query;  // Request target as sent, e.g. "/x?a=1".
+    absl::Time at;               // When the request's headers were read.
+    std::string method;
+  };
+
+  static absl::StatusOr<std::unique_ptr<TestUpstream>> Start();
+
+  TestUpstream(const TestUpstream&) = delete;
+  TestUpstream& operator=(const TestUpstream&) = delete;
+  ~TestUpstream();
+
+  int port() const { return port_; }
+  // "http://127.0.0.1:PORT" + path_and_query (which should start with '/').
+  std::string Url(absl::string_view path_and_query) const;
+
+  // Requests being handled: from headers received until the response is fully
+  // written, the request is aborted or dropped.
+  int in_flight() const;
+  // Maximum of in_flight() since start or the last ResetStats().
+  int peak_in_flight() const;
+  int total_requests() const;
+  // Requests whose client disconnected before the response was fully written.
+  int aborted() const;
+  int connections_accepted() const;
+  // In arrival order.
+  std::vector<Arrival> arrivals() const;
+  // Zeroes the counters and arrivals; peak_in_flight restarts at in_flight().
+  void ResetStats();
+
+  // Block until the condition holds or `timeout` passes; return whether it
+  // holds. For waiting on asynchronous effects (e.g. abort detection).
+  bool AwaitInFlightAtLeast(int n, absl::Duration timeout) const;
+  bool AwaitAbortedAtLeast(int n, absl::Duration timeout) const;
+  bool AwaitTotalRequestsAtLeast(int n, absl::Duration timeout) const;
+
+ private:
+  struct Connection {
+    int fd = -1;  // -1 once the connection thread has closed it.
+    bool done = false;
+    std::thread thread;
+  };
+
+  explicit TestUpstream(int listen_fd, int wake_fd, int port);
+  void AcceptLoop();
+  void ServeConnection(int64_t id, int fd);
+  void ReapFinishedConnections();
+  bool AwaitCounter(const int* counter, int n, absl::Duration timeout) const;
+
+  // Stats hooks used by the connection threads.
+  void OnRequestStart(absl::string_view method, absl::string_view target);
+  void OnRequestEnd(bool aborted);
+
+  const int listen_fd_;
+  const int wake_fd_;  // eventfd that interrupts AcceptLoop.
+  const int port_;
+  std::atomic<bool> stopping_{false};
+  std::thread accept_thread_;
+
+  mutable absl::Mutex conn_mu_;
+  std::map<int64_t, Connection> connections_ ABSL_GUARDED_BY(conn_mu_);
+
+  mutable absl::Mutex stats_mu_;
+  int in_flight_ ABSL_GUARDED_BY(stats_mu_) = 0;
+  int peak_in_flight_ ABSL_GUARDED_BY(stats_mu_) = 0;
+  int total_requests_ ABSL_GUARDED_BY(stats_mu_) = 0;
+  int aborted_ ABSL_GUARDED_BY(stats_mu_) = 0;
+  int connections_accepted_ ABSL_GUARDED_BY(stats_mu_) = 0;
+  std::vector<Arrival> arrivals_ ABSL_GUARDED_BY(stats_mu_);
+};
+
+}  // namespace batchfetch::testing
+
+#endif  // BATCHFETCH_TESTS_SUPPORT_TEST_UPSTREAM_H_
