@@ -158,6 +158,7 @@ class BatchRun : public FetchSink,
   enum class Phase { kFetching, kRecording, kRecorded, kFinished };
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kFetching;
   bool summary_queued_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Time finished_at_ ABSL_GUARDED_BY(mu_);
 };
 
 class FetchBatchReactor : public grpc::ServerWriteReactor<v1::FetchBatchEvent> {
@@ -295,6 +296,9 @@ v1::BatchState BatchRun::FinalState() const {
 void BatchRun::MaybeComplete() {
   if (phase_ == Phase::kFetching) {
     if (received_ < total_) return;
+    // Microsecond precision: what the database keeps, so that the streamed
+    // summary and GetBatch agree exactly.
+    finished_at_ = absl::FromUnixMicros(absl::ToUnixMicros(absl::Now()));
     if (store_ != nullptr) {
       if (store_acks_ < total_) return;
       phase_ = Phase::kRecording;
@@ -306,7 +310,7 @@ void BatchRun::MaybeComplete() {
       record.failed = total_ - succeeded_;
       record.stored = stored_;
       record.created_at = created_at_;
-      record.finished_at = absl::Now();
+      record.finished_at = finished_at_;
       // The store runs `done` on its own thread, never inline.
       store_->FinishBatch(record,
                           [self = shared_from_this()](absl::Status status) {
@@ -338,7 +342,7 @@ void BatchRun::MaybeComplete() {
   *s->mutable_created_at() =
       TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(created_at_));
   *s->mutable_finished_at() =
-      TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(absl::Now()));
+      TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(finished_at_));
   Enqueue(std::move(summary));
 }
 
@@ -414,7 +418,8 @@ grpc::ServerWriteReactor<v1::FetchBatchEvent>* BatchFetcherService::FetchBatch(
   } else if (absl::Status valid = ValidateBatchId(batch_id); !valid.ok()) {
     return reject(valid);
   }
-  const absl::Time created_at = absl::Now();
+  const absl::Time created_at =
+      absl::FromUnixMicros(absl::ToUnixMicros(absl::Now()));
   if (store_ != nullptr) {
     BatchRecord record;
     record.batch_id = batch_id;

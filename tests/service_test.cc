@@ -1,0 +1,674 @@
+// End-to-end tests: a real BatchFetchServer (in-process, or the binary),
+// a real MariaDB and a real HTTP upstream, all on loopback.
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "batchfetch/v1/batchfetch.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "service/batchfetch_server.h"
+#include "tests/support/local_mariadb.h"
+#include "tests/support/test_upstream.h"
+
+extern char** environ;
+
+namespace batchfetch {
+namespace {
+
+using testing::LocalMariaDb;
+using testing::SharedMariaDb;
+using testing::TestUpstream;
+
+// What one FetchBatch call returned.
+struct Streamed {
+  std::vector<v1::FetchBatchEvent> events;
+  grpc::Status status;
+
+  std::map<uint32_t, v1::FetchResult> results() const {
+    std::map<uint32_t, v1::FetchResult> by_index;
+    for (const auto& e : events) {
+      if (e.has_result()) by_index[e.result().index()] = e.result();
+    }
+    return by_index;
+  }
+  const v1::BatchSummary& summary() const { return events.back().summary(); }
+  std::string batch_id() const {
+    return events.empty() ? "" : events.front().accepted().batch_id();
+  }
+};
+
+v1::FetchBatchRequest Batch(const std::vector<std::string>& urls,
+                            uint32_t concurrency = 0) {
+  v1::FetchBatchRequest request;
+  for (const auto& url : urls) request.add_requests()->set_url(url);
+  request.set_concurrency(concurrency);
+  return request;
+}
+
+std::string UniqueDatabase() {
+  static std::atomic<int> counter{0};
+  return absl::StrCat("batchfetch_test_", getpid(), "_", counter++);
+}
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto upstream = TestUpstream::Start();
+    ASSERT_TRUE(upstream.ok()) << upstream.status();
+    upstream_ = *std::move(upstream);
+    db_ = SharedMariaDb();
+    database_ = UniqueDatabase();
+  }
+
+  ServerConfig Config(const LocalMariaDb* db = nullptr) {
+    if (db == nullptr) db = db_;
+    ServerConfig config;
+    config.listen = "127.0.0.1:0";
+    config.mysql.host = db->host();
+    config.mysql.port = db->port();
+    config.mysql.user = db->user();
+    config.mysql.password = db->password();
+    config.mysql.database = database_;
+    config.mysql.startup_wait = absl::Seconds(10);
+    config.mysql.retry_budget = absl::Seconds(5);
+    return config;
+  }
+
+  void StartServer(const ServerConfig& config) {
+    auto server = BatchFetchServer::Start(config);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = v1::BatchFetcher::NewStub(channel_);
+  }
+
+  // Runs FetchBatch to the end. `cancel_after` > 0 cancels the call once
+  // that many results have arrived.
+  Streamed Fetch(const v1::FetchBatchRequest& request,
+                 absl::Duration deadline = absl::Seconds(60),
+                 int cancel_after = 0) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + deadline));
+    Streamed out;
+    auto reader = stub_->FetchBatch(&context, request);
+    v1::FetchBatchEvent event;
+    int results = 0;
+    while (reader->Read(&event)) {
+      out.events.push_back(event);
+      if (event.has_result() && ++results == cancel_after) context.TryCancel();
+    }
+    out.status = reader->Finish();
+    return out;
+  }
+
+  absl::StatusOr<v1::BatchSummary> GetBatch(const std::string& id) {
+    grpc::ClientContext context;
+    v1::GetBatchRequest request;
+    request.set_batch_id(id);
+    v1::BatchSummary summary;
+    grpc::Status status = stub_->GetBatch(&context, request, &summary);
+    if (!status.ok()) {
+      return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                          status.error_message());
+    }
+    return summary;
+  }
+
+  // Every stored result, paging with `page_size`.
+  std::vector<v1::FetchResult> ListAll(const std::string& id,
+                                       uint32_t page_size, int* pages) {
+    std::vector<v1::FetchResult> all;
+    std::string token;
+    *pages = 0;
+    do {
+      grpc::ClientContext context;
+      v1::ListResultsRequest request;
+      request.set_batch_id(id);
+      request.set_page_size(page_size);
+      request.set_page_token(token);
+      v1::ListResultsResponse response;
+      grpc::Status status = stub_->ListResults(&context, request, &response);
+      EXPECT_TRUE(status.ok()) << status.error_message();
+      if (!status.ok()) break;
+      ++*pages;
+      for (const auto& r : response.results()) all.push_back(r);
+      token = response.next_page_token();
+    } while (!token.empty());
+    return all;
+  }
+
+  std::unique_ptr<TestUpstream> upstream_;
+  LocalMariaDb* db_ = nullptr;
+  std::string database_;
+  std::unique_ptr<BatchFetchServer> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::BatchFetcher::Stub> stub_;
+};
+
+void ExpectWellFormedStream(const Streamed& s, int total) {
+  ASSERT_GE(s.events.size(), 2u);
+  EXPECT_TRUE(s.events.front().has_accepted());
+  EXPECT_EQ(s.events.front().accepted().total(), static_cast<uint32_t>(total));
+  EXPECT_TRUE(s.events.back().has_summary());
+  EXPECT_EQ(s.events.size(), static_cast<size_t>(total) + 2);
+  EXPECT_EQ(s.results().size(), static_cast<size_t>(total));
+}
+
+TEST_F(ServiceTest, SeedScenarioTwentySlowUrlsAllOkAndStored) {
+  StartServer(Config());
+  std::vector<std::string> urls;
+  for (int i = 0; i < 20; ++i) {
+    urls.push_back(upstream_->Url(absl::StrCat("/item?n=", i, "&delay_ms=200")));
+  }
+  Streamed s = Fetch(Batch(urls, 20));
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  ExpectWellFormedStream(s, 20);
+  for (const auto& [index, r] : s.results()) {
+    EXPECT_EQ(r.outcome(), v1::OUTCOME_OK) << r.error();
+    EXPECT_EQ(r.json(), absl::StrCat(R"({"ok":true,"path":"/item","n":)", index, "}"));
+    EXPECT_EQ(r.url(), urls[index]);
+  }
+  EXPECT_EQ(s.summary().state(), v1::BATCH_STATE_DONE);
+  EXPECT_EQ(s.summary().succeeded(), 20u);
+  EXPECT_EQ(s.summary().stored(), 20u);
+  EXPECT_EQ(upstream_->peak_in_flight(), 20);
+  auto rows = db_->Execute(
+      absl::StrCat("SELECT COUNT(*) FROM fetch_results WHERE batch_id='",
+                   s.batch_id(), "' AND outcome=1"),
+      database_);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  EXPECT_EQ(absl::StripAsciiWhitespace(*rows), "20");
+}
+
+TEST_F(ServiceTest, ConcurrencyBoundPerBatchAndServerWide) {
+  ServerConfig config = Config();
+  config.engine.max_in_flight = 8;
+  StartServer(config);
+  std::vector<std::string> urls;
+  for (int i = 0; i < 60; ++i) {
+    urls.push_back(upstream_->Url(absl::StrCat("/slow?n=", i, "&delay_ms=50")));
+  }
+  Streamed s = Fetch(Batch(urls, 5));
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  EXPECT_EQ(s.summary().succeeded(), 60u);
+  EXPECT_EQ(upstream_->peak_in_flight(), 5);
+
+  // Two batches at once, each asking for 6: the server-wide cap of 8 holds.
+  upstream_->ResetStats();
+  Streamed a, b;
+  std::thread other([&] { b = Fetch(Batch(urls, 6)); });
+  a = Fetch(Batch(urls, 6));
+  other.join();
+  EXPECT_TRUE(a.status.ok() && b.status.ok());
+  EXPECT_EQ(a.summary().succeeded() + b.summary().succeeded(), 120u);
+  EXPECT_EQ(upstream_->peak_in_flight(), 8);
+
+  // Asking for more than the cap is clamped, not refused.
+  upstream_->ResetStats();
+  Streamed c = Fetch(Batch(urls, 100000));
+  EXPECT_TRUE(c.status.ok());
+  EXPECT_EQ(upstream_->peak_in_flight(), 8);
+}
+
+TEST_F(ServiceTest, MixedBatchGivesEachUrlItsExactOutcome) {
+  ServerConfig config = Config();
+  config.engine.max_body_bytes = 64 * 1024;
+  StartServer(config);
+  v1::FetchBatchRequest request = Batch({
+      upstream_->Url("/ok"),                                // 0
+      upstream_->Url("/missing?status=404&body=nope"),      // 1
+      upstream_->Url("/boom?status=500"),                   // 2
+      upstream_->Url("/text?ctype=text/plain&body=hello"),  // 3
+      "http://[::1",                                        // 4
+      "ftp://127.0.0.1/file",                               // 5
+      "http://127.0.0.1:1/refused",                         // 6
+      upstream_->Url("/stall?delay_ms=5000"),               // 7
+      upstream_->Url("/huge?bytes=200000"),                 // 8
+      upstream_->Url("/ok?n=9"),                            // 9
+  });
+  request.mutable_timeout()->set_nanos(500 * 1000 * 1000);
+  Streamed s = Fetch(request);
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  ExpectWellFormedStream(s, 10);
+  auto r = s.results();
+  EXPECT_EQ(r[0].outcome(), v1::OUTCOME_OK);
+  EXPECT_EQ(r[1].outcome(), v1::OUTCOME_HTTP_ERROR);
+  EXPECT_EQ(r[1].http_status(), 404);
+  EXPECT_EQ(r[1].body(), "nope");
+  EXPECT_EQ(r[2].outcome(), v1::OUTCOME_HTTP_ERROR);
+  EXPECT_EQ(r[2].http_status(), 500);
+  EXPECT_EQ(r[3].outcome(), v1::OUTCOME_INVALID_JSON);
+  EXPECT_EQ(r[3].body(), "hello");
+  EXPECT_EQ(r[3].content_type(), "text/plain");
+  EXPECT_NE(r[3].error().find("not valid JSON"), std::string::npos);
+  EXPECT_EQ(r[4].outcome(), v1::OUTCOME_INVALID_REQUEST);
+  EXPECT_EQ(r[5].outcome(), v1::OUTCOME_INVALID_REQUEST);
+  EXPECT_NE(r[5].error().find("ftp"), std::string::npos);
+  EXPECT_EQ(r[6].outcome(), v1::OUTCOME_CONNECT_ERROR);
+  EXPECT_FALSE(r[6].error().empty());
+  EXPECT_EQ(r[7].outcome(), v1::OUTCOME_TIMEOUT);
+  EXPECT_EQ(r[8].outcome(), v1::OUTCOME_TOO_LARGE);
+  EXPECT_EQ(r[9].outcome(), v1::OUTCOME_OK);
+  EXPECT_EQ(r[9].json(), R"({"ok":true,"path":"/ok","n":9})");
+  EXPECT_EQ(s.summary().succeeded(), 2u);
+  EXPECT_EQ(s.summary().failed(), 8u);
+  EXPECT_EQ(s.summary().stored(), 10u);
+  EXPECT_EQ(s.summary().state(), v1::BATCH_STATE_DONE);
+}
+
+TEST_F(ServiceTest, ExtractsJsonPointers) {
+  StartServer(Config());
+  const std::string body =
+      R"({"user":{"name":"ann"},"items":[10,20,30],"a/b":{"c~d":true}})";
+  v1::FetchBatchRequest request = Batch(
+      {upstream_->Url("/doc?body=" +
+                      std::string("%7B%22user%22%3A%7B%22name%22%3A%22ann%22%7D%2C"
+                                  "%22items%22%3A%5B10%2C20%2C30%5D%2C%22a%2Fb%22"
+                                  "%3A%7B%22c~d%22%3Atrue%7D%7D"))});
+  (*request.mutable_extract())["name"] = "/user/name";
+  (*request.mutable_extract())["age"] = "/user/age";
+  (*request.mutable_extract())["second"] = "/items/1";
+  (*request.mutable_extract())["flag"] = "/a~1b/c~0d";
+  Streamed s = Fetch(request);
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  auto r = s.results();
+  ASSERT_EQ(r[0].outcome(), v1::OUTCOME_OK) << r[0].error() << r[0].body();
+  EXPECT_EQ(r[0].json(),
+            R"({"age":null,"flag":true,"name":"ann","second":20})");
+  (void)body;
+
+  (*request.mutable_extract())["bad"] = "items";
+  Streamed bad = Fetch(request);
+  EXPECT_EQ(bad.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(bad.status.error_message().find("extract[\"bad\"]"),
+            std::string::npos);
+}
+
+TEST_F(ServiceTest, RoundTripStreamEqualsStoredResults) {
+  StartServer(Config());
+  std::vector<std::string> urls;
+  for (int i = 0; i < 7; ++i) urls.push_back(upstream_->Url(absl::StrCat("/r?n=", i)));
+  urls.push_back(upstream_->Url("/e?status=503&body=down"));
+  urls.push_back("gopher://x");
+  v1::FetchBatchRequest request = Batch(urls, 3);
+  request.set_batch_id("round-trip-1");
+  Streamed s = Fetch(request);
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  EXPECT_EQ(s.batch_id(), "round-trip-1");
+
+  int pages = 0;
+  std::vector<v1::FetchResult> stored = ListAll("round-trip-1", 4, &pages);
+  EXPECT_EQ(pages, 3);
+  ASSERT_EQ(stored.size(), 9u);
+  auto streamed = s.results();
+  for (uint32_t i = 0; i < stored.size(); ++i) {
+    EXPECT_EQ(stored[i].index(), i);
+    EXPECT_EQ(stored[i].SerializeAsString(), streamed[i].SerializeAsString())
+        << "index " << i << "\nstored:   " << stored[i].ShortDebugString()
+        << "\nstreamed: " << streamed[i].ShortDebugString();
+  }
+  absl::StatusOr<v1::BatchSummary> summary = GetBatch("round-trip-1");
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->SerializeAsString(), s.summary().SerializeAsString())
+      << summary->ShortDebugString() << "\n" << s.summary().ShortDebugString();
+
+  EXPECT_EQ(GetBatch("no-such-batch").status().code(),
+            absl::StatusCode::kNotFound);
+  grpc::ClientContext context;
+  v1::ListResultsRequest list;
+  list.set_batch_id("no-such-batch");
+  v1::ListResultsResponse response;
+  EXPECT_EQ(stub_->ListResults(&context, list, &response).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ServiceTest, RejectsBadBatchesWithSpecificStatus) {
+  ServerConfig config = Config();
+  config.service.max_batch_size = 10;
+  StartServer(config);
+  Streamed empty = Fetch(v1::FetchBatchRequest());
+  EXPECT_EQ(empty.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(empty.status.error_message().find("no requests"), std::string::npos);
+
+  std::vector<std::string> eleven(11, upstream_->Url("/x"));
+  Streamed big = Fetch(Batch(eleven));
+  EXPECT_EQ(big.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(big.status.error_message().find("at most 10"), std::string::npos);
+
+  v1::FetchBatchRequest request = Batch({upstream_->Url("/x")});
+  request.set_batch_id("dup-1");
+  EXPECT_TRUE(Fetch(request).status.ok());
+  Streamed dup = Fetch(request);
+  EXPECT_EQ(dup.status.error_code(), grpc::StatusCode::ALREADY_EXISTS);
+
+  request.set_batch_id("bad id with spaces");
+  EXPECT_EQ(Fetch(request).status.error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(upstream_->total_requests(), 1);
+}
+
+TEST_F(ServiceTest, CancelMidBatchStopsTransfersAndStoresCancelled) {
+  StartServer(Config());
+  std::vector<std::string> urls;
+  urls.push_back(upstream_->Url("/fast"));
+  for (int i = 0; i < 29; ++i) urls.push_back(upstream_->Url("/stuck?delay_ms=20000"));
+  v1::FetchBatchRequest request = Batch(urls, 5);
+  request.set_batch_id("cancel-me");
+  const absl::Time start = absl::Now();
+  Streamed s = Fetch(request, absl::Seconds(60), /*cancel_after=*/1);
+  EXPECT_EQ(s.status.error_code(), grpc::StatusCode::CANCELLED);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+  // The stuck transfers were torn down, and no new ones started.
+  EXPECT_TRUE(upstream_->AwaitAbortedAtLeast(5, absl::Seconds(5)));
+  EXPECT_LE(upstream_->total_requests(), 6);
+
+  // The server finishes the batch in the background after the client left.
+  absl::StatusOr<v1::BatchSummary> summary;
+  for (int i = 0; i < 100; ++i) {
+    summary = GetBatch("cancel-me");
+    if (summary.ok() && summary->state() != v1::BATCH_STATE_RUNNING) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->state(), v1::BATCH_STATE_CANCELLED);
+  EXPECT_EQ(summary->stored(), 30u);
+  int pages = 0;
+  std::vector<v1::FetchResult> stored = ListAll("cancel-me", 100, &pages);
+  ASSERT_EQ(stored.size(), 30u);
+  EXPECT_EQ(stored[0].outcome(), v1::OUTCOME_OK);
+  for (size_t i = 1; i < stored.size(); ++i) {
+    EXPECT_EQ(stored[i].outcome(), v1::OUTCOME_CANCELLED) << i;
+  }
+  EXPECT_EQ(server_->engine().in_flight(), 0);
+}
+
+TEST_F(ServiceTest, ExpiredDeadlineCancelsTheBatch) {
+  StartServer(Config());
+  std::vector<std::string> urls(10, upstream_->Url("/stuck?delay_ms=20000"));
+  v1::FetchBatchRequest request = Batch(urls, 2);
+  request.set_batch_id("deadline-1");
+  Streamed s = Fetch(request, absl::Milliseconds(500));
+  EXPECT_EQ(s.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_TRUE(upstream_->AwaitAbortedAtLeast(2, absl::Seconds(5)));
+  absl::StatusOr<v1::BatchSummary> summary;
+  for (int i = 0; i < 100; ++i) {
+    summary = GetBatch("deadline-1");
+    if (summary.ok() && summary->state() != v1::BATCH_STATE_RUNNING) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(summary.ok());
+  EXPECT_EQ(summary->state(), v1::BATCH_STATE_CANCELLED);
+  EXPECT_EQ(summary->stored(), 10u);
+  EXPECT_EQ(upstream_->total_requests(), 2);
+}
+
+TEST_F(ServiceTest, WriterReconnectsAfterConnectionLossWithoutLosingRows) {
+  StartServer(Config());
+  std::vector<std::string> urls;
+  for (int i = 0; i < 60; ++i) {
+    urls.push_back(upstream_->Url(absl::StrCat("/p?n=", i, "&delay_ms=30")));
+  }
+  Streamed s;
+  std::thread fetch([&] { s = Fetch(Batch(urls, 4)); });
+  // Kill every server connection to the test database mid-batch.
+  ASSERT_TRUE(upstream_->AwaitTotalRequestsAtLeast(20, absl::Seconds(20)));
+  auto ids = db_->Execute(absl::StrCat(
+      "SELECT id FROM information_schema.processlist WHERE db='", database_,
+      "' AND id <> CONNECTION_ID()"));
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  int killed = 0;
+  for (absl::string_view id : absl::StrSplit(*ids, '\n', absl::SkipEmpty())) {
+    if (db_->Execute(absl::StrCat("KILL ", id)).ok()) ++killed;
+  }
+  EXPECT_GE(killed, 1);
+  fetch.join();
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  EXPECT_EQ(s.summary().stored(), 60u);
+  EXPECT_EQ(s.summary().state(), v1::BATCH_STATE_DONE);
+  auto rows = db_->Execute(
+      absl::StrCat("SELECT COUNT(*) FROM fetch_results WHERE batch_id='",
+                   s.batch_id(), "'"),
+      database_);
+  ASSERT_TRUE(rows.ok());
+  EXPECT_EQ(absl::StripAsciiWhitespace(*rows), "60");
+}
+
+TEST_F(ServiceTest, DatabaseDownGivesUnavailable) {
+  auto own_db = LocalMariaDb::Start(BATCHFETCH_SOURCE_DIR);
+  ASSERT_TRUE(own_db.ok()) << own_db.status();
+  StartServer(Config(own_db->get()));
+  EXPECT_TRUE(Fetch(Batch({upstream_->Url("/x")})).status.ok());
+  own_db->reset();  // stops the instance
+  Streamed s = Fetch(Batch({upstream_->Url("/x")}));
+  EXPECT_EQ(s.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_NE(s.status.error_message().find("database"), std::string::npos)
+      << s.status.error_message();
+}
+
+TEST_F(ServiceTest, StoreNoneStreamsButDoesNotStore) {
+  ServerConfig config = Config();
+  config.store_enabled = false;
+  StartServer(config);
+  Streamed s = Fetch(Batch({upstream_->Url("/x"), upstream_->Url("/y")}));
+  ASSERT_TRUE(s.status.ok());
+  EXPECT_EQ(s.summary().succeeded(), 2u);
+  EXPECT_EQ(s.summary().stored(), 0u);
+  EXPECT_EQ(GetBatch(s.batch_id()).status().code(),
+            absl::StatusCode::kUnimplemented);
+}
+
+// --- tests against the real binaries ----------------------------------------
+
+// A child process with its stdout on a pipe.
+class Child {
+ public:
+  Child(const std::vector<std::string>& args,
+        const std::vector<std::string>& extra_env = {}) {
+    int fds[2];
+    EXPECT_EQ(pipe2(fds, O_CLOEXEC), 0);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, fds[1], 1);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    std::vector<std::string> env_strings(extra_env);
+    for (char** e = environ; *e != nullptr; ++e) env_strings.push_back(*e);
+    std::vector<char*> envp;
+    for (auto& e : env_strings) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    EXPECT_EQ(posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(),
+                          envp.data()),
+              0);
+    posix_spawn_file_actions_destroy(&actions);
+    close(fds[1]);
+    out_ = fdopen(fds[0], "r");
+  }
+  ~Child() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      Wait();
+    }
+    if (out_ != nullptr) fclose(out_);
+  }
+  // Next stdout line without the newline; false at EOF.
+  bool ReadLine(std::string* line) {
+    char* buf = nullptr;
+    size_t cap = 0;
+    ssize_t n = getline(&buf, &cap, out_);
+    if (n >= 0) line->assign(buf, static_cast<size_t>(n));
+    free(buf);
+    if (n < 0) return false;
+    if (!line->empty() && line->back() == '\n') line->pop_back();
+    return true;
+  }
+  int Wait() {
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+  FILE* out_ = nullptr;
+};
+
+class BinaryTest : public ServiceTest {
+ protected:
+  void StartServerBinary(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {
+        BATCHFETCH_SERVER_BINARY, "--listen=127.0.0.1:0",
+        absl::StrCat("--mysql_port=", db_->port()),
+        absl::StrCat("--mysql_database=", database_)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    server_process_ = std::make_unique<Child>(
+        args, std::vector<std::string>{"BATCHFETCH_MYSQL_PASSWORD=" +
+                                       db_->password()});
+    std::string text;
+    ASSERT_TRUE(server_process_->ReadLine(&text));
+    absl::string_view line = text;
+    ASSERT_TRUE(absl::ConsumePrefix(&line, "batchfetch_server listening on port "))
+        << text;
+    port_ = std::atoi(std::string(line).c_str());
+    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port_),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = v1::BatchFetcher::NewStub(channel_);
+  }
+
+  int64_t ServerRssKb() {
+    std::ifstream status(absl::StrCat("/proc/", server_process_->pid(), "/status"));
+    std::string text;
+    while (std::getline(status, text)) {
+      absl::string_view line = text;
+      if (absl::ConsumePrefix(&line, "VmRSS:")) {
+        int64_t kb = 0;
+        EXPECT_TRUE(absl::SimpleAtoi(
+            absl::StripSuffix(absl::StripAsciiWhitespace(line), " kB"), &kb));
+        return kb;
+      }
+    }
+    return -1;
+  }
+
+  // Runs the CLI; returns its exit code and fills stdout lines.
+  int RunCli(const std::vector<std::string>& args,
+             std::vector<std::string>* lines) {
+    std::vector<std::string> argv = {BATCHFETCH_CLI_BINARY};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Child cli(argv);
+    std::string line;
+    while (cli.ReadLine(&line)) lines->push_back(line);
+    return cli.Wait();
+  }
+
+  std::unique_ptr<Child> server_process_;
+  int port_ = 0;
+};
+
+TEST_F(BinaryTest, SlowReaderKeepsServerMemoryBounded) {
+  StartServerBinary({"--max_body_bytes=2000000"});
+  std::vector<std::string> urls;
+  for (int i = 0; i < 300; ++i) {
+    urls.push_back(upstream_->Url(absl::StrCat("/big?bytes=1000000&n=", i)));
+  }
+  grpc::ClientContext context;
+  auto reader = stub_->FetchBatch(&context, Batch(urls, 8));
+  v1::FetchBatchEvent event;
+  ASSERT_TRUE(reader->Read(&event));
+  ASSERT_TRUE(event.has_accepted());
+  const int64_t baseline_kb = ServerRssKb();
+  // Stop reading. Without backpressure the server would fetch all 300 MB.
+  int64_t peak_kb = baseline_kb;
+  for (int i = 0; i < 30; ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+    peak_kb = std::max(peak_kb, ServerRssKb());
+  }
+  const int fetched_while_stalled = upstream_->total_requests();
+  EXPECT_LT(fetched_while_stalled, 100);
+  EXPECT_LT(peak_kb - baseline_kb, 120 * 1024)
+      << "baseline " << baseline_kb << " kB, peak " << peak_kb << " kB";
+  int results = 0;
+  while (reader->Read(&event)) {
+    if (event.has_result()) {
+      ++results;
+      EXPECT_EQ(event.result().outcome(), v1::OUTCOME_OK);
+    }
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(results, 300);
+}
+
+TEST_F(BinaryTest, CliPrintsJsonLinesAndExitCodes) {
+  StartServerBinary();
+  const std::string server = absl::StrCat("--server=127.0.0.1:", port_);
+  std::vector<std::string> lines;
+  EXPECT_EQ(RunCli({"fetch", server, "--batch-id=cli-ok", "--extract=n=/n",
+                    upstream_->Url("/a?n=1"), upstream_->Url("/b?n=2")},
+                   &lines),
+            0);
+  ASSERT_EQ(lines.size(), 2u);
+  for (const auto& line : lines) {
+    EXPECT_NE(line.find(R"("outcome":"ok")"), std::string::npos) << line;
+    EXPECT_NE(line.find(R"("json":{"n":)"), std::string::npos) << line;
+  }
+
+  lines.clear();
+  EXPECT_EQ(RunCli({"fetch", server, upstream_->Url("/a"),
+                    upstream_->Url("/gone?status=404")},
+                   &lines),
+            1);
+  EXPECT_EQ(lines.size(), 2u);
+
+  lines.clear();
+  EXPECT_EQ(RunCli({"get", server, "cli-ok", "--results"}, &lines), 0);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_NE(lines[0].find(R"("state":"done")"), std::string::npos) << lines[0];
+
+  lines.clear();
+  EXPECT_EQ(RunCli({"get", server, "no-such"}, &lines), 1);
+  lines.clear();
+  EXPECT_EQ(RunCli({"fetch", "--server=127.0.0.1:1", upstream_->Url("/a")},
+                   &lines),
+            2);
+  lines.clear();
+  EXPECT_EQ(RunCli({"fetch", server}, &lines), 2);
+}
+
+TEST_F(BinaryTest, SigtermShutsDownGracefully) {
+  StartServerBinary({"--shutdown_grace=1s"});
+  std::vector<std::string> urls(4, upstream_->Url("/stuck?delay_ms=20000"));
+  v1::FetchBatchRequest request = Batch(urls, 4);
+  request.set_batch_id("shutdown-1");
+  Streamed s;
+  std::thread fetch([&] { s = Fetch(request); });
+  ASSERT_TRUE(upstream_->AwaitInFlightAtLeast(4, absl::Seconds(10)));
+  kill(server_process_->pid(), SIGTERM);
+  EXPECT_EQ(server_process_->Wait(), 0);
+  fetch.join();
+  EXPECT_FALSE(s.status.ok());
+  // Every request was recorded as cancelled before the process exited.
+  auto rows = db_->Execute(
+      "SELECT state, `stored` FROM batches WHERE batch_id='shutdown-1'",
+      database_);
+  ASSERT_TRUE(rows.ok());
+  EXPECT_EQ(absl::StripAsciiWhitespace(*rows), "3\t4");
+}
+
+}  // namespace
+}  // namespace batchfetch

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Quickstart: installs what is missing, builds, starts a private MariaDB
+# (data under var/mariadb, git-ignored) and runs the server in the foreground
+# on port ${BATCHFETCH_PORT:-50051}. Extra arguments go to batchfetch_server.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/build.sh
+db_port=$(scripts/mariadb-local.sh start "$PWD/var/mariadb" "${BATCHFETCH_MARIADB_PORT:-}")
+echo "MariaDB on 127.0.0.1:$db_port (data in var/mariadb; stop: scripts/mariadb-local.sh stop var/mariadb)" >&2
+export BATCHFETCH_MYSQL_PASSWORD=${BATCHFETCH_MYSQL_PASSWORD:-batchfetch}
+exec build/batchfetch_server --listen="0.0.0.0:${BATCHFETCH_PORT:-50051}" \
+  --mysql_host=127.0.0.1 --mysql_port="$db_port" "$@"
