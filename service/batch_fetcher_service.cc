@@ -60,8 +60,8 @@ void FillResult(FetchedResponse& response, const JsonCleaner& cleaner,
   result->set_http_status(response.http_status);
   result->set_content_type(std::move(response.content_type));
   result->set_attempts(response.attempts);
-  *result->mutable_elapsed() =
-      TimeUtil::MicrosecondsToDuration(absl::ToInt64Microseconds(response.elapsed));
+  *result->mutable_elapsed() = TimeUtil::MicrosecondsToDuration(
+      absl::ToInt64Microseconds(response.elapsed));
   if (response.result != TransferResult::kResponse) {
     result->set_outcome(OutcomeOf(response.result));
     result->set_error(std::move(response.error));
@@ -74,7 +74,8 @@ void FillResult(FetchedResponse& response, const JsonCleaner& cleaner,
     result->set_body(std::move(response.body));
     return;
   }
-  if (response.body.empty() && (status == 204 || status == 205)) {
+  if (response.body.empty() &&
+      (status == 204 || status == 205 || !response.body_expected)) {
     result->set_outcome(v1::OUTCOME_OK);  // no content by design
     return;
   }
@@ -374,9 +375,9 @@ grpc::ServerWriteReactor<v1::FetchBatchEvent>* BatchFetcherService::FetchBatch(
     return reject(absl::InvalidArgumentError("the batch has no requests"));
   }
   if (static_cast<uint32_t>(n) > options_.max_batch_size) {
-    return reject(absl::InvalidArgumentError(
-        absl::StrCat("the batch has ", n, " requests; at most ",
-                     options_.max_batch_size, " are allowed (--max_batch_size)")));
+    return reject(absl::InvalidArgumentError(absl::StrCat(
+        "the batch has ", n, " requests; at most ", options_.max_batch_size,
+        " are allowed (--max_batch_size)")));
   }
   BatchOptions batch_options;
   uint32_t concurrency = request->concurrency() == 0
@@ -443,8 +444,9 @@ grpc::ServerWriteReactor<v1::FetchBatchEvent>* BatchFetcherService::FetchBatch(
     spec.body = in.body();
     spec.headers.assign(in.headers().begin(), in.headers().end());
   }
-  auto run = std::make_shared<BatchRun>(batch_id, static_cast<uint32_t>(n),
-                                        *std::move(cleaner), store_, created_at);
+  auto run =
+      std::make_shared<BatchRun>(batch_id, static_cast<uint32_t>(n),
+                                 *std::move(cleaner), store_, created_at);
   auto* reactor = new FetchBatchReactor(run);
   run->Attach(reactor);
   run->Start(*engine_, std::move(specs), batch_options);

@@ -16,9 +16,9 @@ absl::StatusOr<std::unique_ptr<BatchFetchServer>> BatchFetchServer::Start(
   } else if (config.store_enabled) {
     auto mysql = MysqlResultStore::Open(config.mysql);
     if (!mysql.ok()) {
-      return absl::Status(mysql.status().code(),
-                          absl::StrCat("opening the result store: ",
-                                       mysql.status().message()));
+      return absl::Status(
+          mysql.status().code(),
+          absl::StrCat("opening the result store: ", mysql.status().message()));
     }
     server->store_ = *std::move(mysql);
   }
@@ -26,9 +26,9 @@ absl::StatusOr<std::unique_ptr<BatchFetchServer>> BatchFetchServer::Start(
   if (!engine.ok()) return engine.status();
   server->engine_ = *std::move(engine);
   ServiceOptions service_options = config.service;
-  service_options.max_concurrency = std::min<uint32_t>(
-      service_options.max_concurrency,
-      static_cast<uint32_t>(config.engine.max_in_flight));
+  service_options.max_concurrency =
+      std::min<uint32_t>(service_options.max_concurrency,
+                         static_cast<uint32_t>(config.engine.max_in_flight));
   server->service_ = std::make_unique<BatchFetcherService>(
       service_options, server->engine_.get(), server->store_.get());
 

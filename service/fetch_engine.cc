@@ -42,9 +42,8 @@ std::string ValidateSpec(const FetchSpec& spec, std::string* method) {
   CURLU* parsed = curl_url();
   if (parsed == nullptr) return "out of memory parsing url";
   std::string why;
-  CURLUcode rc =
-      curl_url_set(parsed, CURLUPART_URL, spec.url.c_str(),
-                   CURLU_NON_SUPPORT_SCHEME);
+  CURLUcode rc = curl_url_set(parsed, CURLUPART_URL, spec.url.c_str(),
+                              CURLU_NON_SUPPORT_SCHEME);
   char* scheme = nullptr;
   char* host = nullptr;
   if (rc != CURLUE_OK) {
@@ -66,9 +65,8 @@ std::string ValidateSpec(const FetchSpec& spec, std::string* method) {
   if (!why.empty()) return why;
 
   *method = spec.method.empty() ? "GET" : absl::AsciiStrToUpper(spec.method);
-  static constexpr const char* kMethods[] = {"GET",    "HEAD",   "POST",
-                                             "PUT",    "PATCH",  "DELETE",
-                                             "OPTIONS"};
+  static constexpr const char* kMethods[] = {"GET",   "HEAD",   "POST",   "PUT",
+                                             "PATCH", "DELETE", "OPTIONS"};
   bool known = false;
   for (const char* m : kMethods) known = known || *method == m;
   if (!known) {
@@ -92,8 +90,7 @@ std::string ValidateSpec(const FetchSpec& spec, std::string* method) {
     }
     for (char c : value) {
       if (c == '\r' || c == '\n' || c == '\0') {
-        return absl::StrCat("header '", name,
-                            "' value contains CR, LF or NUL");
+        return absl::StrCat("header '", name, "' value contains CR, LF or NUL");
       }
     }
   }
@@ -177,6 +174,7 @@ class FetchEngine::Impl {
     std::string body;
     int64_t max_body_bytes = 0;
     bool too_large = false;
+    bool head = false;  // a HEAD request: no body comes back
     char error[CURL_ERROR_SIZE] = {0};
   };
 
@@ -207,7 +205,7 @@ class FetchEngine::Impl {
     bool cancelled = false;
     std::unordered_set<Transfer*> transfers;
     // Shared with the sink's threads (Release).
-    std::atomic<int> backlog{0};      // delivered, not yet released
+    std::atomic<int> backlog{0};       // delivered, not yet released
     std::atomic<bool> stalled{false};  // waiting for Release to make room
   };
 
@@ -334,11 +332,11 @@ class FetchEngine::Impl {
       int wait_ms = -1;
       if (timer_deadline_ != absl::InfiniteFuture()) {
         const absl::Duration left = timer_deadline_ - absl::Now();
-        wait_ms = left <= absl::ZeroDuration()
-                      ? 0
-                      : static_cast<int>(absl::ToInt64Milliseconds(
-                            left + absl::Milliseconds(1) -
-                            absl::Nanoseconds(1)));
+        wait_ms =
+            left <= absl::ZeroDuration()
+                ? 0
+                : static_cast<int>(absl::ToInt64Milliseconds(
+                      left + absl::Milliseconds(1) - absl::Nanoseconds(1)));
       }
       const int n = epoll_wait(epoll_fd_, events, kMaxEpollEvents, wait_ms);
       int running = 0;
@@ -451,12 +449,12 @@ class FetchEngine::Impl {
     curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 1L);
     curl_easy_setopt(easy, CURLOPT_MAXREDIRS,
                      static_cast<long>(options_.max_redirects));
-    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS,
-                     static_cast<long>(
-                         absl::ToInt64Milliseconds(batch.options.timeout)));
-    curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
-                     static_cast<long>(
-                         absl::ToInt64Milliseconds(options_.connect_timeout)));
+    curl_easy_setopt(
+        easy, CURLOPT_TIMEOUT_MS,
+        static_cast<long>(absl::ToInt64Milliseconds(batch.options.timeout)));
+    curl_easy_setopt(
+        easy, CURLOPT_CONNECTTIMEOUT_MS,
+        static_cast<long>(absl::ToInt64Milliseconds(options_.connect_timeout)));
     // Decoded size is what the write callback counts, so the body cap also
     // holds against compression bombs.
     curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, "");
@@ -468,6 +466,7 @@ class FetchEngine::Impl {
     curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, transfer->error);
     curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_2TLS);
     if (method == "HEAD") {
+      transfer->head = true;
       curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
     } else if (method != "GET" || !spec.body.empty()) {
       if (method != "POST") {
@@ -527,7 +526,14 @@ class FetchEngine::Impl {
       response.elapsed = absl::Microseconds(total_us);
       char* content_type = nullptr;
       curl_easy_getinfo(transfer->easy, CURLINFO_CONTENT_TYPE, &content_type);
-      if (content_type != nullptr) response.content_type = content_type;
+      if (content_type != nullptr) {
+        // Upstream bytes end up in proto3 strings, which must be UTF-8.
+        for (const char* c = content_type; *c != '\0'; ++c) {
+          const bool printable = *c >= 0x20 && *c < 0x7f;
+          response.content_type.push_back(printable ? *c : '?');
+        }
+      }
+      response.body_expected = !transfer->head;
       char* effective_url = nullptr;
       curl_easy_getinfo(transfer->easy, CURLINFO_EFFECTIVE_URL, &effective_url);
       if (effective_url != nullptr) response.effective_url = effective_url;
@@ -632,7 +638,7 @@ class FetchEngine::Impl {
   std::unordered_set<std::shared_ptr<Batch>> batches_;  // not fully delivered
   // Batches with requests not yet started, in round-robin order.
   std::vector<std::shared_ptr<Batch>> active_;
-  size_t cursor_ = 0;           // round-robin position in active_
+  size_t cursor_ = 0;  // round-robin position in active_
   std::vector<CURL*> idle_easy_;
   absl::Time timer_deadline_ = absl::InfiniteFuture();
 

@@ -44,6 +44,7 @@ struct FetchedResponse {
   std::string body;     // decoded body, at most max_body_bytes
   std::string content_type;
   std::string effective_url;  // after redirects
+  bool body_expected = true;  // false for HEAD: an empty body is complete
   uint32_t attempts = 0;      // transfers started for this request
   absl::Duration elapsed;     // from transfer start to its end
 };

@@ -54,7 +54,9 @@ class DepthLimitedHandler {
   bool Key(const char* s, rapidjson::SizeType n, bool copy) {
     return inner_.Key(s, n, copy);
   }
-  bool StartObject() { return ++depth_ <= kMaxJsonDepth && inner_.StartObject(); }
+  bool StartObject() {
+    return ++depth_ <= kMaxJsonDepth && inner_.StartObject();
+  }
   bool EndObject(rapidjson::SizeType n) {
     --depth_;
     return inner_.EndObject(n);
@@ -72,9 +74,9 @@ class DepthLimitedHandler {
 };
 
 absl::Status ParseError(rapidjson::ParseErrorCode code, size_t offset) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("body is not valid JSON: ", rapidjson::GetParseError_En(code),
-                   " (at byte ", offset, ")"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "body is not valid JSON: ", rapidjson::GetParseError_En(code),
+      " (at byte ", offset, ")"));
 }
 
 }  // namespace
@@ -86,9 +88,9 @@ struct JsonCleaner::Compiled {
 absl::StatusOr<JsonCleaner> JsonCleaner::Create(const Extract& extract) {
   if (extract.empty()) return JsonCleaner(nullptr);
   if (extract.size() > kMaxExtractFields) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "extract has ", extract.size(), " fields; at most ", kMaxExtractFields,
-        " are allowed"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("extract has ", extract.size(), " fields; at most ",
+                     kMaxExtractFields, " are allowed"));
   }
   auto compiled = std::make_shared<Compiled>();
   compiled->fields.reserve(extract.size());
@@ -120,10 +122,9 @@ absl::StatusOr<JsonCleaner> JsonCleaner::Create(const Extract& extract) {
         default:
           break;
       }
-      return absl::InvalidArgumentError(
-          absl::StrCat("extract[\"", name, "\"] = \"", pointer, "\": ", why,
-                       " (at offset ", compiled_pointer.GetParseErrorOffset(),
-                       ")"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "extract[\"", name, "\"] = \"", pointer, "\": ", why, " (at offset ",
+          compiled_pointer.GetParseErrorOffset(), ")"));
     }
     compiled->fields.emplace_back(name, std::move(compiled_pointer));
   }
@@ -153,9 +154,9 @@ absl::Status JsonCleaner::Clean(absl::string_view body,
     doc.Populate(generate);
   }
   if (too_deep) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "body is not accepted: JSON nested deeper than ", kMaxJsonDepth,
-        " levels"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("body is not accepted: JSON nested deeper than ",
+                     kMaxJsonDepth, " levels"));
   }
   if (!ok) return ParseError(ok.Code(), ok.Offset());
   // A NUL byte reads as end of input to RapidJSON; anything after it is junk.

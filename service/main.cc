@@ -9,6 +9,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
+#include "absl/strings/match.h"
 #include "service/batchfetch_server.h"
 #include "service/server_config.h"
 
@@ -21,7 +23,8 @@ namespace {
 // Each in-flight transfer needs a socket: lift the soft descriptor limit.
 void RaiseFileLimit() {
   rlimit limit;
-  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 &&
+      limit.rlim_cur < limit.rlim_max) {
     limit.rlim_cur = limit.rlim_max;
     setrlimit(RLIMIT_NOFILE, &limit);
   }
@@ -30,6 +33,13 @@ void RaiseFileLimit() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // --help lists the server's flags, which live in service/.
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::StrContains(file, "service/");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
   absl::SetProgramUsageMessage(
       "batchfetch gRPC server. Every flag can also be set as an environment "
       "variable BATCHFETCH_<FLAG_NAME>; the MySQL password only via "
@@ -60,8 +70,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::cout << "batchfetch_server listening on port " << (*server)->port()
-            << " (store: " << (config->store_enabled ? "mysql" : "none")
-            << ")" << std::endl;
+            << " (store: " << (config->store_enabled ? "mysql" : "none") << ")"
+            << std::endl;
   int signal_number = 0;
   sigwait(&signals, &signal_number);
   std::cout << "batchfetch_server: signal " << signal_number

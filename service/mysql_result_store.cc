@@ -129,8 +129,7 @@ std::string Truncated(const std::string& s, size_t max) {
 }
 
 std::string InsertSql(int rows) {
-  std::vector<std::string> tuples(rows,
-                                  "(?,?,?,?,?,?,?,?,?,?,?,?)");
+  std::vector<std::string> tuples(rows, "(?,?,?,?,?,?,?,?,?,?,?,?)");
   return absl::StrCat(
       "INSERT INTO fetch_results (batch_id, idx, url, outcome, http_status, "
       "error, `json`, body, content_type, attempts, elapsed_us, fetched_at) "
@@ -158,14 +157,15 @@ class Session {
   static absl::StatusOr<std::unique_ptr<Session>> Connect(
       const MysqlResultStore::Options& options, bool use_database) {
     try {
-      sql::mysql::MySQL_Driver* driver = sql::mysql::get_mysql_driver_instance();
+      sql::mysql::MySQL_Driver* driver =
+          sql::mysql::get_mysql_driver_instance();
       sql::ConnectOptionsMap props;
-      props["hostName"] =
-          sql::SQLString(absl::StrCat("tcp://", options.host, ":", options.port));
+      props["hostName"] = sql::SQLString(
+          absl::StrCat("tcp://", options.host, ":", options.port));
       props["userName"] = sql::SQLString(options.user);
       props["password"] = sql::SQLString(options.password);
-      props["OPT_CONNECT_TIMEOUT"] = static_cast<int>(
-          absl::ToInt64Seconds(options.connect_timeout) + 1);
+      props["OPT_CONNECT_TIMEOUT"] =
+          static_cast<int>(absl::ToInt64Seconds(options.connect_timeout) + 1);
       props["OPT_CHARSET_NAME"] = sql::SQLString("utf8mb4");
       auto session = std::unique_ptr<Session>(new Session);
       session->conn_.reset(driver->connect(props));
@@ -339,7 +339,8 @@ class MysqlResultStore::Impl {
       auto session = Session::Connect(options_, /*use_database=*/false);
       if (session.ok()) {
         try {
-          std::unique_ptr<sql::Statement> stmt((*session)->conn().createStatement());
+          std::unique_ptr<sql::Statement> stmt(
+              (*session)->conn().createStatement());
           stmt->execute(absl::StrCat(
               "CREATE DATABASE IF NOT EXISTS `", options_.database,
               "` DEFAULT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"));
@@ -558,8 +559,7 @@ class MysqlResultStore::Impl {
         ps.setString(base + 9,
                      Truncated(r.content_type(), kMaxStoredContentTypeBytes));
         ps.setUInt(base + 10, r.attempts());
-        ps.setInt64(base + 11,
-                    TimeUtil::DurationToMicroseconds(r.elapsed()));
+        ps.setInt64(base + 11, TimeUtil::DurationToMicroseconds(r.elapsed()));
         ps.setDateTime(base + 12, FormatDateTime(op.fetched_at));
       }
       ps.executeUpdate();

@@ -44,20 +44,34 @@ namespace batchfetch {
 namespace {
 
 constexpr const char* kEnvFlags[] = {
-    "listen",          "store",          "mysql_host",
-    "mysql_port",      "mysql_user",     "mysql_database",
-    "mysql_password_file", "mysql_startup_wait", "store_retry_budget",
-    "max_in_flight",   "default_concurrency", "max_concurrency",
-    "max_batch_size",  "max_body_bytes", "default_timeout",
-    "max_timeout",     "connect_timeout", "max_redirects",
+    "listen",
+    "store",
+    "mysql_host",
+    "mysql_port",
+    "mysql_user",
+    "mysql_database",
+    "mysql_password_file",
+    "mysql_startup_wait",
+    "store_retry_budget",
+    "max_in_flight",
+    "default_concurrency",
+    "max_concurrency",
+    "max_batch_size",
+    "max_body_bytes",
+    "default_timeout",
+    "max_timeout",
+    "connect_timeout",
+    "max_redirects",
     "max_request_mb",
+    "shutdown_grace",
 };
 
 }  // namespace
 
 absl::Status ApplyEnvironmentToFlags() {
   for (const char* name : kEnvFlags) {
-    const std::string env = absl::StrCat("BATCHFETCH_", absl::AsciiStrToUpper(name));
+    const std::string env =
+        absl::StrCat("BATCHFETCH_", absl::AsciiStrToUpper(name));
     const char* value = std::getenv(env.c_str());
     if (value == nullptr) continue;
     absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
@@ -102,19 +116,21 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   }
   if (config.mysql.database.empty() ||
       config.mysql.database.find('`') != std::string::npos) {
-    return absl::InvalidArgumentError("--mysql_database is empty or has a backtick");
+    return absl::InvalidArgumentError(
+        "--mysql_database is empty or has a backtick");
   }
 
   const auto positive = [](int value, const char* name) -> absl::Status {
     if (value >= 1) return absl::OkStatus();
-    return absl::InvalidArgumentError(absl::StrCat("--", name, " must be >= 1"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, " must be >= 1"));
   };
-  for (auto [value, name] : {
-           std::pair{absl::GetFlag(FLAGS_max_in_flight), "max_in_flight"},
-           {absl::GetFlag(FLAGS_default_concurrency), "default_concurrency"},
-           {absl::GetFlag(FLAGS_max_concurrency), "max_concurrency"},
-           {absl::GetFlag(FLAGS_max_batch_size), "max_batch_size"},
-           {absl::GetFlag(FLAGS_max_request_mb), "max_request_mb"}}) {
+  for (auto [value, name] :
+       {std::pair{absl::GetFlag(FLAGS_max_in_flight), "max_in_flight"},
+        {absl::GetFlag(FLAGS_default_concurrency), "default_concurrency"},
+        {absl::GetFlag(FLAGS_max_concurrency), "max_concurrency"},
+        {absl::GetFlag(FLAGS_max_batch_size), "max_batch_size"},
+        {absl::GetFlag(FLAGS_max_request_mb), "max_request_mb"}}) {
     if (absl::Status s = positive(value, name); !s.ok()) return s;
   }
   if (absl::GetFlag(FLAGS_max_body_bytes) < 1) {
@@ -136,6 +152,9 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
       config.service.max_timeout < config.service.default_timeout) {
     return absl::InvalidArgumentError(
         "--default_timeout must be > 0 and <= --max_timeout");
+  }
+  if (absl::GetFlag(FLAGS_max_request_mb) > 1024) {
+    return absl::InvalidArgumentError("--max_request_mb must be <= 1024");
   }
   config.max_request_bytes = absl::GetFlag(FLAGS_max_request_mb) << 20;
   return config;

@@ -14,9 +14,12 @@ std::string Clean(const JsonCleaner& cleaner, absl::string_view body) {
 TEST(JsonCleaner, ReserializesCompactlyKeepingNumbersExact) {
   auto cleaner = JsonCleaner::Create({});
   ASSERT_TRUE(cleaner.ok());
-  EXPECT_EQ(Clean(*cleaner, " { \"a\" : [1, 2.50, 1e300, 123456789012345678901234567890] ,\n"
-                            "\"b\": \"\\u00e9\" } "),
-            "{\"a\":[1,2.50,1e300,123456789012345678901234567890],\"b\":\"\xc3\xa9\"}");
+  EXPECT_EQ(
+      Clean(*cleaner,
+            " { \"a\" : [1, 2.50, 1e300, 123456789012345678901234567890] ,\n"
+            "\"b\": \"\\u00e9\" } "),
+      "{\"a\":[1,2.50,1e300,123456789012345678901234567890],\"b\":"
+      "\"\xc3\xa9\"}");
 }
 
 TEST(JsonCleaner, RejectsInvalidJsonWithPosition) {
@@ -48,10 +51,12 @@ TEST(JsonCleaner, ExtractsJsonPointers) {
                                       {"escaped", "/a~1b/c~0d"},
                                       {"whole", ""}});
   ASSERT_TRUE(cleaner.ok());
-  EXPECT_EQ(Clean(*cleaner,
-                  R"({"user":{"name":"ann"},"items":[10,{"k":true}],"a/b":{"c~d":3}})"),
-            R"({"present":"ann","missing":null,"second":{"k":true},"escaped":3,)"
-            R"("whole":{"user":{"name":"ann"},"items":[10,{"k":true}],"a/b":{"c~d":3}}})");
+  EXPECT_EQ(
+      Clean(
+          *cleaner,
+          R"({"user":{"name":"ann"},"items":[10,{"k":true}],"a/b":{"c~d":3}})"),
+      R"({"present":"ann","missing":null,"second":{"k":true},"escaped":3,)"
+      R"("whole":{"user":{"name":"ann"},"items":[10,{"k":true}],"a/b":{"c~d":3}}})");
   EXPECT_NE(Clean(*cleaner, "nope").find("ERROR"), std::string::npos);
 }
 

@@ -17,6 +17,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "batchfetch/v1/batchfetch.grpc.pb.h"
+#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "service/batchfetch_server.h"
@@ -172,14 +173,16 @@ TEST_F(ServiceTest, SeedScenarioTwentySlowUrlsAllOkAndStored) {
   StartServer(Config());
   std::vector<std::string> urls;
   for (int i = 0; i < 20; ++i) {
-    urls.push_back(upstream_->Url(absl::StrCat("/item?n=", i, "&delay_ms=200")));
+    urls.push_back(
+        upstream_->Url(absl::StrCat("/item?n=", i, "&delay_ms=200")));
   }
   Streamed s = Fetch(Batch(urls, 20));
   ASSERT_TRUE(s.status.ok()) << s.status.error_message();
   ExpectWellFormedStream(s, 20);
   for (const auto& [index, r] : s.results()) {
     EXPECT_EQ(r.outcome(), v1::OUTCOME_OK) << r.error();
-    EXPECT_EQ(r.json(), absl::StrCat(R"({"ok":true,"path":"/item","n":)", index, "}"));
+    EXPECT_EQ(r.json(),
+              absl::StrCat(R"({"ok":true,"path":"/item","n":)", index, "}"));
     EXPECT_EQ(r.url(), urls[index]);
   }
   EXPECT_EQ(s.summary().state(), v1::BATCH_STATE_DONE);
@@ -239,11 +242,14 @@ TEST_F(ServiceTest, MixedBatchGivesEachUrlItsExactOutcome) {
       upstream_->Url("/stall?delay_ms=5000"),               // 7
       upstream_->Url("/huge?bytes=200000"),                 // 8
       upstream_->Url("/ok?n=9"),                            // 9
+      upstream_->Url("/head"),                              // 10
+      upstream_->Url("/odd?ctype=text%2Fplain%3B%01x"),     // 11
   });
+  request.mutable_requests(10)->set_method("HEAD");
   request.mutable_timeout()->set_nanos(500 * 1000 * 1000);
   Streamed s = Fetch(request);
   ASSERT_TRUE(s.status.ok()) << s.status.error_message();
-  ExpectWellFormedStream(s, 10);
+  ExpectWellFormedStream(s, 12);
   auto r = s.results();
   EXPECT_EQ(r[0].outcome(), v1::OUTCOME_OK);
   EXPECT_EQ(r[1].outcome(), v1::OUTCOME_HTTP_ERROR);
@@ -264,9 +270,14 @@ TEST_F(ServiceTest, MixedBatchGivesEachUrlItsExactOutcome) {
   EXPECT_EQ(r[8].outcome(), v1::OUTCOME_TOO_LARGE);
   EXPECT_EQ(r[9].outcome(), v1::OUTCOME_OK);
   EXPECT_EQ(r[9].json(), R"({"ok":true,"path":"/ok","n":9})");
-  EXPECT_EQ(s.summary().succeeded(), 2u);
+  EXPECT_EQ(r[10].outcome(), v1::OUTCOME_OK) << r[10].error();
+  EXPECT_EQ(r[10].json(), "");
+  // A control byte in an upstream header must not break the stream.
+  EXPECT_EQ(r[11].outcome(), v1::OUTCOME_OK);
+  EXPECT_EQ(r[11].content_type(), "text/plain;?x");
+  EXPECT_EQ(s.summary().succeeded(), 4u);
   EXPECT_EQ(s.summary().failed(), 8u);
-  EXPECT_EQ(s.summary().stored(), 10u);
+  EXPECT_EQ(s.summary().stored(), 12u);
   EXPECT_EQ(s.summary().state(), v1::BATCH_STATE_DONE);
 }
 
@@ -274,11 +285,11 @@ TEST_F(ServiceTest, ExtractsJsonPointers) {
   StartServer(Config());
   const std::string body =
       R"({"user":{"name":"ann"},"items":[10,20,30],"a/b":{"c~d":true}})";
-  v1::FetchBatchRequest request = Batch(
-      {upstream_->Url("/doc?body=" +
-                      std::string("%7B%22user%22%3A%7B%22name%22%3A%22ann%22%7D%2C"
-                                  "%22items%22%3A%5B10%2C20%2C30%5D%2C%22a%2Fb%22"
-                                  "%3A%7B%22c~d%22%3Atrue%7D%7D"))});
+  v1::FetchBatchRequest request = Batch({upstream_->Url(
+      "/doc?body=" +
+      std::string("%7B%22user%22%3A%7B%22name%22%3A%22ann%22%7D%2C"
+                  "%22items%22%3A%5B10%2C20%2C30%5D%2C%22a%2Fb%22"
+                  "%3A%7B%22c~d%22%3Atrue%7D%7D"))});
   (*request.mutable_extract())["name"] = "/user/name";
   (*request.mutable_extract())["age"] = "/user/age";
   (*request.mutable_extract())["second"] = "/items/1";
@@ -301,7 +312,8 @@ TEST_F(ServiceTest, ExtractsJsonPointers) {
 TEST_F(ServiceTest, RoundTripStreamEqualsStoredResults) {
   StartServer(Config());
   std::vector<std::string> urls;
-  for (int i = 0; i < 7; ++i) urls.push_back(upstream_->Url(absl::StrCat("/r?n=", i)));
+  for (int i = 0; i < 7; ++i)
+    urls.push_back(upstream_->Url(absl::StrCat("/r?n=", i)));
   urls.push_back(upstream_->Url("/e?status=503&body=down"));
   urls.push_back("gopher://x");
   v1::FetchBatchRequest request = Batch(urls, 3);
@@ -324,7 +336,8 @@ TEST_F(ServiceTest, RoundTripStreamEqualsStoredResults) {
   absl::StatusOr<v1::BatchSummary> summary = GetBatch("round-trip-1");
   ASSERT_TRUE(summary.ok()) << summary.status();
   EXPECT_EQ(summary->SerializeAsString(), s.summary().SerializeAsString())
-      << summary->ShortDebugString() << "\n" << s.summary().ShortDebugString();
+      << summary->ShortDebugString() << "\n"
+      << s.summary().ShortDebugString();
 
   EXPECT_EQ(GetBatch("no-such-batch").status().code(),
             absl::StatusCode::kNotFound);
@@ -342,7 +355,8 @@ TEST_F(ServiceTest, RejectsBadBatchesWithSpecificStatus) {
   StartServer(config);
   Streamed empty = Fetch(v1::FetchBatchRequest());
   EXPECT_EQ(empty.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
-  EXPECT_NE(empty.status.error_message().find("no requests"), std::string::npos);
+  EXPECT_NE(empty.status.error_message().find("no requests"),
+            std::string::npos);
 
   std::vector<std::string> eleven(11, upstream_->Url("/x"));
   Streamed big = Fetch(Batch(eleven));
@@ -365,7 +379,8 @@ TEST_F(ServiceTest, CancelMidBatchStopsTransfersAndStoresCancelled) {
   StartServer(Config());
   std::vector<std::string> urls;
   urls.push_back(upstream_->Url("/fast"));
-  for (int i = 0; i < 29; ++i) urls.push_back(upstream_->Url("/stuck?delay_ms=20000"));
+  for (int i = 0; i < 29; ++i)
+    urls.push_back(upstream_->Url("/stuck?delay_ms=20000"));
   v1::FetchBatchRequest request = Batch(urls, 5);
   request.set_batch_id("cancel-me");
   const absl::Time start = absl::Now();
@@ -426,9 +441,9 @@ TEST_F(ServiceTest, WriterReconnectsAfterConnectionLossWithoutLosingRows) {
   std::thread fetch([&] { s = Fetch(Batch(urls, 4)); });
   // Kill every server connection to the test database mid-batch.
   ASSERT_TRUE(upstream_->AwaitTotalRequestsAtLeast(20, absl::Seconds(20)));
-  auto ids = db_->Execute(absl::StrCat(
-      "SELECT id FROM information_schema.processlist WHERE db='", database_,
-      "' AND id <> CONNECTION_ID()"));
+  auto ids = db_->Execute(
+      absl::StrCat("SELECT id FROM information_schema.processlist WHERE db='",
+                   database_, "' AND id <> CONNECTION_ID()"));
   ASSERT_TRUE(ids.ok()) << ids.status();
   int killed = 0;
   for (absl::string_view id : absl::StrSplit(*ids, '\n', absl::SkipEmpty())) {
@@ -469,6 +484,81 @@ TEST_F(ServiceTest, StoreNoneStreamsButDoesNotStore) {
   EXPECT_EQ(s.summary().stored(), 0u);
   EXPECT_EQ(GetBatch(s.batch_id()).status().code(),
             absl::StatusCode::kUnimplemented);
+}
+
+std::string ToBytes(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  EXPECT_TRUE(buffer.Dump(&slices).ok());
+  std::string out;
+  for (const auto& slice : slices) {
+    out.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  return out;
+}
+
+grpc::ByteBuffer FromBytes(const std::string& bytes) {
+  grpc::Slice slice(bytes);
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+// What grpcurl relies on: the standard health service and server reflection,
+// spoken here as raw protobuf bytes so the test needs no extra protos.
+TEST_F(ServiceTest, ServesHealthAndReflection) {
+  ServerConfig config = Config();
+  config.store_enabled = false;
+  StartServer(config);
+  grpc::GenericStub generic(channel_);
+  auto deadline = [] {
+    return absl::ToChronoTime(absl::Now() + absl::Seconds(10));
+  };
+
+  grpc::CompletionQueue cq;
+  {
+    // grpc.health.v1.HealthCheckRequest{} -> {status: SERVING (1)}.
+    grpc::ClientContext context;
+    context.set_deadline(deadline());
+    grpc::ByteBuffer response;
+    grpc::Status status;
+    auto call = generic.PrepareUnaryCall(
+        &context, "/grpc.health.v1.Health/Check", FromBytes(""), &cq);
+    call->StartCall();
+    call->Finish(&response, &status, reinterpret_cast<void*>(1));
+    void* tag;
+    bool ok;
+    ASSERT_TRUE(cq.Next(&tag, &ok));
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    EXPECT_EQ(ToBytes(response), std::string("\x08\x01", 2));
+  }
+  {
+    // ServerReflectionRequest{list_services: ""} lists our service.
+    grpc::ClientContext context;
+    context.set_deadline(deadline());
+    auto call = generic.PrepareCall(
+        &context,
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+    void* tag;
+    bool ok;
+    call->StartCall(reinterpret_cast<void*>(1));
+    ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+    call->Write(FromBytes(std::string("\x3a\x00", 2)),
+                reinterpret_cast<void*>(2));
+    ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+    grpc::ByteBuffer response;
+    call->Read(&response, reinterpret_cast<void*>(3));
+    ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
+    EXPECT_NE(ToBytes(response).find("batchfetch.v1.BatchFetcher"),
+              std::string::npos);
+    call->WritesDone(reinterpret_cast<void*>(4));
+    ASSERT_TRUE(cq.Next(&tag, &ok));
+    grpc::Status status;
+    call->Finish(&status, reinterpret_cast<void*>(5));
+    ASSERT_TRUE(cq.Next(&tag, &ok));
+  }
+  cq.Shutdown();
+  void* tag;
+  bool ok;
+  while (cq.Next(&tag, &ok)) {
+  }
 }
 
 // --- tests against the real binaries ----------------------------------------
@@ -543,7 +633,8 @@ class BinaryTest : public ServiceTest {
     std::string text;
     ASSERT_TRUE(server_process_->ReadLine(&text));
     absl::string_view line = text;
-    ASSERT_TRUE(absl::ConsumePrefix(&line, "batchfetch_server listening on port "))
+    ASSERT_TRUE(
+        absl::ConsumePrefix(&line, "batchfetch_server listening on port "))
         << text;
     port_ = std::atoi(std::string(line).c_str());
     channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port_),
@@ -552,7 +643,8 @@ class BinaryTest : public ServiceTest {
   }
 
   int64_t ServerRssKb() {
-    std::ifstream status(absl::StrCat("/proc/", server_process_->pid(), "/status"));
+    std::ifstream status(
+        absl::StrCat("/proc/", server_process_->pid(), "/status"));
     std::string text;
     while (std::getline(status, text)) {
       absl::string_view line = text;
@@ -643,9 +735,9 @@ TEST_F(BinaryTest, CliPrintsJsonLinesAndExitCodes) {
   lines.clear();
   EXPECT_EQ(RunCli({"get", server, "no-such"}, &lines), 1);
   lines.clear();
-  EXPECT_EQ(RunCli({"fetch", "--server=127.0.0.1:1", upstream_->Url("/a")},
-                   &lines),
-            2);
+  EXPECT_EQ(
+      RunCli({"fetch", "--server=127.0.0.1:1", upstream_->Url("/a")}, &lines),
+      2);
   lines.clear();
   EXPECT_EQ(RunCli({"fetch", server}, &lines), 2);
 }
