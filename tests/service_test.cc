@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <iostream>
 #include <map>
 #include <thread>
 
@@ -692,9 +693,13 @@ TEST_F(BinaryTest, SlowReaderKeepsServerMemoryBounded) {
     peak_kb = std::max(peak_kb, ServerRssKb());
   }
   const int fetched_while_stalled = upstream_->total_requests();
+  std::cerr << "stalled reader: " << fetched_while_stalled
+            << " fetched, RSS " << baseline_kb << " -> " << peak_kb << " kB\n";
   EXPECT_LT(fetched_while_stalled, 100);
+#ifndef __SANITIZE_ADDRESS__  // ASan's quarantine keeps freed memory
   EXPECT_LT(peak_kb - baseline_kb, 120 * 1024)
       << "baseline " << baseline_kb << " kB, peak " << peak_kb << " kB";
+#endif
   int results = 0;
   while (reader->Read(&event)) {
     if (event.has_result()) {
