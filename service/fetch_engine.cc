@@ -321,6 +321,15 @@ class FetchEngine::Impl {
       transfer->too_large = true;
       return 0;  // aborts the transfer with CURLE_WRITE_ERROR
     }
+    if (transfer->body.capacity() == 0) {
+      // One allocation for the whole body when the length is announced.
+      curl_off_t length = -1;
+      curl_easy_getinfo(transfer->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T,
+                        &length);
+      if (length > 0 && length <= transfer->max_body_bytes) {
+        transfer->body.reserve(static_cast<size_t>(length));
+      }
+    }
     transfer->body.append(data, n);
     return n;
   }
