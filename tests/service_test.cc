@@ -22,6 +22,7 @@
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "service/batchfetch_server.h"
+#include "tests/support/fault_injecting_result_store.h"
 #include "tests/support/local_mariadb.h"
 #include "tests/support/test_upstream.h"
 
@@ -475,6 +476,43 @@ TEST_F(ServiceTest, DatabaseDownGivesUnavailable) {
       << s.status.error_message();
 }
 
+TEST_F(ServiceTest, UnstorableResultsMakeTheBatchFailedNotLost) {
+  ServerConfig config = Config();
+  auto mysql = MysqlResultStore::Open(config.mysql);
+  ASSERT_TRUE(mysql.ok()) << mysql.status();
+  auto faulty =
+      std::make_unique<testing::FaultInjectingResultStore>(*std::move(mysql));
+  testing::FaultInjectingResultStore* faults = faulty.get();
+  auto server = BatchFetchServer::Start(config, std::move(faulty));
+  ASSERT_TRUE(server.ok()) << server.status();
+  server_ = *std::move(server);
+  channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                                 grpc::InsecureChannelCredentials());
+  stub_ = v1::BatchFetcher::NewStub(channel_);
+
+  faults->FailAppendsFromIndex(3);
+  std::vector<std::string> urls;
+  for (int i = 0; i < 5; ++i)
+    urls.push_back(upstream_->Url(absl::StrCat("/f?n=", i)));
+  v1::FetchBatchRequest request = Batch(urls);
+  request.set_batch_id("store-fault-1");
+  Streamed s = Fetch(request);
+  // Every result still streams, the summary says what was not stored, and
+  // the call ends UNAVAILABLE instead of pretending success.
+  ExpectWellFormedStream(s, 5);
+  EXPECT_EQ(s.summary().succeeded(), 5u);
+  EXPECT_EQ(s.summary().stored(), 3u);
+  EXPECT_EQ(s.summary().state(), v1::BATCH_STATE_FAILED);
+  EXPECT_EQ(s.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_NE(s.status.error_message().find("2 of 5 results could not be stored"),
+            std::string::npos)
+      << s.status.error_message();
+  absl::StatusOr<v1::BatchSummary> stored = GetBatch("store-fault-1");
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->state(), v1::BATCH_STATE_FAILED);
+  EXPECT_EQ(stored->stored(), 3u);
+}
+
 TEST_F(ServiceTest, StoreNoneStreamsButDoesNotStore) {
   ServerConfig config = Config();
   config.store_enabled = false;
@@ -693,8 +731,8 @@ TEST_F(BinaryTest, SlowReaderKeepsServerMemoryBounded) {
     peak_kb = std::max(peak_kb, ServerRssKb());
   }
   const int fetched_while_stalled = upstream_->total_requests();
-  std::cerr << "stalled reader: " << fetched_while_stalled
-            << " fetched, RSS " << baseline_kb << " -> " << peak_kb << " kB\n";
+  std::cerr << "stalled reader: " << fetched_while_stalled << " fetched, RSS "
+            << baseline_kb << " -> " << peak_kb << " kB\n";
   EXPECT_LT(fetched_while_stalled, 100);
 #ifndef __SANITIZE_ADDRESS__  // ASan's quarantine keeps freed memory
   EXPECT_LT(peak_kb - baseline_kb, 120 * 1024)
