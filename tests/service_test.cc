@@ -90,8 +90,9 @@ class ServiceTest : public ::testing::Test {
     return config;
   }
 
-  void StartServer(const ServerConfig& config) {
-    auto server = BatchFetchServer::Start(config);
+  void StartServer(const ServerConfig& config,
+                   std::unique_ptr<ResultStore> store = nullptr) {
+    auto server = BatchFetchServer::Start(config, std::move(store));
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
     channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
@@ -285,8 +286,6 @@ TEST_F(ServiceTest, MixedBatchGivesEachUrlItsExactOutcome) {
 
 TEST_F(ServiceTest, ExtractsJsonPointers) {
   StartServer(Config());
-  const std::string body =
-      R"({"user":{"name":"ann"},"items":[10,20,30],"a/b":{"c~d":true}})";
   v1::FetchBatchRequest request = Batch({upstream_->Url(
       "/doc?body=" +
       std::string("%7B%22user%22%3A%7B%22name%22%3A%22ann%22%7D%2C"
@@ -302,7 +301,6 @@ TEST_F(ServiceTest, ExtractsJsonPointers) {
   ASSERT_EQ(r[0].outcome(), v1::OUTCOME_OK) << r[0].error() << r[0].body();
   EXPECT_EQ(r[0].json(),
             R"({"age":null,"flag":true,"name":"ann","second":20})");
-  (void)body;
 
   (*request.mutable_extract())["bad"] = "items";
   Streamed bad = Fetch(request);
@@ -483,12 +481,7 @@ TEST_F(ServiceTest, UnstorableResultsMakeTheBatchFailedNotLost) {
   auto faulty =
       std::make_unique<testing::FaultInjectingResultStore>(*std::move(mysql));
   testing::FaultInjectingResultStore* faults = faulty.get();
-  auto server = BatchFetchServer::Start(config, std::move(faulty));
-  ASSERT_TRUE(server.ok()) << server.status();
-  server_ = *std::move(server);
-  channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->port()),
-                                 grpc::InsecureChannelCredentials());
-  stub_ = v1::BatchFetcher::NewStub(channel_);
+  StartServer(config, std::move(faulty));
 
   faults->FailAppendsFromIndex(3);
   std::vector<std::string> urls;
