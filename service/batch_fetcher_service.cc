@@ -26,6 +26,72 @@ grpc::Status ToGrpc(const absl::Status& status) {
                       std::string(status.message()));
 }
 
+google::protobuf::Duration ToProto(absl::Duration d) {
+  return TimeUtil::MicrosecondsToDuration(absl::ToInt64Microseconds(d));
+}
+
+absl::Duration FromProto(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+// Builds the engine's retry options from the request, applying defaults
+// and the server's cap. INVALID_ARGUMENT for nonsense values.
+absl::StatusOr<RetryOptions> RetryFromRequest(const v1::RetryPolicy& policy,
+                                              uint32_t max_attempts_cap) {
+  const int attempts = static_cast<int>(
+      std::min(std::max(policy.max_attempts(), 1u), max_attempts_cap));
+  RetryOptions retry;
+  if (policy.retry_on().empty() && policy.retry_on_status().empty()) {
+    retry = RetryOptions::Defaults(attempts);
+  } else {
+    retry.max_attempts = attempts;
+    for (int condition : policy.retry_on()) {
+      switch (condition) {
+        case v1::RETRY_ON_CONNECT_ERROR:
+          retry.on_connect_error = true;
+          break;
+        case v1::RETRY_ON_TIMEOUT:
+          retry.on_timeout = true;
+          break;
+        case v1::RETRY_ON_TRANSPORT_ERROR:
+          retry.on_transport_error = true;
+          break;
+        case v1::RETRY_ON_5XX:
+          retry.on_5xx = true;
+          break;
+        case v1::RETRY_ON_429:
+          retry.on_429 = true;
+          break;
+        default:
+          return absl::InvalidArgumentError(
+              absl::StrCat("retry.retry_on: unknown condition ", condition));
+      }
+    }
+    for (int status : policy.retry_on_status()) {
+      if (status < 100 || status > 599) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "retry.retry_on_status: ", status, " is not an HTTP status"));
+      }
+      retry.on_status.push_back(status);
+    }
+  }
+  retry.non_idempotent = policy.retry_non_idempotent();
+  for (const auto* d : {&policy.initial_backoff(), &policy.max_backoff()}) {
+    if (d->seconds() < 0 || d->nanos() < 0 || d->seconds() > 3600) {
+      return absl::InvalidArgumentError(
+          "retry backoffs must be between 0 and 1h");
+    }
+  }
+  if (FromProto(policy.initial_backoff()) > absl::ZeroDuration()) {
+    retry.initial_backoff = FromProto(policy.initial_backoff());
+  }
+  if (FromProto(policy.max_backoff()) > absl::ZeroDuration()) {
+    retry.max_backoff = FromProto(policy.max_backoff());
+  }
+  retry.max_backoff = std::max(retry.max_backoff, retry.initial_backoff);
+  return retry;
+}
+
 v1::Outcome OutcomeOf(TransferResult result) {
   switch (result) {
     case TransferResult::kResponse:
@@ -60,8 +126,16 @@ void FillResult(FetchedResponse& response, const JsonCleaner& cleaner,
   result->set_http_status(response.http_status);
   result->set_content_type(std::move(response.content_type));
   result->set_attempts(response.attempts);
-  *result->mutable_elapsed() = TimeUtil::MicrosecondsToDuration(
-      absl::ToInt64Microseconds(response.elapsed));
+  *result->mutable_elapsed() = ToProto(response.elapsed);
+  result->set_final_url(std::move(response.final_url));
+  if (response.attempts > 0) {
+    v1::Timings* t = result->mutable_timings();
+    *t->mutable_dns() = ToProto(response.timings.dns);
+    *t->mutable_connect() = ToProto(response.timings.connect);
+    *t->mutable_tls() = ToProto(response.timings.tls);
+    *t->mutable_first_byte() = ToProto(response.timings.first_byte);
+    *t->mutable_total() = ToProto(response.timings.total);
+  }
   if (response.result != TransferResult::kResponse) {
     result->set_outcome(OutcomeOf(response.result));
     result->set_error(std::move(response.error));
@@ -366,7 +440,6 @@ BatchFetcherService::BatchFetcherService(const ServiceOptions& options,
 grpc::ServerWriteReactor<v1::FetchBatchEvent>* BatchFetcherService::FetchBatch(
     grpc::CallbackServerContext* context,
     const v1::FetchBatchRequest* request) {
-  (void)context;
   const auto reject = [](absl::Status status) {
     return new RejectedFetchReactor(status);
   };
@@ -406,6 +479,31 @@ grpc::ServerWriteReactor<v1::FetchBatchEvent>* BatchFetcherService::FetchBatch(
   } else {
     batch_options.timeout = options_.default_timeout;
   }
+  batch_options.per_host_concurrency =
+      static_cast<int>(request->per_host_concurrency() == 0
+                           ? options_.default_per_host_concurrency
+                           : request->per_host_concurrency());
+  absl::StatusOr<RetryOptions> retry =
+      RetryFromRequest(request->retry(), options_.max_attempts);
+  if (!retry.ok()) return reject(retry.status());
+  batch_options.retry = *std::move(retry);
+  if (request->has_deadline()) {
+    const auto& d = request->deadline();
+    if (d.seconds() < 0 || d.nanos() < 0) {
+      return reject(
+          absl::InvalidArgumentError("deadline must not be negative"));
+    }
+    if (FromProto(d) > absl::ZeroDuration()) {
+      batch_options.deadline = absl::Now() + FromProto(d);
+    }
+  }
+  // The caller's gRPC deadline bounds the batch too (the smaller wins); the
+  // call itself is cancelled when it passes.
+  const absl::Time grpc_deadline = absl::FromChrono(context->deadline());
+  if (grpc_deadline < absl::Now() + absl::Hours(24 * 365)) {  // set at all
+    batch_options.deadline = std::min(batch_options.deadline, grpc_deadline);
+  }
+
   JsonCleaner::Extract extract(request->extract().begin(),
                                request->extract().end());
   // Map order is unspecified; a sorted projection is stable across calls.

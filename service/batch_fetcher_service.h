@@ -18,6 +18,10 @@ struct ServiceOptions {
   uint32_t max_concurrency = 1000;
   absl::Duration default_timeout = absl::Seconds(30);
   absl::Duration max_timeout = absl::Minutes(5);
+  // Per-batch, per-host concurrency when the request says 0; 0 = no cap.
+  uint32_t default_per_host_concurrency = 0;
+  // Cap on RetryPolicy.max_attempts.
+  uint32_t max_attempts = 10;
   uint32_t default_page_size = 100;
   uint32_t max_page_size = 1000;
 };

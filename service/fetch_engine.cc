@@ -9,14 +9,20 @@
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <optional>
+#include <queue>
 #include <thread>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/random/random.h"
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 
 namespace batchfetch {
@@ -34,7 +40,8 @@ bool IsTokenChar(char c) {
 
 // Returns an empty string when `spec` may be sent, else why not. Parses the
 // URL with libcurl's own parser so that what we accept is what it sends.
-std::string ValidateSpec(const FetchSpec& spec, std::string* method) {
+std::string ValidateSpec(const FetchSpec& spec, std::string* method,
+                         std::string* host_key) {
   if (spec.url.empty()) return "url is empty";
   if (spec.url.size() > kMaxUrlLength) {
     return absl::StrCat("url is longer than ", kMaxUrlLength, " bytes");
@@ -46,6 +53,7 @@ std::string ValidateSpec(const FetchSpec& spec, std::string* method) {
                               CURLU_NON_SUPPORT_SCHEME);
   char* scheme = nullptr;
   char* host = nullptr;
+  char* port = nullptr;
   if (rc != CURLUE_OK) {
     why = absl::StrCat("malformed url: ", curl_url_strerror(rc));
   } else if (curl_url_get(parsed, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
@@ -58,9 +66,17 @@ std::string ValidateSpec(const FetchSpec& spec, std::string* method) {
   } else if (curl_url_get(parsed, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
              host == nullptr || host[0] == '\0') {
     why = "url has no host";
+  } else if (curl_url_get(parsed, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) !=
+                 CURLUE_OK ||
+             port == nullptr) {
+    why = "url has no usable port";
+  } else {
+    *host_key =
+        absl::StrCat(scheme, "://", absl::AsciiStrToLower(host), ":", port);
   }
   curl_free(scheme);
   curl_free(host);
+  curl_free(port);
   curl_url_cleanup(parsed);
   if (!why.empty()) return why;
 
@@ -133,7 +149,42 @@ TransferResult MapCurlCode(CURLcode code) {
   }
 }
 
+bool IsIdempotent(absl::string_view method) {
+  return method == "GET" || method == "HEAD" || method == "PUT" ||
+         method == "DELETE" || method == "OPTIONS";
+}
+
+// Parses a Retry-After value: delta-seconds or an HTTP-date.
+std::optional<absl::Duration> ParseRetryAfter(const char* value,
+                                              absl::Time now) {
+  absl::string_view text = absl::StripAsciiWhitespace(value);
+  int64_t seconds = 0;
+  if (absl::SimpleAtoi(text, &seconds)) {
+    if (seconds < 0) return std::nullopt;
+    return absl::Seconds(seconds);
+  }
+  const time_t when = curl_getdate(std::string(text).c_str(), nullptr);
+  if (when < 0) return std::nullopt;
+  return std::max(absl::FromTimeT(when) - now, absl::ZeroDuration());
+}
+
+absl::Duration TimeInfo(CURL* easy, CURLINFO info) {
+  curl_off_t us = 0;
+  curl_easy_getinfo(easy, info, &us);
+  return absl::Microseconds(us);
+}
+
 }  // namespace
+
+RetryOptions RetryOptions::Defaults(int max_attempts) {
+  RetryOptions retry;
+  retry.max_attempts = max_attempts;
+  retry.on_connect_error = true;
+  retry.on_timeout = true;
+  retry.on_429 = true;
+  retry.on_status = {502, 503, 504};
+  return retry;
+}
 
 const char* TransferResultName(TransferResult result) {
   switch (result) {
@@ -165,7 +216,7 @@ class FetchEngine::Impl {
  public:
   struct Batch;
 
-  // One running HTTP transfer. Owned by the engine thread.
+  // One running HTTP transfer (one attempt). Owned by the engine thread.
   struct Transfer {
     std::shared_ptr<Batch> batch;
     uint32_t index = 0;
@@ -174,8 +225,24 @@ class FetchEngine::Impl {
     std::string body;
     int64_t max_body_bytes = 0;
     bool too_large = false;
-    bool head = false;  // a HEAD request: no body comes back
+    bool head = false;             // a HEAD request: no body comes back
+    bool cut_by_deadline = false;  // its timeout was shortened to fit
     char error[CURL_ERROR_SIZE] = {0};
+  };
+
+  // Per-request bookkeeping of a batch.
+  struct RequestState {
+    uint32_t attempts = 0;
+    uint32_t host = 0;  // index into Batch::hosts, once classified
+    bool done = false;  // delivered
+    absl::Time first_start = absl::InfinitePast();
+  };
+
+  // A batch's requests to one scheme+host+port that wait for a slot.
+  struct HostQueue {
+    std::string key;
+    std::deque<uint32_t> queued;
+    int in_flight = 0;
   };
 
   // A submitted batch. Fields without a comment belong to the engine thread.
@@ -185,7 +252,8 @@ class FetchEngine::Impl {
         : engine(engine),
           requests(std::move(requests)),
           options(options),
-          sink(std::move(sink)) {}
+          sink(std::move(sink)),
+          state(this->requests.size()) {}
 
     void Cancel() override { engine->PostCancel(this); }
     void Release(int n) override {
@@ -199,14 +267,30 @@ class FetchEngine::Impl {
     const BatchOptions options;
 
     std::shared_ptr<FetchSink> sink;  // reset after the last delivery
-    size_t next = 0;                  // first request not yet started
+    std::vector<RequestState> state;
+    size_t next = 0;  // first request not yet classified into a host queue
+    std::vector<HostQueue> hosts;
+    std::unordered_map<std::string, uint32_t> host_ids;
+    std::vector<uint32_t> ready_hosts;  // hosts with queued requests
+    size_t host_cursor = 0;             // round-robin over ready_hosts
     size_t delivered = 0;
     int in_flight = 0;
     bool cancelled = false;
+    bool deadline_passed = false;
+    bool listed = false;  // in Impl::active_
     std::unordered_set<Transfer*> transfers;
     // Shared with the sink's threads (Release).
     std::atomic<int> backlog{0};       // delivered, not yet released
     std::atomic<bool> stalled{false};  // waiting for Release to make room
+  };
+
+  // Something the loop must do at a given time.
+  struct TimerEvent {
+    absl::Time at;
+    std::shared_ptr<Batch> batch;  // null: only wake (a cooldown ended)
+    uint32_t index = 0;
+    bool is_retry = false;  // else: the batch's deadline
+    bool operator>(const TimerEvent& other) const { return at > other.at; }
   };
 
   explicit Impl(const Options& options) : options_(options) {}
@@ -227,7 +311,9 @@ class FetchEngine::Impl {
     curl_multi_setopt(multi_, CURLMOPT_SOCKETDATA, this);
     curl_multi_setopt(multi_, CURLMOPT_TIMERFUNCTION, &Impl::OnTimer);
     curl_multi_setopt(multi_, CURLMOPT_TIMERDATA, this);
-    // Keep every connection our concurrency may use alive for reuse.
+    // Keep every connection our concurrency may use alive for reuse. The
+    // multi handle also holds the DNS cache shared by all its transfers, so
+    // answers and connections carry over from batch to batch.
     curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS,
                       static_cast<long>(options_.max_in_flight));
     curl_multi_setopt(multi_, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
@@ -307,9 +393,9 @@ class FetchEngine::Impl {
 
   static int OnTimer(CURLM*, long timeout_ms, void* userp) {
     auto* self = static_cast<Impl*>(userp);
-    self->timer_deadline_ = timeout_ms < 0
-                                ? absl::InfiniteFuture()
-                                : absl::Now() + absl::Milliseconds(timeout_ms);
+    self->curl_deadline_ = timeout_ms < 0
+                               ? absl::InfiniteFuture()
+                               : absl::Now() + absl::Milliseconds(timeout_ms);
     return 0;
   }
 
@@ -338,14 +424,17 @@ class FetchEngine::Impl {
   void Run() {
     epoll_event events[kMaxEpollEvents];
     while (true) {
+      absl::Time wake_at = curl_deadline_;
+      if (!timers_.empty()) wake_at = std::min(wake_at, timers_.top().at);
       int wait_ms = -1;
-      if (timer_deadline_ != absl::InfiniteFuture()) {
-        const absl::Duration left = timer_deadline_ - absl::Now();
-        wait_ms =
-            left <= absl::ZeroDuration()
-                ? 0
-                : static_cast<int>(absl::ToInt64Milliseconds(
-                      left + absl::Milliseconds(1) - absl::Nanoseconds(1)));
+      if (wake_at != absl::InfiniteFuture()) {
+        const absl::Duration left = wake_at - absl::Now();
+        wait_ms = left <= absl::ZeroDuration()
+                      ? 0
+                      : static_cast<int>(std::min<int64_t>(
+                            absl::ToInt64Milliseconds(
+                                absl::Ceil(left, absl::Milliseconds(1))),
+                            60000));
       }
       const int n = epoll_wait(epoll_fd_, events, kMaxEpollEvents, wait_ms);
       int running = 0;
@@ -361,17 +450,19 @@ class FetchEngine::Impl {
         if (events[i].events & (EPOLLERR | EPOLLHUP)) flags |= CURL_CSELECT_ERR;
         curl_multi_socket_action(multi_, events[i].data.fd, flags, &running);
       }
-      if (timer_deadline_ <= absl::Now()) {
-        timer_deadline_ = absl::InfiniteFuture();
+      const absl::Time now = absl::Now();
+      if (curl_deadline_ <= now) {
+        curl_deadline_ = absl::InfiniteFuture();
         curl_multi_socket_action(multi_, CURL_SOCKET_TIMEOUT, 0, &running);
       }
       CollectCompleted();
+      RunDueTimers(absl::Now());
       if (TakeCommands()) break;
       Admit();
     }
     // Shutting down: everything not yet delivered ends as cancelled.
     std::vector<std::shared_ptr<Batch>> all(batches_.begin(), batches_.end());
-    for (const auto& batch : all) CancelBatch(*batch);
+    for (const auto& batch : all) CancelBatch(*batch, kCancelledText);
   }
 
   // Moves posted submissions and cancellations onto the engine thread.
@@ -387,15 +478,57 @@ class FetchEngine::Impl {
     }
     for (auto& batch : submitted) {
       batches_.insert(batch);
-      active_.push_back(batch);
+      if (batch->options.deadline != absl::InfiniteFuture()) {
+        timers_.push({batch->options.deadline, batch, 0, false});
+      }
+      List(batch);
     }
-    for (auto& batch : cancels) CancelBatch(*batch);
+    for (auto& batch : cancels) CancelBatch(*batch, kCancelledText);
     return stopping;
   }
 
-  // Starts transfers while there is room, one per batch per round so that
+  void List(const std::shared_ptr<Batch>& batch) {
+    if (batch->listed) return;
+    batch->listed = true;
+    active_.push_back(batch);
+  }
+
+  static bool HasQueued(const Batch& batch) {
+    return batch.next < batch.requests.size() || !batch.ready_hosts.empty();
+  }
+
+  void RunDueTimers(absl::Time now) {
+    while (!timers_.empty() && timers_.top().at <= now) {
+      TimerEvent event = timers_.top();
+      timers_.pop();
+      if (event.batch == nullptr) continue;  // a cooldown ended: just Admit
+      Batch& batch = *event.batch;
+      if (!event.is_retry) {
+        ExpireDeadline(batch);
+        continue;
+      }
+      if (batch.state[event.index].done || batch.cancelled) continue;
+      // The retry goes first in its host's queue.
+      Enqueue(batch, batch.state[event.index].host, event.index,
+              /*front=*/true);
+      List(event.batch);
+    }
+  }
+
+  void Enqueue(Batch& batch, uint32_t host, uint32_t index, bool front) {
+    HostQueue& queue = batch.hosts[host];
+    if (queue.queued.empty()) batch.ready_hosts.push_back(host);
+    if (front) {
+      queue.queued.push_front(index);
+    } else {
+      queue.queued.push_back(index);
+    }
+  }
+
+  // Starts transfers while there is room: one per batch per round, so that
   // batches share the engine-wide cap fairly.
   void Admit() {
+    const absl::Time now = absl::Now();
     bool progressed = true;
     while (progressed && !active_.empty() &&
            in_flight_.load() < options_.max_in_flight) {
@@ -405,14 +538,14 @@ class FetchEngine::Impl {
         if (in_flight_.load() >= options_.max_in_flight) return;
         if (cursor_ >= active_.size()) cursor_ = 0;
         Batch* batch = active_[cursor_].get();
-        if (batch->next >= batch->requests.size() || batch->cancelled) {
+        if (!HasQueued(*batch) || batch->cancelled) {
+          batch->listed = false;
           active_.erase(active_.begin() + static_cast<ptrdiff_t>(cursor_));
           continue;
         }
         ++cursor_;
         if (!HasRoom(*batch)) continue;
-        StartNext(*batch);
-        progressed = true;
+        if (StartOne(*batch, now)) progressed = true;
       }
     }
   }
@@ -431,25 +564,86 @@ class FetchEngine::Impl {
     return true;
   }
 
-  void StartNext(Batch& batch) {
-    const uint32_t index = static_cast<uint32_t>(batch.next++);
+  bool HostOpen(const Batch& batch, uint32_t host, absl::Time now) const {
+    const HostQueue& queue = batch.hosts[host];
+    if (batch.options.per_host_concurrency > 0 &&
+        queue.in_flight >= batch.options.per_host_concurrency) {
+      return false;
+    }
+    auto cooldown = cooldowns_.find(queue.key);
+    return cooldown == cooldowns_.end() || cooldown->second <= now;
+  }
+
+  // Starts (or answers without I/O) one request of `batch`. Returns false
+  // when every queued request waits for its host.
+  bool StartOne(Batch& batch, absl::Time now) {
+    // Requests already queued per host, hosts taking turns.
+    for (size_t tries = batch.ready_hosts.size(); tries > 0; --tries) {
+      if (batch.host_cursor >= batch.ready_hosts.size()) batch.host_cursor = 0;
+      const uint32_t host = batch.ready_hosts[batch.host_cursor];
+      if (!HostOpen(batch, host, now)) {
+        ++batch.host_cursor;
+        continue;
+      }
+      HostQueue& queue = batch.hosts[host];
+      const uint32_t index = queue.queued.front();
+      queue.queued.pop_front();
+      if (queue.queued.empty()) {
+        batch.ready_hosts.erase(batch.ready_hosts.begin() +
+                                static_cast<ptrdiff_t>(batch.host_cursor));
+      } else {
+        ++batch.host_cursor;
+      }
+      Start(batch, index, now);
+      return true;
+    }
+    // Then new requests, in order; those whose host is closed are queued.
+    while (batch.next < batch.requests.size()) {
+      const uint32_t index = static_cast<uint32_t>(batch.next++);
+      std::string method, host_key;
+      std::string invalid =
+          ValidateSpec(batch.requests[index], &method, &host_key);
+      if (!invalid.empty()) {
+        FetchedResponse response;
+        response.index = index;
+        response.result = TransferResult::kInvalidRequest;
+        response.error = std::move(invalid);
+        Deliver(batch, std::move(response));
+        return true;
+      }
+      auto [it, inserted] = batch.host_ids.try_emplace(
+          host_key, static_cast<uint32_t>(batch.hosts.size()));
+      if (inserted) batch.hosts.push_back(HostQueue{host_key, {}, 0});
+      batch.state[index].host = it->second;
+      if (HostOpen(batch, it->second, now)) {
+        Start(batch, index, now);
+        return true;
+      }
+      Enqueue(batch, it->second, index, /*front=*/false);
+    }
+    return false;
+  }
+
+  void Start(Batch& batch, uint32_t index, absl::Time now) {
     FetchSpec& spec = batch.requests[index];
-    std::string method;
-    std::string invalid = ValidateSpec(spec, &method);
-    if (!invalid.empty()) {
-      FetchedResponse response;
-      response.index = index;
-      response.result = TransferResult::kInvalidRequest;
-      response.error = std::move(invalid);
-      Deliver(batch, std::move(response));
+    RequestState& state = batch.state[index];
+    if (now >= batch.options.deadline) {
+      DeliverCancelled(batch, index, kDeadlineText);
       return;
     }
+    const std::string method =
+        spec.method.empty() ? "GET" : absl::AsciiStrToUpper(spec.method);
     auto* transfer = new Transfer;
     transfer->batch = batch.shared_from_this();
     transfer->index = index;
     transfer->max_body_bytes = options_.max_body_bytes;
     transfer->easy = TakeEasy();
     CURL* easy = transfer->easy;
+    absl::Duration timeout = batch.options.timeout;
+    if (batch.options.deadline - now < timeout) {
+      timeout = batch.options.deadline - now;
+      transfer->cut_by_deadline = true;
+    }
     curl_easy_setopt(easy, CURLOPT_PRIVATE, transfer);
     curl_easy_setopt(easy, CURLOPT_URL, spec.url.c_str());
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
@@ -458,12 +652,19 @@ class FetchEngine::Impl {
     curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 1L);
     curl_easy_setopt(easy, CURLOPT_MAXREDIRS,
                      static_cast<long>(options_.max_redirects));
-    curl_easy_setopt(
-        easy, CURLOPT_TIMEOUT_MS,
-        static_cast<long>(absl::ToInt64Milliseconds(batch.options.timeout)));
+    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS,
+                     static_cast<long>(std::max<int64_t>(
+                         1, absl::ToInt64Milliseconds(timeout))));
     curl_easy_setopt(
         easy, CURLOPT_CONNECTTIMEOUT_MS,
         static_cast<long>(absl::ToInt64Milliseconds(options_.connect_timeout)));
+    if (options_.low_speed_bytes > 0) {
+      curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT,
+                       static_cast<long>(options_.low_speed_bytes));
+      curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME,
+                       static_cast<long>(std::max<int64_t>(
+                           1, absl::ToInt64Seconds(options_.low_speed_time))));
+    }
     // Decoded size is what the write callback counts, so the body cap also
     // holds against compression bombs.
     curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, "");
@@ -503,8 +704,11 @@ class FetchEngine::Impl {
     transfer->headers = curl_slist_append(transfer->headers, "Expect:");
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, transfer->headers);
 
+    if (state.attempts == 0) state.first_start = now;
+    ++state.attempts;
     batch.transfers.insert(transfer);
     ++batch.in_flight;
+    ++batch.hosts[state.host].in_flight;
     in_flight_.fetch_add(1);
     CURLMcode rc = curl_multi_add_handle(multi_, easy);
     if (rc != CURLM_OK) {
@@ -513,7 +717,7 @@ class FetchEngine::Impl {
       response.result = TransferResult::kTransportError;
       response.error =
           absl::StrCat("could not start transfer: ", curl_multi_strerror(rc));
-      Finish(transfer, std::move(response), /*remove=*/false);
+      Complete(transfer, std::move(response), /*remove=*/false);
     }
   }
 
@@ -524,17 +728,20 @@ class FetchEngine::Impl {
       Transfer* transfer = nullptr;
       curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &transfer);
       const CURLcode code = msg->data.result;
+      CURL* easy = transfer->easy;
       FetchedResponse response;
       response.index = transfer->index;
-      response.attempts = 1;
       long status = 0;
-      curl_easy_getinfo(transfer->easy, CURLINFO_RESPONSE_CODE, &status);
+      curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
       response.http_status = static_cast<int>(status);
-      curl_off_t total_us = 0;
-      curl_easy_getinfo(transfer->easy, CURLINFO_TOTAL_TIME_T, &total_us);
-      response.elapsed = absl::Microseconds(total_us);
+      response.timings.dns = TimeInfo(easy, CURLINFO_NAMELOOKUP_TIME_T);
+      response.timings.connect = TimeInfo(easy, CURLINFO_CONNECT_TIME_T);
+      response.timings.tls = TimeInfo(easy, CURLINFO_APPCONNECT_TIME_T);
+      response.timings.first_byte =
+          TimeInfo(easy, CURLINFO_STARTTRANSFER_TIME_T);
+      response.timings.total = TimeInfo(easy, CURLINFO_TOTAL_TIME_T);
       char* content_type = nullptr;
-      curl_easy_getinfo(transfer->easy, CURLINFO_CONTENT_TYPE, &content_type);
+      curl_easy_getinfo(easy, CURLINFO_CONTENT_TYPE, &content_type);
       if (content_type != nullptr) {
         // Upstream bytes end up in proto3 strings, which must be UTF-8.
         for (const char* c = content_type; *c != '\0'; ++c) {
@@ -542,10 +749,10 @@ class FetchEngine::Impl {
           response.content_type.push_back(printable ? *c : '?');
         }
       }
+      char* final_url = nullptr;
+      curl_easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &final_url);
+      if (final_url != nullptr) response.final_url = final_url;
       response.body_expected = !transfer->head;
-      char* effective_url = nullptr;
-      curl_easy_getinfo(transfer->easy, CURLINFO_EFFECTIVE_URL, &effective_url);
-      if (effective_url != nullptr) response.effective_url = effective_url;
       if (code == CURLE_WRITE_ERROR && transfer->too_large) {
         response.result = TransferResult::kTooLarge;
       } else {
@@ -558,27 +765,132 @@ class FetchEngine::Impl {
         response.error = transfer->error[0] != '\0'
                              ? std::string(transfer->error)
                              : std::string(curl_easy_strerror(code));
+        if (response.result == TransferResult::kTimeout &&
+            transfer->cut_by_deadline) {
+          response.error =
+              absl::StrCat("batch deadline reached: ", response.error);
+        }
       } else {
         response.body = std::move(transfer->body);
       }
-      Finish(transfer, std::move(response), /*remove=*/true);
+      std::optional<absl::Duration> retry_after;
+      if (code == CURLE_OK && (status == 429 || status == 503)) {
+        curl_header* header = nullptr;
+        if (curl_easy_header(easy, "Retry-After", 0, CURLH_HEADER, -1,
+                             &header) == CURLHE_OK) {
+          retry_after = ParseRetryAfter(header->value, absl::Now());
+        }
+      }
+      if (retry_after.has_value()) {
+        StartCooldown(
+            transfer->batch->hosts[transfer->batch->state[transfer->index].host]
+                .key,
+            std::min(*retry_after, options_.max_retry_after));
+      }
+      Complete(transfer, std::move(response), /*remove=*/true, retry_after);
     }
   }
 
-  // Ends `transfer`, returns its easy handle to the pool and delivers.
-  void Finish(Transfer* transfer, FetchedResponse response, bool remove) {
+  // Holds back every queued request to `host_key`, from every batch.
+  void StartCooldown(const std::string& host_key, absl::Duration length) {
+    const absl::Time until = absl::Now() + length;
+    absl::Time& current = cooldowns_[host_key];
+    current = std::max(current, until);
+    timers_.push({until, nullptr, 0, false});
+    if (cooldowns_.size() > 4096) {
+      const absl::Time now = absl::Now();
+      for (auto it = cooldowns_.begin(); it != cooldowns_.end();) {
+        it = it->second <= now ? cooldowns_.erase(it) : std::next(it);
+      }
+    }
+  }
+
+  bool ShouldRetry(const Batch& batch, uint32_t index,
+                   const FetchedResponse& response) const {
+    const RetryOptions& retry = batch.options.retry;
+    if (batch.cancelled ||
+        static_cast<int>(batch.state[index].attempts) >= retry.max_attempts) {
+      return false;
+    }
+    const FetchSpec& spec = batch.requests[index];
+    const std::string method =
+        spec.method.empty() ? "GET" : absl::AsciiStrToUpper(spec.method);
+    if (!retry.non_idempotent && !IsIdempotent(method)) return false;
+    switch (response.result) {
+      case TransferResult::kConnectError:
+      case TransferResult::kDnsError:
+        return retry.on_connect_error;
+      case TransferResult::kTimeout:
+        return retry.on_timeout &&
+               response.error.rfind("batch deadline", 0) != 0;
+      case TransferResult::kTransportError:
+        return retry.on_transport_error;
+      case TransferResult::kResponse: {
+        const int status = response.http_status;
+        if (status == 429 && retry.on_429) return true;
+        if (status >= 500 && status <= 599 && retry.on_5xx) return true;
+        return std::find(retry.on_status.begin(), retry.on_status.end(),
+                         status) != retry.on_status.end();
+      }
+      default:
+        return false;
+    }
+  }
+
+  // Ends one attempt: frees its transfer, then either schedules a retry or
+  // delivers.
+  void Complete(Transfer* transfer, FetchedResponse response, bool remove,
+                std::optional<absl::Duration> retry_after = std::nullopt) {
     if (remove) curl_multi_remove_handle(multi_, transfer->easy);
     curl_slist_free_all(transfer->headers);
     ReturnEasy(transfer->easy);
     std::shared_ptr<Batch> batch = std::move(transfer->batch);
     batch->transfers.erase(transfer);
     --batch->in_flight;
+    --batch->hosts[batch->state[transfer->index].host].in_flight;
     in_flight_.fetch_sub(1);
+    const uint32_t index = transfer->index;
     delete transfer;
+
+    if (ShouldRetry(*batch, index, response)) {
+      const RetryOptions& retry = batch->options.retry;
+      const int attempts = static_cast<int>(batch->state[index].attempts);
+      absl::Duration cap = retry.initial_backoff;
+      for (int i = 1; i < attempts && cap < retry.max_backoff; ++i) cap *= 2;
+      cap = std::min(cap, retry.max_backoff);
+      absl::Duration wait = absl::Nanoseconds(absl::Uniform<int64_t>(
+          bitgen_, 0, std::max<int64_t>(1, absl::ToInt64Nanoseconds(cap))));
+      if (retry_after.has_value()) {
+        wait = std::max(wait, std::min(*retry_after, options_.max_retry_after));
+      }
+      const absl::Time at = absl::Now() + wait;
+      if (at < batch->options.deadline) {
+        timers_.push({at, batch, index, true});
+        return;
+      }
+      response.error = absl::StrCat(
+          response.error.empty()
+              ? absl::StrCat("upstream answered HTTP ", response.http_status)
+              : response.error,
+          "; not retried: the batch deadline leaves no time for attempt ",
+          attempts + 1, " (due in ", absl::FormatDuration(wait), ")");
+    }
     Deliver(*batch, std::move(response));
   }
 
+  void DeliverCancelled(Batch& batch, uint32_t index, const char* why) {
+    FetchedResponse response;
+    response.index = index;
+    response.result = TransferResult::kCancelled;
+    response.error = why;
+    Deliver(batch, std::move(response));
+  }
+
   void Deliver(Batch& batch, FetchedResponse response) {
+    RequestState& state = batch.state[response.index];
+    state.done = true;
+    response.attempts = state.attempts;
+    if (state.attempts > 0) response.elapsed = absl::Now() - state.first_start;
     batch.backlog.fetch_add(1);
     ++batch.delivered;
     const bool last = batch.delivered == batch.requests.size();
@@ -595,7 +907,31 @@ class FetchEngine::Impl {
     }
   }
 
-  void CancelBatch(Batch& batch) {
+  // Delivers every request that is neither done nor running as cancelled.
+  void DrainQueued(Batch& batch, const char* why) {
+    std::shared_ptr<Batch> keep = batch.shared_from_this();
+    for (auto& host : batch.hosts) host.queued.clear();
+    batch.ready_hosts.clear();
+    batch.next = batch.requests.size();
+    for (uint32_t i = 0; i < batch.requests.size(); ++i) {
+      if (batch.delivered == batch.requests.size()) break;
+      if (batch.state[i].done) continue;
+      bool running = false;
+      for (Transfer* t : batch.transfers) running = running || t->index == i;
+      if (!running) DeliverCancelled(batch, i, why);
+    }
+  }
+
+  void ExpireDeadline(Batch& batch) {
+    if (batch.deadline_passed || batch.delivered == batch.requests.size()) {
+      return;
+    }
+    batch.deadline_passed = true;
+    // Running transfers end by their own (shortened) timeouts.
+    DrainQueued(batch, kDeadlineText);
+  }
+
+  void CancelBatch(Batch& batch, const char* why) {
     if (batch.cancelled || batch.delivered == batch.requests.size()) return;
     batch.cancelled = true;
     // Keeps `batch` alive while its last delivery drops the engine's refs.
@@ -607,16 +943,9 @@ class FetchEngine::Impl {
       response.index = transfer->index;
       response.result = TransferResult::kCancelled;
       response.error = "batch cancelled before the request finished";
-      response.attempts = 1;
-      Finish(transfer, std::move(response), /*remove=*/true);
+      Complete(transfer, std::move(response), /*remove=*/true);
     }
-    while (batch.next < batch.requests.size()) {
-      FetchedResponse response;
-      response.index = static_cast<uint32_t>(batch.next++);
-      response.result = TransferResult::kCancelled;
-      response.error = "batch cancelled before the request started";
-      Deliver(batch, std::move(response));
-    }
+    DrainQueued(batch, why);
   }
 
   CURL* TakeEasy() {
@@ -630,6 +959,11 @@ class FetchEngine::Impl {
     curl_easy_reset(easy);
     idle_easy_.push_back(easy);
   }
+
+  static constexpr const char* kCancelledText =
+      "batch cancelled before the request finished";
+  static constexpr const char* kDeadlineText =
+      "batch deadline reached before the request started";
 
   // Constant after construction.
   const Options options_;
@@ -645,11 +979,17 @@ class FetchEngine::Impl {
 
   // Engine thread only.
   std::unordered_set<std::shared_ptr<Batch>> batches_;  // not fully delivered
-  // Batches with requests not yet started, in round-robin order.
+  // Batches with queued requests, in round-robin order.
   std::vector<std::shared_ptr<Batch>> active_;
   size_t cursor_ = 0;  // round-robin position in active_
+  std::priority_queue<TimerEvent, std::vector<TimerEvent>,
+                      std::greater<TimerEvent>>
+      timers_;
+  // Host key -> end of its Retry-After cooldown.
+  std::unordered_map<std::string, absl::Time> cooldowns_;
   std::vector<CURL*> idle_easy_;
-  absl::Time timer_deadline_ = absl::InfiniteFuture();
+  absl::Time curl_deadline_ = absl::InfiniteFuture();
+  absl::BitGen bitgen_;
 
   std::atomic<int> in_flight_{0};  // read from any thread
 };

@@ -35,6 +35,15 @@ enum class TransferResult {
   kInvalidRequest,  // the request failed validation; nothing was sent
 };
 
+// Phases of one attempt, each measured from that attempt's start.
+struct TransferTimings {
+  absl::Duration dns;
+  absl::Duration connect;
+  absl::Duration tls;
+  absl::Duration first_byte;
+  absl::Duration total;
+};
+
 struct FetchedResponse {
   uint32_t index = 0;  // position in the batch
   std::string url;     // as requested
@@ -43,10 +52,13 @@ struct FetchedResponse {
   std::string error;    // why, for anything but kResponse
   std::string body;     // decoded body, at most max_body_bytes
   std::string content_type;
-  std::string effective_url;  // after redirects
+  std::string final_url;      // after redirects
   bool body_expected = true;  // false for HEAD: an empty body is complete
   uint32_t attempts = 0;      // transfers started for this request
-  absl::Duration elapsed;     // from transfer start to its end
+  // From the start of the first attempt to the end of the last one,
+  // including backoff waits.
+  absl::Duration elapsed;
+  TransferTimings timings;  // of the last attempt
 };
 
 class FetchBatchHandle;
@@ -67,9 +79,32 @@ class FetchSink {
                          const std::shared_ptr<FetchBatchHandle>& batch) = 0;
 };
 
+// When and how often a failed request is tried again.
+struct RetryOptions {
+  int max_attempts = 1;  // including the first; 1 = no retry
+  absl::Duration initial_backoff = absl::Milliseconds(100);
+  absl::Duration max_backoff = absl::Seconds(10);
+  bool on_connect_error = false;  // also DNS failures
+  bool on_timeout = false;
+  bool on_transport_error = false;
+  bool on_5xx = false;
+  bool on_429 = false;
+  std::vector<int> on_status;   // explicit status codes
+  bool non_idempotent = false;  // also POST and PATCH
+
+  // What a caller gets when it asks for retries but says not on what.
+  static RetryOptions Defaults(int max_attempts);
+};
+
 struct BatchOptions {
   int concurrency = 16;  // simultaneous transfers of this batch, >= 1
+  // Simultaneous transfers of this batch to one scheme+host+port; 0 = no cap.
+  int per_host_concurrency = 0;
   absl::Duration timeout = absl::Seconds(30);  // per transfer, from its start
+  // Requests not started by then are delivered kCancelled, running transfers
+  // are cut off (kTimeout) and no retry starts after it.
+  absl::Time deadline = absl::InfiniteFuture();
+  RetryOptions retry;
   // Delivered responses the sink has not yet released (see
   // FetchBatchHandle::Release). While in-flight plus unreleased reaches
   // `window`, the batch starts no new transfers: this is what keeps memory
@@ -94,9 +129,12 @@ class FetchBatchHandle {
 // its own event-loop thread (epoll + curl_multi_socket_action).
 //
 // Bounds: at most `max_in_flight` transfers across all batches, at most
-// `BatchOptions::concurrency` per batch. Requests wait in the engine's own
-// per-batch queues; batches take turns for free slots (round-robin), so a
-// large batch cannot starve a small one.
+// `BatchOptions::concurrency` per batch and `per_host_concurrency` per batch
+// and host. Requests wait in the engine's own per-batch, per-host queues;
+// batches take turns for free slots (round-robin), so a large batch cannot
+// starve a small one. Retries wait on a timer, holding no slot. A 429 or 503
+// with Retry-After puts the host in a cooldown that holds back every queued
+// request to it, from every batch.
 //
 // Thread-safety: all public methods may be called from any thread.
 class FetchEngine {
@@ -106,6 +144,12 @@ class FetchEngine {
     int64_t max_body_bytes = 8 << 20;
     int max_redirects = 5;
     absl::Duration connect_timeout = absl::Seconds(10);
+    // Longest Retry-After honoured; longer ones are capped to this.
+    absl::Duration max_retry_after = absl::Seconds(60);
+    // A transfer slower than low_speed_bytes per second for low_speed_time
+    // ends as kTimeout (slow-drip upstreams). 0 bytes disables it.
+    int low_speed_bytes = 64;
+    absl::Duration low_speed_time = absl::Seconds(10);
     std::string user_agent = "batchfetch/1.0";
   };
 

@@ -1,6 +1,7 @@
 #include "service/mysql_result_store.h"
 
 #include <cppconn/connection.h>
+#include <cppconn/datatype.h>
 #include <cppconn/exception.h>
 #include <cppconn/prepared_statement.h>
 #include <cppconn/resultset.h>
@@ -34,7 +35,7 @@ constexpr int kErrServerLostExtended = 2055;
 
 constexpr size_t kMaxStoredErrorBytes = 4096;
 constexpr size_t kMaxStoredContentTypeBytes = 255;
-constexpr int kResultColumns = 12;
+constexpr int kResultColumns = 18;
 // A group of n rows is inserted in chunks of these sizes, so at most this
 // many distinct prepared INSERTs exist per connection.
 constexpr int kChunkSizes[] = {256, 64, 16, 4, 1};
@@ -77,6 +78,15 @@ const std::vector<Migration>& Migrations() {
   fetched_at DATETIME(6) NOT NULL,
   PRIMARY KEY (batch_id, idx)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin)sql"}},
+      {2,
+       "final URL and timing phases of the last attempt",
+       {R"sql(ALTER TABLE fetch_results
+  ADD COLUMN final_url TEXT NULL,
+  ADD COLUMN dns_us BIGINT NULL,
+  ADD COLUMN connect_us BIGINT NULL,
+  ADD COLUMN tls_us BIGINT NULL,
+  ADD COLUMN first_byte_us BIGINT NULL,
+  ADD COLUMN total_us BIGINT NULL)sql"}},
   };
   return *migrations;
 }
@@ -129,10 +139,14 @@ std::string Truncated(const std::string& s, size_t max) {
 }
 
 std::string InsertSql(int rows) {
-  std::vector<std::string> tuples(rows, "(?,?,?,?,?,?,?,?,?,?,?,?)");
+  const std::string tuple = absl::StrCat(
+      "(", absl::StrJoin(std::vector<std::string>(kResultColumns, "?"), ","),
+      ")");
+  std::vector<std::string> tuples(rows, tuple);
   return absl::StrCat(
       "INSERT INTO fetch_results (batch_id, idx, url, outcome, http_status, "
-      "error, `json`, body, content_type, attempts, elapsed_us, fetched_at) "
+      "error, `json`, body, content_type, attempts, elapsed_us, fetched_at, "
+      "final_url, dns_us, connect_us, tls_us, first_byte_us, total_us) "
       "VALUES ",
       absl::StrJoin(tuples, ","),
       // A replay after a lost commit finds its rows present: keep them.
@@ -300,7 +314,8 @@ class MysqlResultStore::Impl {
       }
       sql::PreparedStatement& ps = s.Prepared(
           "SELECT idx, url, outcome, http_status, error, `json`, body, "
-          "content_type, attempts, elapsed_us FROM fetch_results "
+          "content_type, attempts, elapsed_us, final_url, dns_us, connect_us, "
+          "tls_us, first_byte_us, total_us FROM fetch_results "
           "WHERE batch_id = ? AND idx >= ? ORDER BY idx LIMIT ?");
       ps.setString(1, batch_id);
       ps.setUInt(2, from_index);
@@ -324,6 +339,22 @@ class MysqlResultStore::Impl {
         r.set_attempts(rs->getUInt("attempts"));
         *r.mutable_elapsed() =
             TimeUtil::MicrosecondsToDuration(rs->getInt64("elapsed_us"));
+        if (!rs->isNull("final_url")) {
+          r.set_final_url(rs->getString("final_url").asStdString());
+        }
+        if (!rs->isNull("total_us")) {
+          v1::Timings* t = r.mutable_timings();
+          *t->mutable_dns() =
+              TimeUtil::MicrosecondsToDuration(rs->getInt64("dns_us"));
+          *t->mutable_connect() =
+              TimeUtil::MicrosecondsToDuration(rs->getInt64("connect_us"));
+          *t->mutable_tls() =
+              TimeUtil::MicrosecondsToDuration(rs->getInt64("tls_us"));
+          *t->mutable_first_byte() =
+              TimeUtil::MicrosecondsToDuration(rs->getInt64("first_byte_us"));
+          *t->mutable_total() =
+              TimeUtil::MicrosecondsToDuration(rs->getInt64("total_us"));
+        }
       }
       return absl::OkStatus();
     });
@@ -561,6 +592,20 @@ class MysqlResultStore::Impl {
         ps.setUInt(base + 10, r.attempts());
         ps.setInt64(base + 11, TimeUtil::DurationToMicroseconds(r.elapsed()));
         ps.setDateTime(base + 12, FormatDateTime(op.fetched_at));
+        ps.setString(base + 13, r.final_url());
+        if (r.has_timings()) {
+          const v1::Timings& t = r.timings();
+          ps.setInt64(base + 14, TimeUtil::DurationToMicroseconds(t.dns()));
+          ps.setInt64(base + 15, TimeUtil::DurationToMicroseconds(t.connect()));
+          ps.setInt64(base + 16, TimeUtil::DurationToMicroseconds(t.tls()));
+          ps.setInt64(base + 17,
+                      TimeUtil::DurationToMicroseconds(t.first_byte()));
+          ps.setInt64(base + 18, TimeUtil::DurationToMicroseconds(t.total()));
+        } else {
+          for (unsigned c = 14; c <= 18; ++c) {
+            ps.setNull(base + c, sql::DataType::BIGINT);
+          }
+        }
       }
       ps.executeUpdate();
       at += chunk;

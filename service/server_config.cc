@@ -39,6 +39,17 @@ ABSL_FLAG(absl::Duration, connect_timeout, absl::Seconds(10),
           "TCP+TLS connect timeout per transfer");
 ABSL_FLAG(int, max_redirects, 5, "Redirects followed per request");
 ABSL_FLAG(int, max_request_mb, 64, "Largest FetchBatch request, in MiB");
+ABSL_FLAG(int, max_attempts, 10, "Cap on RetryPolicy.max_attempts");
+ABSL_FLAG(int, default_per_host_concurrency, 0,
+          "Per-batch, per-host concurrency when the request says 0 (0 = no "
+          "per-host cap)");
+ABSL_FLAG(absl::Duration, max_retry_after, absl::Seconds(60),
+          "Longest Retry-After honoured (longer ones are capped)");
+ABSL_FLAG(int, low_speed_bytes, 64,
+          "A transfer slower than this many bytes/s for --low_speed_time ends "
+          "as TIMEOUT (0 = off)");
+ABSL_FLAG(absl::Duration, low_speed_time, absl::Seconds(10),
+          "Window for --low_speed_bytes");
 
 namespace batchfetch {
 namespace {
@@ -140,6 +151,18 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   config.engine.max_body_bytes = absl::GetFlag(FLAGS_max_body_bytes);
   config.engine.max_redirects = absl::GetFlag(FLAGS_max_redirects);
   config.engine.connect_timeout = absl::GetFlag(FLAGS_connect_timeout);
+  config.engine.max_retry_after = absl::GetFlag(FLAGS_max_retry_after);
+  config.engine.low_speed_bytes = absl::GetFlag(FLAGS_low_speed_bytes);
+  config.engine.low_speed_time = absl::GetFlag(FLAGS_low_speed_time);
+  if (absl::GetFlag(FLAGS_default_per_host_concurrency) < 0 ||
+      config.engine.low_speed_bytes < 0) {
+    return absl::InvalidArgumentError(
+        "--default_per_host_concurrency and --low_speed_bytes must be >= 0");
+  }
+  config.service.default_per_host_concurrency =
+      static_cast<uint32_t>(absl::GetFlag(FLAGS_default_per_host_concurrency));
+  config.service.max_attempts =
+      static_cast<uint32_t>(absl::GetFlag(FLAGS_max_attempts));
   config.service.default_concurrency =
       static_cast<uint32_t>(absl::GetFlag(FLAGS_default_concurrency));
   config.service.max_concurrency =

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -227,6 +229,69 @@ TEST_F(TestUpstreamTest, DestructorInterruptsPendingRequests) {
   EXPECT_LT(absl::Now() - start, absl::Seconds(2));
   for (int fd : fds) close(fd);
   close(idle);
+}
+
+TEST_F(TestUpstreamTest, FailFirstIsPerTargetWithRetryAfter) {
+  const std::string format = "-D - -o /dev/null -w 'code=%{http_code}' '";
+  const std::string url = upstream_->Url("/ff?fail_first=1&retry_after=2");
+  std::string first = Curl(absl::StrCat(format, url, "'"));
+  EXPECT_TRUE(absl::StrContains(first, "\r\nRetry-After: 2\r\n")) << first;
+  EXPECT_TRUE(absl::EndsWith(first, "code=503")) << first;
+  // Another target has its own counter.
+  EXPECT_EQ(Curl(absl::StrCat(
+                "-o /dev/null -w '%{http_code}' '",
+                upstream_->Url("/ff?fail_first=1&retry_after=2&n=1"), "'")),
+            "503");
+  std::string second = Curl(absl::StrCat(format, url, "'"));
+  EXPECT_TRUE(absl::EndsWith(second, "code=200")) << second;
+  // The header is sent whether or not the request fails; an HTTP-date works.
+  EXPECT_TRUE(absl::StrContains(second, "\r\nRetry-After: 2\r\n")) << second;
+  const std::string dated = upstream_->Url(
+      "/ff?fail_first=2&fail_status=429&status=201&"
+      "retry_after=Wed,%2021%20Oct%202015%2007:28:00%20GMT");
+  const std::string dated_format =
+      "-o /dev/null -w '%{http_code} %header{retry-after}' '";
+  EXPECT_EQ(Curl(absl::StrCat(dated_format, dated, "'")),
+            "429 Wed, 21 Oct 2015 07:28:00 GMT");
+  EXPECT_EQ(Curl(absl::StrCat(dated_format, dated, "'")),
+            "429 Wed, 21 Oct 2015 07:28:00 GMT");
+  EXPECT_EQ(Curl(absl::StrCat(dated_format, dated, "'")),
+            "201 Wed, 21 Oct 2015 07:28:00 GMT");
+  // ResetStats() restarts the counters.
+  upstream_->ResetStats();
+  EXPECT_EQ(Curl(absl::StrCat("-o /dev/null -w '%{http_code}' '", url, "'")),
+            "503");
+}
+
+TEST_F(TestUpstreamTest, GzipZerosDecodesToExactLength) {
+  for (int n : {0, 1, 2, 3, 4, 1000, 1001, 5000000}) {
+    const std::string url = upstream_->Url(absl::StrCat("/gz?gzip_zeros=", n));
+    EXPECT_EQ(
+        RunShell(absl::StrCat("curl -s --compressed '", url, "' | wc -c")),
+        absl::StrCat(n, "\n"))
+        << n;
+  }
+  EXPECT_EQ(Curl(absl::StrCat("--compressed '",
+                              upstream_->Url("/gz?gzip_zeros=9"), "'")),
+            "[0,0,0,0]");
+  EXPECT_EQ(Curl(absl::StrCat("--compressed '",
+                              upstream_->Url("/gz?gzip_zeros=10"), "'")),
+            "[ 0,0,0,0]");
+  // Sent compressed: Content-Length is the (small) compressed size.
+  std::string headers =
+      Curl(absl::StrCat("-D - -o /dev/null -w 'size=%{size_download}' '",
+                        upstream_->Url("/gz?gzip_zeros=200000000"), "'"));
+  EXPECT_TRUE(absl::StrContains(headers, "\r\nContent-Encoding: gzip\r\n"))
+      << headers;
+  size_t pos = headers.find("size=");
+  ASSERT_NE(pos, std::string::npos) << headers;
+  int64_t size = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(headers.substr(pos + 5), &size)) << headers;
+  EXPECT_GT(size, 0);
+  EXPECT_LT(size, 1000000);
+  EXPECT_TRUE(absl::StrContains(
+      headers, absl::StrCat("\r\nContent-Length: ", size, "\r\n")))
+      << headers;
 }
 
 TEST(LocalMariaDbTest, StartExecuteStop) {

@@ -7,10 +7,13 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -22,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 
 namespace batchfetch::testing {
 namespace {
@@ -122,6 +126,69 @@ const char* ReasonPhrase(int status) {
     default:
       return "Status";
   }
+}
+
+// Feeds `in` to `z` and appends the produced bytes to `out`.
+void Deflate(z_stream* z, absl::string_view in, int flush, std::string* out) {
+  z->next_in =
+      reinterpret_cast<Bytef*>(const_cast<char*>(in.empty() ? "" : in.data()));
+  z->avail_in = static_cast<uInt>(in.size());
+  unsigned char buf[16384];
+  int rc;
+  do {
+    z->next_out = buf;
+    z->avail_out = sizeof(buf);
+    rc = deflate(z, flush);
+    out->append(reinterpret_cast<char*>(buf), sizeof(buf) - z->avail_out);
+  } while (z->avail_out == 0 || (flush == Z_FINISH && rc != Z_STREAM_END));
+}
+
+// Gzip of the JSON array "[0,0,...,0]" of exactly `n` decoded bytes ("[ 0,..."
+// for even n; "", "0", "[]" for n < 3), compressed from a small repeated
+// buffer rather than an n-byte one.
+std::string GzipZeros(size_t n) {
+  std::string prefix, suffix;
+  size_t pairs = 0;  // Count of "0," between prefix and suffix.
+  if (n == 1) {
+    suffix = "0";
+  } else if (n == 2) {
+    suffix = "[]";
+  } else if (n >= 3) {
+    prefix = n % 2 == 1 ? "[" : "[ ";
+    suffix = "0]";
+    pairs = (n - prefix.size() - suffix.size()) / 2;
+  }
+  z_stream z = {};
+  if (deflateInit2(&z, Z_BEST_COMPRESSION, Z_DEFLATED, 15 + 16, 9,
+                   Z_DEFAULT_STRATEGY) != Z_OK) {
+    return "";
+  }
+  std::string out;
+  Deflate(&z, prefix, Z_NO_FLUSH, &out);
+  std::string chunk;
+  for (int i = 0; i < 32768; ++i) chunk += "0,";
+  const size_t chunk_pairs = chunk.size() / 2;
+  while (pairs > 0) {
+    const size_t now = std::min(pairs, chunk_pairs);
+    Deflate(&z, absl::string_view(chunk).substr(0, 2 * now), Z_NO_FLUSH, &out);
+    pairs -= now;
+  }
+  Deflate(&z, suffix, Z_FINISH, &out);
+  deflateEnd(&z);
+  return out;
+}
+
+// GzipZeros(n), computed once per n for the whole process.
+std::shared_ptr<const std::string> CachedGzipZeros(size_t n) {
+  static absl::Mutex mu(absl::kConstInit);
+  static auto* cache =
+      new std::map<size_t, std::shared_ptr<const std::string>>();
+  // Held while compressing so concurrent requests for n compress it once.
+  absl::MutexLock lock(&mu);
+  std::shared_ptr<const std::string>& entry = (*cache)[n];
+  if (entry == nullptr)
+    entry = std::make_shared<const std::string>(GzipZeros(n));
+  return entry;
 }
 
 // Sends all of `data`; false if the peer is gone.
@@ -243,8 +310,10 @@ bool ParseHead(absl::string_view head, Request* req) {
 
 enum class Outcome { kKeepAlive, kClose, kAborted };
 
-// Writes the response for `req` as configured by its query parameters.
-Outcome Respond(int fd, const Request& req, const std::atomic<bool>& stopping) {
+// Writes the response for `req` as configured by its query parameters. If
+// `fail_status` is nonzero, this is a fail_first failure with that status.
+Outcome Respond(int fd, const Request& req, int fail_status,
+                const std::atomic<bool>& stopping) {
   const int delay_ms = req.IntParam("delay_ms", 0);
   if (delay_ms > 0 &&
       !WaitWatchingPeer(fd, absl::Milliseconds(delay_ms), stopping)) {
@@ -252,10 +321,19 @@ Outcome Respond(int fd, const Request& req, const std::atomic<bool>& stopping) {
   }
   if (req.IntParam("drop", 0) == 1) return Outcome::kClose;
 
-  int status = req.IntParam("status", 200);
+  int status = fail_status != 0 ? fail_status : req.IntParam("status", 200);
   std::string body;
   std::string extra_headers;
-  if (req.path == "/redirect") {
+  if (const std::string* retry_after = req.Param("retry_after")) {
+    absl::StrAppend(&extra_headers, "Retry-After: ", *retry_after, "\r\n");
+  }
+  const std::string* gzip_zeros = req.Param("gzip_zeros");
+  if (fail_status == 0 && gzip_zeros != nullptr) {
+    size_t n = 0;
+    (void)absl::SimpleAtoi(*gzip_zeros, &n);
+    body = *CachedGzipZeros(n);
+    absl::StrAppend(&extra_headers, "Content-Encoding: gzip\r\n");
+  } else if (fail_status == 0 && req.path == "/redirect") {
     status = req.IntParam("status", 302);
     const std::string* to = req.Param("to");
     absl::StrAppend(&extra_headers, "Location: ", to ? *to : "/", "\r\n");
@@ -457,6 +535,11 @@ void TestUpstream::ServeConnection(int64_t id, int fd) {
     }
     buf.erase(0, head_end + 4);
     OnRequestStart(req.method, req.target);
+    const int fail_first = req.IntParam("fail_first", 0);
+    const int fail_status =
+        fail_first > 0 && CountFailFirst(req.target, fail_first)
+            ? req.IntParam("fail_status", 503)
+            : 0;
     if (req.chunked) {
       SendAll(fd,
               "HTTP/1.1 411 Length Required\r\nContent-Type: text/plain\r\n"
@@ -480,7 +563,7 @@ void TestUpstream::ServeConnection(int64_t id, int fd) {
     }
     req.body = buf.substr(0, req.content_length);
     buf.erase(0, req.content_length);
-    Outcome outcome = Respond(fd, req, stopping_);
+    Outcome outcome = Respond(fd, req, fail_status, stopping_);
     OnRequestEnd(outcome == Outcome::kAborted);
     if (outcome != Outcome::kKeepAlive) break;
   }
@@ -499,6 +582,15 @@ void TestUpstream::OnRequestStart(absl::string_view method,
   peak_in_flight_ = std::max(peak_in_flight_, in_flight_);
   arrivals_.push_back(
       Arrival{std::string(target), absl::Now(), std::string(method)});
+}
+
+bool TestUpstream::CountFailFirst(absl::string_view target, int k) {
+  absl::MutexLock lock(&stats_mu_);
+  auto it = fail_first_seen_.find(target);
+  if (it == fail_first_seen_.end()) {
+    it = fail_first_seen_.emplace(std::string(target), 0).first;
+  }
+  return it->second++ < k;
 }
 
 void TestUpstream::OnRequestEnd(bool aborted) {
@@ -544,6 +636,7 @@ void TestUpstream::ResetStats() {
   aborted_ = 0;
   connections_accepted_ = 0;
   arrivals_.clear();
+  fail_first_seen_.clear();
 }
 
 bool TestUpstream::AwaitCounter(const int* counter, int n,

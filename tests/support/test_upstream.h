@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -22,16 +23,34 @@ namespace batchfetch::testing {
 // request bodies with Content-Length (chunked request bodies get 411).
 //
 // The response is controlled by query parameters, which combine on any path:
-//   status=N     status code (default 200)
-//   body=TEXT    literal (URL-decoded) body
-//   bytes=N      JSON body {"pad":"xxx..."} of exactly N bytes (N >= 10)
-//   echo=1       body is the request body
-//   n=N          default body is {"ok":true,"path":"<path>","n":N} (N: 0 if
-//   absent) ctype=TYPE   Content-Type (default application/json) delay_ms=N
-//   wait N ms before responding drip_ms=N    send the body one byte every N ms
-//   (Content-Length is set) no_length=1  no Content-Length; the connection is
-//   closed after the body close=1      respond with "Connection: close" and
-//   close afterwards drop=1       close the connection without responding
+//   status=N       status code (default 200)
+//   body=TEXT      literal (URL-decoded) body
+//   bytes=N        JSON body {"pad":"xxx..."} of exactly N bytes (N >= 10)
+//   echo=1         body is the request body
+//   n=N            default body is {"ok":true,"path":"<path>","n":N} (N: 0 if
+//                  absent)
+//   ctype=TYPE     Content-Type (default application/json)
+//   delay_ms=N     wait N ms before responding
+//   drip_ms=N      send the body one byte every N ms (Content-Length is set)
+//   no_length=1    no Content-Length; the connection is closed after the body
+//   close=1        respond with "Connection: close" and close afterwards
+//   drop=1         close the connection without responding
+//   retry_after=V  add the header "Retry-After: V" (V URL-decoded, verbatim:
+//                  seconds or an HTTP-date)
+//   fail_first=K   stateful: the first K requests with this exact request
+//                  target (path and query as received, byte for byte) get
+//                  status fail_status instead of `status`; later ones get the
+//                  normal response. Counted when the headers arrive; a failing
+//                  response has the body that body/bytes/echo/n select (never
+//                  gzip_zeros, never a redirect) and, if given, Retry-After.
+//                  Counters are per TestUpstream and cleared by ResetStats().
+//   fail_status=S  status for fail_first failures (default 503)
+//   gzip_zeros=N   body is the JSON array [0,0,...,0] of exactly N bytes
+//                  decoded ("[ 0,...,0]" for even N; N < 3: "", "0", "[]"),
+//                  gzip-compressed, with "Content-Encoding: gzip" and
+//                  Content-Length = compressed size. Compressed bytes are
+//                  cached per N for the process; N up to ~2e8 is cheap (a
+//                  few hundred KB compressed, no N-byte buffer is allocated).
 // Special path /redirect?to=URL-ENCODED-LOCATION[&status=302] responds with
 // a Location header. HEAD requests get headers only.
 //
@@ -95,6 +114,9 @@ class TestUpstream {
   // Stats hooks used by the connection threads.
   void OnRequestStart(absl::string_view method, absl::string_view target);
   void OnRequestEnd(bool aborted);
+  // Counts a request to `target` carrying fail_first=K; returns whether it is
+  // among the first K to that target (and so must fail).
+  bool CountFailFirst(absl::string_view target, int k);
 
   const int listen_fd_;
   const int wake_fd_;  // eventfd that interrupts AcceptLoop.
@@ -112,6 +134,9 @@ class TestUpstream {
   int aborted_ ABSL_GUARDED_BY(stats_mu_) = 0;
   int connections_accepted_ ABSL_GUARDED_BY(stats_mu_) = 0;
   std::vector<Arrival> arrivals_ ABSL_GUARDED_BY(stats_mu_);
+  // fail_first: requests seen so far per request target.
+  std::map<std::string, int, std::less<>> fail_first_seen_
+      ABSL_GUARDED_BY(stats_mu_);
 };
 
 }  // namespace batchfetch::testing
