@@ -32,6 +32,8 @@ constexpr size_t kMaxUrlLength = 8192;
 constexpr size_t kMaxHeaders = 100;
 constexpr size_t kMaxHeaderLength = 8192;
 constexpr int kMaxEpollEvents = 256;
+// A transfer is not started with less time than this before the deadline.
+constexpr absl::Duration kMinUsefulTime = absl::Milliseconds(10);
 
 bool IsTokenChar(char c) {
   return absl::ascii_isalnum(static_cast<unsigned char>(c)) ||
@@ -627,7 +629,8 @@ class FetchEngine::Impl {
   void Start(Batch& batch, uint32_t index, absl::Time now) {
     FetchSpec& spec = batch.requests[index];
     RequestState& state = batch.state[index];
-    if (now >= batch.options.deadline) {
+    // Too little time left to do anything useful: the batch is out of time.
+    if (batch.options.deadline - now < kMinUsefulTime) {
       DeliverCancelled(batch, index, kDeadlineText);
       return;
     }
@@ -654,7 +657,8 @@ class FetchEngine::Impl {
                      static_cast<long>(options_.max_redirects));
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS,
                      static_cast<long>(std::max<int64_t>(
-                         1, absl::ToInt64Milliseconds(timeout))));
+                         1, absl::ToInt64Milliseconds(
+                                absl::Ceil(timeout, absl::Milliseconds(1))))));
     curl_easy_setopt(
         easy, CURLOPT_CONNECTTIMEOUT_MS,
         static_cast<long>(absl::ToInt64Milliseconds(options_.connect_timeout)));

@@ -506,6 +506,57 @@ TEST_F(ServiceTest, UnstorableResultsMakeTheBatchFailedNotLost) {
   EXPECT_EQ(stored->stored(), 3u);
 }
 
+TEST_F(ServiceTest, FetchPoliciesThroughTheApi) {
+  StartServer(Config());
+  // Retries: two 503s, then OK; attempts, final URL and timings come back
+  // and are stored.
+  v1::FetchBatchRequest request =
+      Batch({upstream_->Url("/flaky?fail_first=2&fail_status=503"),
+             upstream_->Url("/redirect?to=%2Flanded")});
+  request.set_batch_id("policy-1");
+  request.mutable_retry()->set_max_attempts(3);
+  request.mutable_retry()->mutable_initial_backoff()->set_nanos(10000000);
+  Streamed s = Fetch(request);
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  auto r = s.results();
+  EXPECT_EQ(r[0].outcome(), v1::OUTCOME_OK);
+  EXPECT_EQ(r[0].attempts(), 3u);
+  EXPECT_GT(r[0].timings().total().nanos() + r[0].timings().total().seconds(),
+            0);
+  EXPECT_EQ(r[1].final_url(), upstream_->Url("/landed"));
+  int pages = 0;
+  std::vector<v1::FetchResult> stored = ListAll("policy-1", 10, &pages);
+  ASSERT_EQ(stored.size(), 2u);
+  EXPECT_EQ(stored[0].SerializeAsString(), r[0].SerializeAsString());
+  EXPECT_EQ(stored[1].final_url(), r[1].final_url());
+
+  // Per-host cap from the request.
+  upstream_->ResetStats();
+  std::vector<std::string> urls(12, upstream_->Url("/h?delay_ms=50"));
+  v1::FetchBatchRequest capped = Batch(urls, 10);
+  capped.set_per_host_concurrency(2);
+  EXPECT_TRUE(Fetch(capped).status.ok());
+  EXPECT_EQ(upstream_->peak_in_flight(), 2);
+
+  // The batch deadline: what cannot finish in time ends, the batch is done.
+  v1::FetchBatchRequest bounded = Batch(
+      {upstream_->Url("/stuck?delay_ms=10000"), upstream_->Url("/ok")}, 1);
+  bounded.mutable_deadline()->set_nanos(400000000);
+  Streamed d = Fetch(bounded);
+  ASSERT_TRUE(d.status.ok()) << d.status.error_message();
+  auto dr = d.results();
+  EXPECT_EQ(dr[0].outcome(), v1::OUTCOME_TIMEOUT);
+  EXPECT_NE(dr[0].error().find("deadline"), std::string::npos) << dr[0].error();
+  EXPECT_EQ(dr[1].outcome(), v1::OUTCOME_CANCELLED);
+  EXPECT_EQ(d.summary().state(), v1::BATCH_STATE_DONE);
+
+  // Nonsense policies are refused up front.
+  v1::FetchBatchRequest bad = Batch({upstream_->Url("/x")});
+  bad.mutable_retry()->set_max_attempts(2);
+  bad.mutable_retry()->add_retry_on_status(700);
+  EXPECT_EQ(Fetch(bad).status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+}
+
 TEST_F(ServiceTest, StoreNoneStreamsButDoesNotStore) {
   ServerConfig config = Config();
   config.store_enabled = false;
