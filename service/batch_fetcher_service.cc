@@ -144,7 +144,10 @@ void FillResult(FetchedResponse& response, const JsonCleaner& cleaner,
   const int status = response.http_status;
   if (status < 200 || status > 299) {
     result->set_outcome(v1::OUTCOME_HTTP_ERROR);
-    result->set_error(absl::StrCat("upstream answered HTTP ", status));
+    // The engine's text, when it has one, says more (e.g. why no retry).
+    result->set_error(response.error.empty()
+                          ? absl::StrCat("upstream answered HTTP ", status)
+                          : std::move(response.error));
     result->set_body(std::move(response.body));
     return;
   }

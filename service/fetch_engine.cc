@@ -227,8 +227,9 @@ class FetchEngine::Impl {
     std::string body;
     int64_t max_body_bytes = 0;
     bool too_large = false;
-    bool head = false;             // a HEAD request: no body comes back
-    bool cut_by_deadline = false;  // its timeout was shortened to fit
+    bool head = false;  // a HEAD request: no body comes back
+    // Set when the timeout was shortened to end at the batch deadline.
+    absl::Duration deadline_timeout = absl::InfiniteDuration();
     char error[CURL_ERROR_SIZE] = {0};
   };
 
@@ -289,7 +290,9 @@ class FetchEngine::Impl {
   // Something the loop must do at a given time.
   struct TimerEvent {
     absl::Time at;
-    std::shared_ptr<Batch> batch;  // null: only wake (a cooldown ended)
+    // Expired or null: only wake (a cooldown ended, or the batch is done;
+    // a batch is kept alive by batches_ until its last delivery).
+    std::weak_ptr<Batch> batch;
     uint32_t index = 0;
     bool is_retry = false;  // else: the batch's deadline
     bool operator>(const TimerEvent& other) const { return at > other.at; }
@@ -503,8 +506,9 @@ class FetchEngine::Impl {
     while (!timers_.empty() && timers_.top().at <= now) {
       TimerEvent event = timers_.top();
       timers_.pop();
-      if (event.batch == nullptr) continue;  // a cooldown ended: just Admit
-      Batch& batch = *event.batch;
+      std::shared_ptr<Batch> owner = event.batch.lock();
+      if (owner == nullptr) continue;  // a cooldown ended: just Admit
+      Batch& batch = *owner;
       if (!event.is_retry) {
         ExpireDeadline(batch);
         continue;
@@ -513,7 +517,7 @@ class FetchEngine::Impl {
       // The retry goes first in its host's queue.
       Enqueue(batch, batch.state[event.index].host, event.index,
               /*front=*/true);
-      List(event.batch);
+      List(owner);
     }
   }
 
@@ -645,7 +649,7 @@ class FetchEngine::Impl {
     absl::Duration timeout = batch.options.timeout;
     if (batch.options.deadline - now < timeout) {
       timeout = batch.options.deadline - now;
-      transfer->cut_by_deadline = true;
+      transfer->deadline_timeout = timeout;
     }
     curl_easy_setopt(easy, CURLOPT_PRIVATE, transfer);
     curl_easy_setopt(easy, CURLOPT_URL, spec.url.c_str());
@@ -770,7 +774,8 @@ class FetchEngine::Impl {
                              ? std::string(transfer->error)
                              : std::string(curl_easy_strerror(code));
         if (response.result == TransferResult::kTimeout &&
-            transfer->cut_by_deadline) {
+            response.timings.total + absl::Milliseconds(5) >=
+                transfer->deadline_timeout) {
           response.error =
               absl::StrCat("batch deadline reached: ", response.error);
         }
@@ -800,7 +805,7 @@ class FetchEngine::Impl {
     const absl::Time until = absl::Now() + length;
     absl::Time& current = cooldowns_[host_key];
     current = std::max(current, until);
-    timers_.push({until, nullptr, 0, false});
+    timers_.push({until, {}, 0, false});
     if (cooldowns_.size() > 4096) {
       const absl::Time now = absl::Now();
       for (auto it = cooldowns_.begin(); it != cooldowns_.end();) {
@@ -868,7 +873,7 @@ class FetchEngine::Impl {
         wait = std::max(wait, std::min(*retry_after, options_.max_retry_after));
       }
       const absl::Time at = absl::Now() + wait;
-      if (at < batch->options.deadline) {
+      if (at + kMinUsefulTime < batch->options.deadline) {
         timers_.push({at, batch, index, true});
         return;
       }
@@ -917,12 +922,11 @@ class FetchEngine::Impl {
     for (auto& host : batch.hosts) host.queued.clear();
     batch.ready_hosts.clear();
     batch.next = batch.requests.size();
+    std::vector<bool> running(batch.requests.size());
+    for (Transfer* t : batch.transfers) running[t->index] = true;
     for (uint32_t i = 0; i < batch.requests.size(); ++i) {
       if (batch.delivered == batch.requests.size()) break;
-      if (batch.state[i].done) continue;
-      bool running = false;
-      for (Transfer* t : batch.transfers) running = running || t->index == i;
-      if (!running) DeliverCancelled(batch, i, why);
+      if (!batch.state[i].done && !running[i]) DeliverCancelled(batch, i, why);
     }
   }
 

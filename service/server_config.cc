@@ -7,6 +7,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/reflection.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 
@@ -52,42 +53,18 @@ ABSL_FLAG(absl::Duration, low_speed_time, absl::Seconds(10),
           "Window for --low_speed_bytes");
 
 namespace batchfetch {
-namespace {
-
-constexpr const char* kEnvFlags[] = {
-    "listen",
-    "store",
-    "mysql_host",
-    "mysql_port",
-    "mysql_user",
-    "mysql_database",
-    "mysql_password_file",
-    "mysql_startup_wait",
-    "store_retry_budget",
-    "max_in_flight",
-    "default_concurrency",
-    "max_concurrency",
-    "max_batch_size",
-    "max_body_bytes",
-    "default_timeout",
-    "max_timeout",
-    "connect_timeout",
-    "max_redirects",
-    "max_request_mb",
-    "shutdown_grace",
-};
-
-}  // namespace
+namespace {}  // namespace
 
 absl::Status ApplyEnvironmentToFlags() {
-  for (const char* name : kEnvFlags) {
+  // Every flag the server defines (in service/) has a variable.
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (!absl::StrContains(flag->Filename(), "service/")) continue;
     const std::string env =
         absl::StrCat("BATCHFETCH_", absl::AsciiStrToUpper(name));
     const char* value = std::getenv(env.c_str());
     if (value == nullptr) continue;
-    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
     std::string error;
-    if (flag == nullptr || !flag->ParseFrom(value, &error)) {
+    if (!flag->ParseFrom(value, &error)) {
       return absl::InvalidArgumentError(
           absl::StrCat("environment variable ", env, ": ", error));
     }
@@ -141,7 +118,9 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
         {absl::GetFlag(FLAGS_default_concurrency), "default_concurrency"},
         {absl::GetFlag(FLAGS_max_concurrency), "max_concurrency"},
         {absl::GetFlag(FLAGS_max_batch_size), "max_batch_size"},
-        {absl::GetFlag(FLAGS_max_request_mb), "max_request_mb"}}) {
+        {absl::GetFlag(FLAGS_max_request_mb), "max_request_mb"},
+        {absl::GetFlag(FLAGS_max_attempts), "max_attempts"},
+        {absl::GetFlag(FLAGS_max_redirects) + 1, "max_redirects + 1"}}) {
     if (absl::Status s = positive(value, name); !s.ok()) return s;
   }
   if (absl::GetFlag(FLAGS_max_body_bytes) < 1) {
@@ -158,6 +137,11 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
       config.engine.low_speed_bytes < 0) {
     return absl::InvalidArgumentError(
         "--default_per_host_concurrency and --low_speed_bytes must be >= 0");
+  }
+  if (config.engine.max_retry_after < absl::ZeroDuration() ||
+      config.engine.low_speed_time < absl::Seconds(1)) {
+    return absl::InvalidArgumentError(
+        "--max_retry_after must be >= 0 and --low_speed_time >= 1s");
   }
   config.service.default_per_host_concurrency =
       static_cast<uint32_t>(absl::GetFlag(FLAGS_default_per_host_concurrency));

@@ -1,0 +1,108 @@
+// bench_driver: one FetchBatch against a running batchfetch server, timed
+// from the RPC's start to the summary (not process start). Prints one JSON
+// line: {"seconds":..,"results":..,"ok":..,"stored":..,"urls_per_s":..,
+// "peak_rss_kb":..} where peak_rss_kb is the server's VmHWM when --pid is
+// given.
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "batchfetch/v1/batchfetch.grpc.pb.h"
+#include "grpcpp/grpcpp.h"
+
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "batchfetch server");
+ABSL_FLAG(std::string, url, "", "URL fetched `count` times (a ?i=N is added)");
+ABSL_FLAG(int, count, 1000, "Requests in the batch");
+ABSL_FLAG(int, concurrency, 64, "Batch concurrency");
+ABSL_FLAG(int, pid, 0, "Server pid, to report its peak RSS");
+ABSL_FLAG(int, sample_rss_ms, 0,
+          "Also sample the server's current RSS this often and report the "
+          "largest value (VmHWM cannot be reset between runs)");
+
+namespace {
+
+int64_t ReadStatusKb(int pid, absl::string_view key) {
+  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
+  std::string text;
+  while (std::getline(status, text)) {
+    absl::string_view line = text;
+    if (absl::ConsumePrefix(&line, key)) {
+      int64_t kb = 0;
+      if (absl::SimpleAtoi(
+              absl::StripSuffix(absl::StripAsciiWhitespace(line), " kB"),
+              &kb)) {
+        return kb;
+      }
+    }
+  }
+  return -1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  const std::string base = absl::GetFlag(FLAGS_url);
+  const char* sep = base.find('?') == std::string::npos ? "?" : "&";
+  batchfetch::v1::FetchBatchRequest request;
+  for (int i = 0; i < absl::GetFlag(FLAGS_count); ++i) {
+    request.add_requests()->set_url(absl::StrCat(base, sep, "i=", i));
+  }
+  request.set_concurrency(
+      static_cast<uint32_t>(absl::GetFlag(FLAGS_concurrency)));
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(-1);
+  args.SetMaxSendMessageSize(-1);
+  auto channel = grpc::CreateCustomChannel(
+      absl::GetFlag(FLAGS_server), grpc::InsecureChannelCredentials(), args);
+  auto stub = batchfetch::v1::BatchFetcher::NewStub(channel);
+  if (!channel->WaitForConnected(std::chrono::system_clock::now() +
+                                 std::chrono::seconds(10))) {
+    std::cerr << "bench_driver: cannot connect\n";
+    return 2;
+  }
+  const int pid = absl::GetFlag(FLAGS_pid);
+  const int sample_ms = absl::GetFlag(FLAGS_sample_rss_ms);
+  int64_t rss_start_kb = pid > 0 ? ReadStatusKb(pid, "VmRSS:") : -1;
+  int64_t rss_max_kb = rss_start_kb;
+  absl::Time next_sample = absl::Now();
+
+  grpc::ClientContext context;
+  const absl::Time start = absl::Now();
+  auto reader = stub->FetchBatch(&context, request);
+  batchfetch::v1::FetchBatchEvent event;
+  int results = 0, ok = 0;
+  batchfetch::v1::BatchSummary summary;
+  while (reader->Read(&event)) {
+    if (event.has_result()) {
+      ++results;
+      if (event.result().outcome() == batchfetch::v1::OUTCOME_OK) ++ok;
+    } else if (event.has_summary()) {
+      summary = event.summary();
+    }
+    if (sample_ms > 0 && absl::Now() >= next_sample) {
+      rss_max_kb = std::max(rss_max_kb, ReadStatusKb(pid, "VmRSS:"));
+      next_sample = absl::Now() + absl::Milliseconds(sample_ms);
+    }
+  }
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  grpc::Status status = reader->Finish();
+  if (!status.ok()) {
+    std::cerr << "bench_driver: " << status.error_message() << "\n";
+    return 1;
+  }
+  std::cout << "{\"seconds\":" << seconds << ",\"results\":" << results
+            << ",\"ok\":" << ok << ",\"stored\":" << summary.stored()
+            << ",\"urls_per_s\":" << results / seconds << ",\"peak_rss_kb\":"
+            << (pid > 0 ? ReadStatusKb(pid, "VmHWM:") : -1)
+            << ",\"rss_start_kb\":" << rss_start_kb
+            << ",\"rss_max_kb\":" << rss_max_kb << "}" << std::endl;
+  return 0;
+}
