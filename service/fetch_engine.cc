@@ -322,6 +322,9 @@ class FetchEngine::Impl {
     curl_multi_setopt(multi_, CURLMOPT_MAXCONNECTS,
                       static_cast<long>(options_.max_in_flight));
     curl_multi_setopt(multi_, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+    default_headers_ = curl_slist_append(nullptr, "Accept: application/json");
+    // No "Expect: 100-continue" round trip for request bodies.
+    default_headers_ = curl_slist_append(default_headers_, "Expect:");
     thread_ = std::thread([this] { Run(); });
     return absl::OkStatus();
   }
@@ -336,6 +339,7 @@ class FetchEngine::Impl {
       thread_.join();
     }
     for (CURL* easy : idle_easy_) curl_easy_cleanup(easy);
+    curl_slist_free_all(default_headers_);
     if (multi_ != nullptr) curl_multi_cleanup(multi_);
     if (epoll_fd_ >= 0) close(epoll_fd_);
     if (wake_fd_ >= 0) close(wake_fd_);
@@ -651,38 +655,22 @@ class FetchEngine::Impl {
       timeout = batch.options.deadline - now;
       transfer->deadline_timeout = timeout;
     }
+    // Options common to every transfer were set when the handle was made;
+    // these are the ones that differ per request (all of them, every time,
+    // since handles are reused without curl_easy_reset).
     curl_easy_setopt(easy, CURLOPT_PRIVATE, transfer);
     curl_easy_setopt(easy, CURLOPT_URL, spec.url.c_str());
-    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 1L);
-    curl_easy_setopt(easy, CURLOPT_MAXREDIRS,
-                     static_cast<long>(options_.max_redirects));
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, transfer);
+    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, transfer->error);
     curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS,
                      static_cast<long>(std::max<int64_t>(
                          1, absl::ToInt64Milliseconds(
                                 absl::Ceil(timeout, absl::Milliseconds(1))))));
-    curl_easy_setopt(
-        easy, CURLOPT_CONNECTTIMEOUT_MS,
-        static_cast<long>(absl::ToInt64Milliseconds(options_.connect_timeout)));
-    if (options_.low_speed_bytes > 0) {
-      curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT,
-                       static_cast<long>(options_.low_speed_bytes));
-      curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME,
-                       static_cast<long>(std::max<int64_t>(
-                           1, absl::ToInt64Seconds(options_.low_speed_time))));
-    }
-    // Decoded size is what the write callback counts, so the body cap also
-    // holds against compression bombs.
-    curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, "");
-    curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE,
-                     static_cast<curl_off_t>(options_.max_body_bytes));
-    curl_easy_setopt(easy, CURLOPT_USERAGENT, options_.user_agent.c_str());
-    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &Impl::OnWrite);
-    curl_easy_setopt(easy, CURLOPT_WRITEDATA, transfer);
-    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, transfer->error);
-    curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_2TLS);
+    // Back to a plain GET whatever the handle did before. (Setting
+    // POSTFIELDS, even to null, selects POST; HTTPGET must come after it.)
+    curl_easy_setopt(easy, CURLOPT_POSTFIELDS, nullptr);
+    curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, nullptr);
+    curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
     if (method == "HEAD") {
       transfer->head = true;
       curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
@@ -697,20 +685,24 @@ class FetchEngine::Impl {
         curl_easy_setopt(easy, CURLOPT_POSTFIELDS, spec.body.data());
       }
     }
-    bool has_accept = false;
-    for (const auto& [name, value] : spec.headers) {
-      has_accept = has_accept || absl::EqualsIgnoreCase(name, "accept");
-      std::string line = value.empty() ? absl::StrCat(name, ";")
-                                       : absl::StrCat(name, ": ", value);
-      transfer->headers = curl_slist_append(transfer->headers, line.c_str());
+    if (spec.headers.empty()) {
+      curl_easy_setopt(easy, CURLOPT_HTTPHEADER, default_headers_);
+    } else {
+      bool has_accept = false;
+      for (const auto& [name, value] : spec.headers) {
+        has_accept = has_accept || absl::EqualsIgnoreCase(name, "accept");
+        std::string line = value.empty() ? absl::StrCat(name, ";")
+                                         : absl::StrCat(name, ": ", value);
+        transfer->headers = curl_slist_append(transfer->headers, line.c_str());
+      }
+      if (!has_accept) {
+        transfer->headers =
+            curl_slist_append(transfer->headers, "Accept: application/json");
+      }
+      // No "Expect: 100-continue" round trip for request bodies.
+      transfer->headers = curl_slist_append(transfer->headers, "Expect:");
+      curl_easy_setopt(easy, CURLOPT_HTTPHEADER, transfer->headers);
     }
-    if (!has_accept) {
-      transfer->headers =
-          curl_slist_append(transfer->headers, "Accept: application/json");
-    }
-    // No "Expect: 100-continue" round trip for request bodies.
-    transfer->headers = curl_slist_append(transfer->headers, "Expect:");
-    curl_easy_setopt(easy, CURLOPT_HTTPHEADER, transfer->headers);
 
     if (state.attempts == 0) state.first_start = now;
     ++state.attempts;
@@ -957,14 +949,44 @@ class FetchEngine::Impl {
   }
 
   CURL* TakeEasy() {
-    if (idle_easy_.empty()) return curl_easy_init();
-    CURL* easy = idle_easy_.back();
-    idle_easy_.pop_back();
+    if (!idle_easy_.empty()) {
+      CURL* easy = idle_easy_.back();
+      idle_easy_.pop_back();
+      return easy;
+    }
+    CURL* easy = curl_easy_init();
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(easy, CURLOPT_MAXREDIRS,
+                     static_cast<long>(options_.max_redirects));
+    curl_easy_setopt(
+        easy, CURLOPT_CONNECTTIMEOUT_MS,
+        static_cast<long>(absl::ToInt64Milliseconds(options_.connect_timeout)));
+    if (options_.low_speed_bytes > 0) {
+      curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT,
+                       static_cast<long>(options_.low_speed_bytes));
+      curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME,
+                       static_cast<long>(std::max<int64_t>(
+                           1, absl::ToInt64Seconds(options_.low_speed_time))));
+    }
+    // Decoded size is what the write callback counts, so the body cap also
+    // holds against compression bombs.
+    curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, "");
+    curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE,
+                     static_cast<curl_off_t>(options_.max_body_bytes));
+    curl_easy_setopt(easy, CURLOPT_USERAGENT, options_.user_agent.c_str());
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, &Impl::OnWrite);
+    curl_easy_setopt(easy, CURLOPT_HTTP_VERSION, CURL_HTTP_VERSION_2TLS);
     return easy;
   }
 
   void ReturnEasy(CURL* easy) {
-    curl_easy_reset(easy);
+    // Nothing may point into the finished Transfer.
+    curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, nullptr);
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, nullptr);
+    curl_easy_setopt(easy, CURLOPT_PRIVATE, nullptr);
     idle_easy_.push_back(easy);
   }
 
@@ -995,7 +1017,9 @@ class FetchEngine::Impl {
       timers_;
   // Host key -> end of its Retry-After cooldown.
   std::unordered_map<std::string, absl::Time> cooldowns_;
-  std::vector<CURL*> idle_easy_;
+  std::vector<CURL*> idle_easy_;  // reusable, common options already set
+  // Request headers for requests that bring none of their own.
+  curl_slist* default_headers_ = nullptr;
   absl::Time curl_deadline_ = absl::InfiniteFuture();
   absl::BitGen bitgen_;
 

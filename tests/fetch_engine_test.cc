@@ -190,6 +190,31 @@ TEST_F(FetchEngineTest, SendsMethodHeadersAndBody) {
   EXPECT_EQ(arrivals[0].method, "POST");
 }
 
+TEST_F(FetchEngineTest, ReusedHandlesSendEachRequestsOwnMethod) {
+  auto engine = MakeEngine();
+  auto sink = std::make_shared<RecordingSink>();
+  std::vector<FetchSpec> specs(5);
+  const char* methods[] = {"POST", "", "HEAD", "PUT", "GET"};
+  for (int i = 0; i < 5; ++i) {
+    specs[i].url = upstream_->Url(absl::StrCat("/m", i));
+    specs[i].method = methods[i];
+    if (specs[i].method == "POST" || specs[i].method == "PUT") {
+      specs[i].body = "{}";
+    }
+  }
+  BatchOptions options;
+  options.concurrency = 1;  // one handle, reused for every request
+  engine->Submit(specs, options, sink);
+  ASSERT_TRUE(sink->AwaitCount(5, absl::Seconds(10)));
+  auto arrivals = upstream_->arrivals();
+  ASSERT_EQ(arrivals.size(), 5u);
+  EXPECT_EQ(arrivals[0].method, "POST");
+  EXPECT_EQ(arrivals[1].method, "GET");
+  EXPECT_EQ(arrivals[2].method, "HEAD");
+  EXPECT_EQ(arrivals[3].method, "PUT");
+  EXPECT_EQ(arrivals[4].method, "GET");
+}
+
 TEST_F(FetchEngineTest, CancelStopsTransfersPromptly) {
   auto engine = MakeEngine();
   auto sink = std::make_shared<RecordingSink>();
