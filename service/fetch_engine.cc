@@ -325,6 +325,7 @@ class FetchEngine::Impl {
     default_headers_ = curl_slist_append(nullptr, "Accept: application/json");
     // No "Expect: 100-continue" round trip for request bodies.
     default_headers_ = curl_slist_append(default_headers_, "Expect:");
+    delivery_thread_ = std::thread([this] { DeliveryLoop(); });
     thread_ = std::thread([this] { Run(); });
     return absl::OkStatus();
   }
@@ -337,6 +338,7 @@ class FetchEngine::Impl {
       }
       Wake();
       thread_.join();
+      delivery_thread_.join();  // Run() told it to stop once drained
     }
     for (CURL* easy : idle_easy_) curl_easy_cleanup(easy);
     curl_slist_free_all(default_headers_);
@@ -466,12 +468,51 @@ class FetchEngine::Impl {
       }
       CollectCompleted();
       RunDueTimers(absl::Now());
-      if (TakeCommands()) break;
-      Admit();
+      const bool stopping = TakeCommands();
+      if (!stopping) Admit();
+      HandOver();
+      if (stopping) break;
     }
     // Shutting down: everything not yet delivered ends as cancelled.
     std::vector<std::shared_ptr<Batch>> all(batches_.begin(), batches_.end());
     for (const auto& batch : all) CancelBatch(*batch, kCancelledText);
+    HandOver();
+    absl::MutexLock lock(&delivery_mu_);
+    delivery_stopping_ = true;
+  }
+
+  // Passes this loop turn's responses to the delivery thread in one go.
+  void HandOver() {
+    if (outbox_.empty()) return;
+    absl::MutexLock lock(&delivery_mu_);
+    if (deliveries_.empty()) {
+      deliveries_.swap(outbox_);
+    } else {
+      for (auto& d : outbox_) deliveries_.push_back(std::move(d));
+      outbox_.clear();
+    }
+  }
+
+  // Runs the sinks, so that classifying and cleaning bodies (which can take
+  // milliseconds for a large JSON document) never stalls the event loop.
+  void DeliveryLoop() {
+    std::vector<Delivery> batch;
+    while (true) {
+      {
+        absl::MutexLock lock(&delivery_mu_);
+        delivery_mu_.Await(absl::Condition(
+            +[](Impl* self) ABSL_EXCLUSIVE_LOCKS_REQUIRED(self->delivery_mu_) {
+              return !self->deliveries_.empty() || self->delivery_stopping_;
+            },
+            this));
+        if (deliveries_.empty()) return;  // stopping, all delivered
+        batch.swap(deliveries_);
+      }
+      for (Delivery& d : batch) {
+        d.sink->OnFetched(std::move(d.response), d.handle);
+      }
+      batch.clear();
+    }
   }
 
   // Moves posted submissions and cancellations onto the engine thread.
@@ -901,7 +942,7 @@ class FetchEngine::Impl {
     spec = FetchSpec();
     std::shared_ptr<Batch> self = batch.shared_from_this();
     std::shared_ptr<FetchBatchHandle> handle = self;
-    batch.sink->OnFetched(std::move(response), handle);
+    outbox_.push_back({batch.sink, std::move(handle), std::move(response)});
     if (last) {
       batch.sink.reset();
       batches_.erase(self);
@@ -1007,7 +1048,19 @@ class FetchEngine::Impl {
   std::vector<std::shared_ptr<Batch>> cancel_requests_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 
+  // A response on its way to its sink.
+  struct Delivery {
+    std::shared_ptr<FetchSink> sink;
+    std::shared_ptr<FetchBatchHandle> handle;
+    FetchedResponse response;
+  };
+  std::thread delivery_thread_;
+  absl::Mutex delivery_mu_;
+  std::vector<Delivery> deliveries_ ABSL_GUARDED_BY(delivery_mu_);
+  bool delivery_stopping_ ABSL_GUARDED_BY(delivery_mu_) = false;
+
   // Engine thread only.
+  std::vector<Delivery> outbox_;  // this loop turn's responses
   std::unordered_set<std::shared_ptr<Batch>> batches_;  // not fully delivered
   // Batches with queued requests, in round-robin order.
   std::vector<std::shared_ptr<Batch>> active_;

@@ -65,9 +65,11 @@ class FetchBatchHandle;
 
 // Receives a batch's responses.
 //
-// Thread-safety: called on the engine's thread; it must not block (hand work
-// to other threads) and must not call back into the engine synchronously
-// except FetchBatchHandle::Release/Cancel, which only post.
+// Thread-safety: called on the engine's delivery thread, one response at a
+// time in the order the event loop produced them (never on the event loop
+// itself, so a sink may take time to clean a body without stalling
+// transfers). It should not block for long: every batch's responses share
+// that thread. FetchBatchHandle::Release/Cancel may be called from it.
 class FetchSink {
  public:
   virtual ~FetchSink() = default;
