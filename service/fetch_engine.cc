@@ -282,6 +282,8 @@ class FetchEngine::Impl {
     bool deadline_passed = false;
     bool listed = false;  // in Impl::active_
     std::unordered_set<Transfer*> transfers;
+    // Outcome of the last attempt of each request waiting for a retry.
+    std::unordered_map<uint32_t, FetchedResponse> last_outcome;
     // Shared with the sink's threads (Release).
     std::atomic<int> backlog{0};       // delivered, not yet released
     std::atomic<bool> stalled{false};  // waiting for Release to make room
@@ -680,9 +682,10 @@ class FetchEngine::Impl {
     RequestState& state = batch.state[index];
     // Too little time left to do anything useful: the batch is out of time.
     if (batch.options.deadline - now < kMinUsefulTime) {
-      DeliverCancelled(batch, index, kDeadlineText);
+      DeliverOutOfTime(batch, index, kDeadlineText);
       return;
     }
+    batch.last_outcome.erase(index);
     const std::string method =
         spec.method.empty() ? "GET" : absl::AsciiStrToUpper(spec.method);
     auto* transfer = new Transfer;
@@ -908,6 +911,8 @@ class FetchEngine::Impl {
       const absl::Time at = absl::Now() + wait;
       if (at + kMinUsefulTime < batch->options.deadline) {
         timers_.push({at, batch, index, true});
+        // Kept in case the deadline comes before the retry can start.
+        batch->last_outcome[index] = std::move(response);
         return;
       }
       response.error = absl::StrCat(
@@ -918,6 +923,26 @@ class FetchEngine::Impl {
           attempts + 1, " (due in ", absl::FormatDuration(wait), ")");
     }
     Deliver(*batch, std::move(response));
+  }
+
+  // The batch deadline came first. A request with an earlier attempt
+  // reports that attempt's outcome, saying why no retry followed; one never
+  // tried is cancelled.
+  void DeliverOutOfTime(Batch& batch, uint32_t index, const char* why) {
+    auto last = batch.last_outcome.find(index);
+    if (last == batch.last_outcome.end()) {
+      DeliverCancelled(batch, index, why);
+      return;
+    }
+    FetchedResponse response = std::move(last->second);
+    batch.last_outcome.erase(last);
+    response.error = absl::StrCat(
+        response.error.empty()
+            ? absl::StrCat("upstream answered HTTP ", response.http_status)
+            : response.error,
+        "; not retried: the batch deadline came before attempt ",
+        batch.state[index].attempts + 1, " could start");
+    Deliver(batch, std::move(response));
   }
 
   void DeliverCancelled(Batch& batch, uint32_t index, const char* why) {
@@ -959,7 +984,12 @@ class FetchEngine::Impl {
     for (Transfer* t : batch.transfers) running[t->index] = true;
     for (uint32_t i = 0; i < batch.requests.size(); ++i) {
       if (batch.delivered == batch.requests.size()) break;
-      if (!batch.state[i].done && !running[i]) DeliverCancelled(batch, i, why);
+      if (batch.state[i].done || running[i]) continue;
+      if (batch.cancelled) {
+        DeliverCancelled(batch, i, why);
+      } else {
+        DeliverOutOfTime(batch, i, why);
+      }
     }
   }
 

@@ -9,6 +9,7 @@
 #include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
 #include "service/fetch_engine.h"
+#include "tests/support/proc_status.h"
 #include "tests/support/test_upstream.h"
 
 namespace batchfetch {
@@ -183,6 +184,23 @@ TEST_F(FetchPolicyTest, NoRetryThatCannotFinishBeforeTheDeadline) {
   EXPECT_EQ(upstream_->total_requests(), 1);
 }
 
+TEST_F(FetchPolicyTest, RetryStuckBehindTheDeadlineKeepsItsLastOutcome) {
+  // The retry is due before the deadline, but the only slot is taken by a
+  // slow request until after it: the result is the real 503, not CANCELLED.
+  BatchOptions options = WithRetries(3);
+  options.concurrency = 1;
+  options.retry.max_backoff = absl::Milliseconds(10);
+  options.deadline = absl::Now() + absl::Milliseconds(600);
+  auto r = Run(Specs({upstream_->Url("/flaky?fail_first=5&fail_status=503"),
+                      upstream_->Url("/slow?delay_ms=3000")}),
+               options);
+  EXPECT_EQ(r[0].result, TransferResult::kResponse);
+  EXPECT_EQ(r[0].http_status, 503);
+  EXPECT_EQ(r[0].attempts, 1u);
+  EXPECT_TRUE(absl::StrContains(r[0].error, "not retried")) << r[0].error;
+  EXPECT_EQ(r[1].result, TransferResult::kTimeout);
+}
+
 TEST_F(FetchPolicyTest, DeadlineEndsQueuedAndRunningRequests) {
   BatchOptions options;
   options.concurrency = 1;
@@ -240,20 +258,7 @@ TEST_F(FetchPolicyTest, FollowsRedirectsWithinLimitAndReportsFinalUrl) {
   EXPECT_TRUE(absl::StrContains(loop[0].error, "redirect")) << loop[0].error;
 }
 
-int64_t PeakRssKb() {
-  std::ifstream status("/proc/self/status");
-  std::string text;
-  while (std::getline(status, text)) {
-    absl::string_view line = text;
-    if (absl::ConsumePrefix(&line, "VmHWM:")) {
-      int64_t kb = 0;
-      (void)absl::SimpleAtoi(
-          absl::StripSuffix(absl::StripAsciiWhitespace(line), " kB"), &kb);
-      return kb;
-    }
-  }
-  return -1;
-}
+int64_t PeakRssKb() { return testing::ProcStatusKb(0, "VmHWM:"); }
 
 TEST_F(FetchPolicyTest, CompressedBodiesAreDecodedAndBombsCapped) {
   FetchEngine::Options engine_options;

@@ -24,6 +24,7 @@
 #include "service/batchfetch_server.h"
 #include "tests/support/fault_injecting_result_store.h"
 #include "tests/support/local_mariadb.h"
+#include "tests/support/proc_status.h"
 #include "tests/support/test_upstream.h"
 
 extern char** environ;
@@ -730,19 +731,7 @@ class BinaryTest : public ServiceTest {
   }
 
   int64_t ServerRssKb() {
-    std::ifstream status(
-        absl::StrCat("/proc/", server_process_->pid(), "/status"));
-    std::string text;
-    while (std::getline(status, text)) {
-      absl::string_view line = text;
-      if (absl::ConsumePrefix(&line, "VmRSS:")) {
-        int64_t kb = 0;
-        EXPECT_TRUE(absl::SimpleAtoi(
-            absl::StripSuffix(absl::StripAsciiWhitespace(line), " kB"), &kb));
-        return kb;
-      }
-    }
-    return -1;
+    return testing::ProcStatusKb(server_process_->pid(), "VmRSS:");
   }
 
   // Runs the CLI; returns its exit code and fills stdout lines.
