@@ -115,6 +115,14 @@ std::string ValidateSpec(const FetchSpec& spec, std::string* method,
   return "";
 }
 
+// Sets `*key` to scheme://host:port of `url` when it parses.
+void HostKeyOf(const std::string& url, std::string* key) {
+  FetchSpec spec;
+  spec.url = url;
+  std::string method, parsed;
+  if (ValidateSpec(spec, &method, &parsed).empty()) *key = std::move(parsed);
+}
+
 TransferResult MapCurlCode(CURLcode code) {
   switch (code) {
     case CURLE_OK:
@@ -227,7 +235,8 @@ class FetchEngine::Impl {
     std::string body;
     int64_t max_body_bytes = 0;
     bool too_large = false;
-    bool head = false;  // a HEAD request: no body comes back
+    bool head = false;        // a HEAD request: no body comes back
+    bool redirected = false;  // the response came from a redirect target
     // Set when the timeout was shortened to end at the batch deadline.
     absl::Duration deadline_timeout = absl::InfiniteDuration();
     char error[CURL_ERROR_SIZE] = {0};
@@ -795,7 +804,16 @@ class FetchEngine::Impl {
       }
       char* final_url = nullptr;
       curl_easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &final_url);
-      if (final_url != nullptr) response.final_url = final_url;
+      if (final_url != nullptr) {
+        response.final_url = final_url;
+        // Redirects can lengthen it past what we accept from callers.
+        if (response.final_url.size() > kMaxUrlLength) {
+          response.final_url.resize(kMaxUrlLength);
+        }
+      }
+      long redirects = 0;
+      curl_easy_getinfo(easy, CURLINFO_REDIRECT_COUNT, &redirects);
+      transfer->redirected = redirects > 0;
       response.body_expected = !transfer->head;
       if (code == CURLE_WRITE_ERROR && transfer->too_large) {
         response.result = TransferResult::kTooLarge;
@@ -827,10 +845,13 @@ class FetchEngine::Impl {
         }
       }
       if (retry_after.has_value()) {
-        StartCooldown(
+        // The host that answered: after redirects, the final URL's.
+        std::string host_key =
             transfer->batch->hosts[transfer->batch->state[transfer->index].host]
-                .key,
-            std::min(*retry_after, options_.max_retry_after));
+                .key;
+        if (transfer->redirected) HostKeyOf(response.final_url, &host_key);
+        StartCooldown(host_key,
+                      std::min(*retry_after, options_.max_retry_after));
       }
       Complete(transfer, std::move(response), /*remove=*/true, retry_after);
     }

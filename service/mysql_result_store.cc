@@ -34,6 +34,7 @@ constexpr int kErrConnHostError = 2003;
 constexpr int kErrServerLostExtended = 2055;
 
 constexpr size_t kMaxStoredErrorBytes = 4096;
+constexpr size_t kMaxPageBytes = 3 << 20;
 constexpr size_t kMaxStoredContentTypeBytes = 255;
 constexpr int kResultColumns = 18;
 // A group of n rows is inserted in chunks of these sizes, so at most this
@@ -321,6 +322,7 @@ class MysqlResultStore::Impl {
       ps.setUInt(2, from_index);
       ps.setUInt(3, limit + 1);
       std::unique_ptr<sql::ResultSet> rs(ps.executeQuery());
+      size_t page_bytes = 0;
       while (rs->next()) {
         const uint32_t idx = rs->getUInt("idx");
         if (page.results.size() == limit) {
@@ -354,6 +356,14 @@ class MysqlResultStore::Impl {
               TimeUtil::MicrosecondsToDuration(rs->getInt64("first_byte_us"));
           *t->mutable_total() =
               TimeUtil::MicrosecondsToDuration(rs->getInt64("total_us"));
+        }
+        // Bounded in bytes too, so a page of large bodies stays well under
+        // common 4 MB receive limits (one row always fits in a page).
+        page_bytes += r.ByteSizeLong();
+        if (page_bytes > kMaxPageBytes && page.results.size() > 1) {
+          page.results.pop_back();
+          page.next_index = idx;
+          break;
         }
       }
       return absl::OkStatus();

@@ -146,6 +146,33 @@ TEST_F(FetchPolicyTest, RetryAfterCoolsDownTheWholeHost) {
   }
 }
 
+TEST_F(FetchPolicyTest, RetryAfterFromARedirectTargetCoolsThatHost) {
+  auto target = TestUpstream::Start();
+  ASSERT_TRUE(target.ok());
+  // Request 0 is redirected to `target`, which answers 429 Retry-After: 1;
+  // request 1 goes to `target` directly and must wait out the cooldown.
+  const std::string limited = (*target)->Url("/api?status=429&retry_after=1");
+  std::string encoded;
+  for (char c : limited) {
+    if (c == ':' || c == '/' || c == '?' || c == '&' || c == '=') {
+      encoded += absl::StrCat(
+          "%", absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
+    } else {
+      encoded += c;
+    }
+  }
+  BatchOptions options;
+  options.concurrency = 1;
+  auto r = Run(Specs({upstream_->Url("/redirect?to=" + encoded),
+                      (*target)->Url("/other")}),
+               options);
+  EXPECT_EQ(r[0].http_status, 429);
+  EXPECT_EQ(r[1].http_status, 200);
+  auto arrivals = (*target)->arrivals();
+  ASSERT_EQ(arrivals.size(), 2u);
+  EXPECT_GE(arrivals[1].at - arrivals[0].at, absl::Milliseconds(950));
+}
+
 TEST_F(FetchPolicyTest, HttpDateRetryAfterIsHonoured) {
   const std::string date =
       absl::FormatTime("%a, %d %b %Y %H:%M:%S GMT",

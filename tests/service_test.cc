@@ -350,6 +350,23 @@ TEST_F(ServiceTest, RoundTripStreamEqualsStoredResults) {
             grpc::StatusCode::NOT_FOUND);
 }
 
+TEST_F(ServiceTest, ListResultsPagesAreBoundedInBytes) {
+  ServerConfig config = Config();
+  config.engine.max_body_bytes = 4 << 20;
+  StartServer(config);
+  std::vector<std::string> urls;
+  for (int i = 0; i < 4; ++i) {
+    urls.push_back(upstream_->Url(absl::StrCat("/big?bytes=1500000&n=", i)));
+  }
+  v1::FetchBatchRequest request = Batch(urls);
+  request.set_batch_id("big-pages");
+  ASSERT_TRUE(Fetch(request).status.ok());
+  int pages = 0;
+  std::vector<v1::FetchResult> stored = ListAll("big-pages", 100, &pages);
+  EXPECT_EQ(stored.size(), 4u);
+  EXPECT_GE(pages, 2);  // 6 MB of rows do not come back as one message
+}
+
 TEST_F(ServiceTest, RejectsBadBatchesWithSpecificStatus) {
   ServerConfig config = Config();
   config.service.max_batch_size = 10;
