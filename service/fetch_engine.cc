@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <deque>
 #include <optional>
@@ -32,6 +33,8 @@ constexpr size_t kMaxUrlLength = 8192;
 constexpr size_t kMaxHeaders = 100;
 constexpr size_t kMaxHeaderLength = 8192;
 constexpr int kMaxEpollEvents = 256;
+using SteadyClock = std::chrono::steady_clock;
+using SteadyTime = SteadyClock::time_point;
 // A transfer is not started with less time than this before the deadline.
 constexpr absl::Duration kMinUsefulTime = absl::Milliseconds(10);
 
@@ -257,24 +260,37 @@ class FetchEngine::Impl {
     int in_flight = 0;
   };
 
+  // How a handle reaches the engine. Handles (and the results holding them)
+  // may outlive the engine, e.g. rows still in the store's queue at
+  // shutdown; ~Impl clears `impl` under `mu`, after which they are no-ops.
+  struct EngineLink {
+    absl::Mutex mu;
+    Impl* impl ABSL_GUARDED_BY(mu);
+  };
+
   // A submitted batch. Fields without a comment belong to the engine thread.
   struct Batch : FetchBatchHandle, std::enable_shared_from_this<Batch> {
-    Batch(Impl* engine, std::vector<FetchSpec> requests,
+    Batch(std::shared_ptr<EngineLink> engine, std::vector<FetchSpec> requests,
           const BatchOptions& options, std::shared_ptr<FetchSink> sink)
-        : engine(engine),
+        : engine(std::move(engine)),
           requests(std::move(requests)),
           options(options),
           sink(std::move(sink)),
           state(this->requests.size()) {}
 
-    void Cancel() override { engine->PostCancel(this); }
+    void Cancel() override {
+      absl::MutexLock lock(&engine->mu);
+      if (engine->impl != nullptr) engine->impl->PostCancel(this);
+    }
     void Release(int n) override {
       backlog.fetch_sub(n);
-      if (stalled.exchange(false)) engine->Wake();
+      if (!stalled.exchange(false)) return;
+      absl::MutexLock lock(&engine->mu);
+      if (engine->impl != nullptr) engine->impl->Wake();
     }
 
     // Constant after construction.
-    Impl* const engine;
+    const std::shared_ptr<EngineLink> engine;
     std::vector<FetchSpec> requests;
     const BatchOptions options;
 
@@ -309,7 +325,11 @@ class FetchEngine::Impl {
     bool operator>(const TimerEvent& other) const { return at > other.at; }
   };
 
-  explicit Impl(const Options& options) : options_(options) {}
+  explicit Impl(const Options& options)
+      : options_(options), link_(std::make_shared<EngineLink>()) {
+    absl::MutexLock lock(&link_->mu);
+    link_->impl = this;
+  }
 
   absl::Status Init() {
     multi_ = curl_multi_init();
@@ -342,6 +362,10 @@ class FetchEngine::Impl {
   }
 
   ~Impl() {
+    {
+      absl::MutexLock lock(&link_->mu);
+      link_->impl = nullptr;
+    }
     if (thread_.joinable()) {
       {
         absl::MutexLock lock(&mu_);
@@ -361,8 +385,13 @@ class FetchEngine::Impl {
   std::shared_ptr<FetchBatchHandle> Submit(std::vector<FetchSpec> requests,
                                            const BatchOptions& options,
                                            std::shared_ptr<FetchSink> sink) {
-    auto batch = std::make_shared<Batch>(this, std::move(requests), options,
-                                         std::move(sink));
+    // Not make_shared: a deadline timer's weak_ptr would keep the whole
+    // object's memory, not just the control block, until it fires.
+    BatchOptions checked = options;
+    checked.concurrency = std::max(checked.concurrency, 1);
+    checked.window = std::max(checked.window, checked.concurrency);
+    std::shared_ptr<Batch> batch(
+        new Batch(link_, std::move(requests), checked, std::move(sink)));
     {
       absl::MutexLock lock(&mu_);
       submitted_.push_back(batch);
@@ -415,9 +444,11 @@ class FetchEngine::Impl {
 
   static int OnTimer(CURLM*, long timeout_ms, void* userp) {
     auto* self = static_cast<Impl*>(userp);
-    self->curl_deadline_ = timeout_ms < 0
-                               ? absl::InfiniteFuture()
-                               : absl::Now() + absl::Milliseconds(timeout_ms);
+    // Monotonic: a wall-clock step must not hold back curl's timeouts.
+    self->curl_deadline_ =
+        timeout_ms < 0
+            ? SteadyTime::max()
+            : SteadyClock::now() + std::chrono::milliseconds(timeout_ms);
     return 0;
   }
 
@@ -446,11 +477,14 @@ class FetchEngine::Impl {
   void Run() {
     epoll_event events[kMaxEpollEvents];
     while (true) {
-      absl::Time wake_at = curl_deadline_;
-      if (!timers_.empty()) wake_at = std::min(wake_at, timers_.top().at);
+      absl::Duration left = absl::InfiniteDuration();
+      if (curl_deadline_ != SteadyTime::max()) {
+        left = absl::FromChrono(curl_deadline_ - SteadyClock::now());
+      }
+      if (!timers_.empty())
+        left = std::min(left, timers_.top().at - absl::Now());
       int wait_ms = -1;
-      if (wake_at != absl::InfiniteFuture()) {
-        const absl::Duration left = wake_at - absl::Now();
+      if (left != absl::InfiniteDuration()) {
         wait_ms = left <= absl::ZeroDuration()
                       ? 0
                       : static_cast<int>(std::min<int64_t>(
@@ -472,9 +506,8 @@ class FetchEngine::Impl {
         if (events[i].events & (EPOLLERR | EPOLLHUP)) flags |= CURL_CSELECT_ERR;
         curl_multi_socket_action(multi_, events[i].data.fd, flags, &running);
       }
-      const absl::Time now = absl::Now();
-      if (curl_deadline_ <= now) {
-        curl_deadline_ = absl::InfiniteFuture();
+      if (curl_deadline_ <= SteadyClock::now()) {
+        curl_deadline_ = SteadyTime::max();
         curl_multi_socket_action(multi_, CURL_SOCKET_TIMEOUT, 0, &running);
       }
       CollectCompleted();
@@ -540,7 +573,11 @@ class FetchEngine::Impl {
     for (auto& batch : submitted) {
       batches_.insert(batch);
       if (batch->options.deadline != absl::InfiniteFuture()) {
-        timers_.push({batch->options.deadline, batch, 0, false});
+        // A far deadline needs no timer: Start() checks the deadline too,
+        // and this keeps timers for finished batches from piling up.
+        if (batch->options.deadline - absl::Now() < absl::Hours(1)) {
+          timers_.push({batch->options.deadline, batch, 0, false});
+        }
       }
       List(batch);
     }
@@ -687,6 +724,7 @@ class FetchEngine::Impl {
   }
 
   void Start(Batch& batch, uint32_t index, absl::Time now) {
+    now = absl::Now();  // an Admit pass can be long; the deadline is not
     FetchSpec& spec = batch.requests[index];
     RequestState& state = batch.state[index];
     // Too little time left to do anything useful: the batch is out of time.
@@ -724,6 +762,7 @@ class FetchEngine::Impl {
     curl_easy_setopt(easy, CURLOPT_POSTFIELDS, nullptr);
     curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, nullptr);
     curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(easy, CURLOPT_POSTREDIR, 0L);
     if (method == "HEAD") {
       transfer->head = true;
       curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
@@ -736,6 +775,12 @@ class FetchEngine::Impl {
         curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE,
                          static_cast<curl_off_t>(spec.body.size()));
         curl_easy_setopt(easy, CURLOPT_POSTFIELDS, spec.body.data());
+        if (method != "POST") {
+          // A PUT/PATCH/DELETE keeps its method on 301-303 (custom request);
+          // without this it would arrive there without its body.
+          curl_easy_setopt(easy, CURLOPT_POSTREDIR,
+                           static_cast<long>(CURL_REDIR_POST_ALL));
+        }
       }
     }
     if (spec.headers.empty()) {
@@ -1089,6 +1134,7 @@ class FetchEngine::Impl {
 
   // Constant after construction.
   const Options options_;
+  const std::shared_ptr<EngineLink> link_;
   CURLM* multi_ = nullptr;
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
@@ -1124,7 +1170,7 @@ class FetchEngine::Impl {
   std::vector<CURL*> idle_easy_;  // reusable, common options already set
   // Request headers for requests that bring none of their own.
   curl_slist* default_headers_ = nullptr;
-  absl::Time curl_deadline_ = absl::InfiniteFuture();
+  SteadyTime curl_deadline_ = SteadyTime::max();  // curl's timer
   absl::BitGen bitgen_;
 
   std::atomic<int> in_flight_{0};  // read from any thread

@@ -215,6 +215,42 @@ TEST_F(FetchEngineTest, ReusedHandlesSendEachRequestsOwnMethod) {
   EXPECT_EQ(arrivals[4].method, "GET");
 }
 
+TEST_F(FetchEngineTest, HandlesOutliveTheEngineSafely) {
+  // Results can still be held (e.g. queued for the database) when the engine
+  // is destroyed; releasing or cancelling through their handle is a no-op.
+  std::shared_ptr<FetchBatchHandle> handle;
+  auto sink = std::make_shared<RecordingSink>(/*hold=*/true);
+  {
+    auto engine = MakeEngine();
+    BatchOptions options;
+    options.concurrency = 1;
+    options.window = 1;  // stalls after the first response
+    handle = engine->Submit(Urls(*upstream_, 5, ""), options, sink);
+    ASSERT_TRUE(sink->AwaitCount(1, absl::Seconds(10)));
+    absl::SleepFor(absl::Milliseconds(50));
+  }  // engine gone: the rest were delivered as cancelled
+  EXPECT_EQ(sink->responses().size(), 5u);
+  sink->ReleaseHeld();  // would wake a destroyed engine
+  handle->Cancel();
+}
+
+TEST_F(FetchEngineTest, RedirectedPutKeepsItsMethodAndBody) {
+  auto engine = MakeEngine();
+  auto sink = std::make_shared<RecordingSink>();
+  std::vector<FetchSpec> specs(1);
+  specs[0].url = upstream_->Url("/redirect?to=%2Fecho%3Fecho%3D1&status=302");
+  specs[0].method = "PUT";
+  specs[0].body = R"({"v":1})";
+  engine->Submit(specs, BatchOptions(), sink);
+  ASSERT_TRUE(sink->AwaitCount(1, absl::Seconds(10)));
+  auto r = sink->responses();
+  EXPECT_EQ(r[0].http_status, 200);
+  EXPECT_EQ(r[0].body, R"({"v":1})");
+  auto arrivals = upstream_->arrivals();
+  ASSERT_EQ(arrivals.size(), 2u);
+  EXPECT_EQ(arrivals[1].method, "PUT");
+}
+
 TEST_F(FetchEngineTest, CancelStopsTransfersPromptly) {
   auto engine = MakeEngine();
   auto sink = std::make_shared<RecordingSink>();

@@ -290,7 +290,7 @@ int64_t PeakRssKb() { return testing::ProcStatusKb(0, "VmHWM:"); }
 TEST_F(FetchPolicyTest, CompressedBodiesAreDecodedAndBombsCapped) {
   FetchEngine::Options engine_options;
   engine_options.max_body_bytes = 1 << 20;
-  const int64_t before_kb = PeakRssKb();
+  [[maybe_unused]] const int64_t before_kb = PeakRssKb();
   auto r = Run(Specs({upstream_->Url("/small?gzip_zeros=5000"),
                       upstream_->Url("/bomb?gzip_zeros=200000000")}),
                BatchOptions(), engine_options);
