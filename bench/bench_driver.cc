@@ -3,19 +3,17 @@
 // line: {"seconds":..,"results":..,"ok":..,"stored":..,"urls_per_s":..,
 // "peak_rss_kb":..} where peak_rss_kb is the server's VmHWM when --pid is
 // given.
-#include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "batchfetch/v1/batchfetch.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
+#include "tests/support/proc_status.h"
 
 ABSL_FLAG(std::string, server, "127.0.0.1:50051", "batchfetch server");
 ABSL_FLAG(std::string, url, "", "URL fetched `count` times (a ?i=N is added)");
@@ -26,26 +24,7 @@ ABSL_FLAG(int, sample_rss_ms, 0,
           "Also sample the server's current RSS this often and report the "
           "largest value (VmHWM cannot be reset between runs)");
 
-namespace {
-
-int64_t ReadStatusKb(int pid, absl::string_view key) {
-  std::ifstream status(absl::StrCat("/proc/", pid, "/status"));
-  std::string text;
-  while (std::getline(status, text)) {
-    absl::string_view line = text;
-    if (absl::ConsumePrefix(&line, key)) {
-      int64_t kb = 0;
-      if (absl::SimpleAtoi(
-              absl::StripSuffix(absl::StripAsciiWhitespace(line), " kB"),
-              &kb)) {
-        return kb;
-      }
-    }
-  }
-  return -1;
-}
-
-}  // namespace
+using batchfetch::testing::ProcStatusKb;
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
@@ -70,7 +49,7 @@ int main(int argc, char** argv) {
   }
   const int pid = absl::GetFlag(FLAGS_pid);
   const int sample_ms = absl::GetFlag(FLAGS_sample_rss_ms);
-  int64_t rss_start_kb = pid > 0 ? ReadStatusKb(pid, "VmRSS:") : -1;
+  int64_t rss_start_kb = pid > 0 ? ProcStatusKb(pid, "VmRSS:") : -1;
   int64_t rss_max_kb = rss_start_kb;
   absl::Time next_sample = absl::Now();
 
@@ -88,7 +67,7 @@ int main(int argc, char** argv) {
       summary = event.summary();
     }
     if (sample_ms > 0 && absl::Now() >= next_sample) {
-      rss_max_kb = std::max(rss_max_kb, ReadStatusKb(pid, "VmRSS:"));
+      rss_max_kb = std::max(rss_max_kb, ProcStatusKb(pid, "VmRSS:"));
       next_sample = absl::Now() + absl::Milliseconds(sample_ms);
     }
   }
@@ -101,7 +80,7 @@ int main(int argc, char** argv) {
   std::cout << "{\"seconds\":" << seconds << ",\"results\":" << results
             << ",\"ok\":" << ok << ",\"stored\":" << summary.stored()
             << ",\"urls_per_s\":" << results / seconds << ",\"peak_rss_kb\":"
-            << (pid > 0 ? ReadStatusKb(pid, "VmHWM:") : -1)
+            << (pid > 0 ? ProcStatusKb(pid, "VmHWM:") : -1)
             << ",\"rss_start_kb\":" << rss_start_kb
             << ",\"rss_max_kb\":" << rss_max_kb << "}" << std::endl;
   return 0;

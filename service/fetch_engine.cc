@@ -199,32 +199,6 @@ RetryOptions RetryOptions::Defaults(int max_attempts) {
   return retry;
 }
 
-const char* TransferResultName(TransferResult result) {
-  switch (result) {
-    case TransferResult::kResponse:
-      return "response";
-    case TransferResult::kTimeout:
-      return "timeout";
-    case TransferResult::kDnsError:
-      return "dns_error";
-    case TransferResult::kConnectError:
-      return "connect_error";
-    case TransferResult::kTlsError:
-      return "tls_error";
-    case TransferResult::kTransportError:
-      return "transport_error";
-    case TransferResult::kTooLarge:
-      return "too_large";
-    case TransferResult::kBlocked:
-      return "blocked";
-    case TransferResult::kCancelled:
-      return "cancelled";
-    case TransferResult::kInvalidRequest:
-      return "invalid_request";
-  }
-  return "unknown";
-}
-
 class FetchEngine::Impl {
  public:
   struct Batch;
@@ -415,7 +389,6 @@ class FetchEngine::Impl {
   }
 
   int in_flight() const { return in_flight_.load(); }
-  const Options& options() const { return options_; }
 
  private:
   // --- libcurl callbacks (engine thread) ---------------------------------
@@ -693,7 +666,7 @@ class FetchEngine::Impl {
       } else {
         ++batch.host_cursor;
       }
-      Start(batch, index, now);
+      Start(batch, index);
       return true;
     }
     // Then new requests, in order; those whose host is closed are queued.
@@ -710,12 +683,14 @@ class FetchEngine::Impl {
         Deliver(batch, std::move(response));
         return true;
       }
+      // Canonical from here on: Start and ShouldRetry read it as is.
+      batch.requests[index].method = std::move(method);
       auto [it, inserted] = batch.host_ids.try_emplace(
           host_key, static_cast<uint32_t>(batch.hosts.size()));
       if (inserted) batch.hosts.push_back(HostQueue{host_key, {}, 0});
       batch.state[index].host = it->second;
       if (HostOpen(batch, it->second, now)) {
-        Start(batch, index, now);
+        Start(batch, index);
         return true;
       }
       Enqueue(batch, it->second, index, /*front=*/false);
@@ -723,8 +698,8 @@ class FetchEngine::Impl {
     return false;
   }
 
-  void Start(Batch& batch, uint32_t index, absl::Time now) {
-    now = absl::Now();  // an Admit pass can be long; the deadline is not
+  void Start(Batch& batch, uint32_t index) {
+    const absl::Time now = absl::Now();  // an Admit pass can be long
     FetchSpec& spec = batch.requests[index];
     RequestState& state = batch.state[index];
     // Too little time left to do anything useful: the batch is out of time.
@@ -733,8 +708,7 @@ class FetchEngine::Impl {
       return;
     }
     batch.last_outcome.erase(index);
-    const std::string method =
-        spec.method.empty() ? "GET" : absl::AsciiStrToUpper(spec.method);
+    const std::string& method = spec.method;  // canonical (StartOne)
     auto* transfer = new Transfer;
     transfer->batch = batch.shared_from_this();
     transfer->index = index;
@@ -923,10 +897,9 @@ class FetchEngine::Impl {
         static_cast<int>(batch.state[index].attempts) >= retry.max_attempts) {
       return false;
     }
-    const FetchSpec& spec = batch.requests[index];
-    const std::string method =
-        spec.method.empty() ? "GET" : absl::AsciiStrToUpper(spec.method);
-    if (!retry.non_idempotent && !IsIdempotent(method)) return false;
+    if (!retry.non_idempotent && !IsIdempotent(batch.requests[index].method)) {
+      return false;
+    }
     switch (response.result) {
       case TransferResult::kConnectError:
       case TransferResult::kDnsError:
@@ -1079,7 +1052,7 @@ class FetchEngine::Impl {
       FetchedResponse response;
       response.index = transfer->index;
       response.result = TransferResult::kCancelled;
-      response.error = "batch cancelled before the request finished";
+      response.error = kCancelledText;
       Complete(transfer, std::move(response), /*remove=*/true);
     }
     DrainQueued(batch, why);
@@ -1202,9 +1175,5 @@ std::shared_ptr<FetchBatchHandle> FetchEngine::Submit(
 }
 
 int FetchEngine::in_flight() const { return impl_->in_flight(); }
-
-const FetchEngine::Options& FetchEngine::options() const {
-  return impl_->options();
-}
 
 }  // namespace batchfetch

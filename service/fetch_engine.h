@@ -171,16 +171,12 @@ class FetchEngine {
 
   // Transfers currently running, across all batches.
   int in_flight() const;
-  const Options& options() const;
 
  private:
   class Impl;
   explicit FetchEngine(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
-
-// Maps the outcome name used in logs and the CLI, e.g. "timeout".
-const char* TransferResultName(TransferResult result);
 
 }  // namespace batchfetch
 

@@ -42,8 +42,6 @@ class JsonCleaner {
   // with the parser's message and byte offset; `*out` is then unspecified.
   absl::Status Clean(absl::string_view body, std::string* out) const;
 
-  bool has_projections() const { return compiled_ != nullptr; }
-
  private:
   struct Compiled;
   explicit JsonCleaner(std::shared_ptr<const Compiled> compiled)
