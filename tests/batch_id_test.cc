@@ -1,4 +1,4 @@
-#include "service/batch_id.h"
+#include "service/batch/batch_id.h"
 
 #include <set>
 

@@ -1,4 +1,4 @@
-#include "service/fetch_engine.h"
+#include "service/fetch/fetch_engine.h"
 
 #include <map>
 
@@ -57,10 +57,19 @@ class RecordingSink : public FetchSink {
   std::map<uint32_t, FetchedResponse> responses_ ABSL_GUARDED_BY(mu_);
 };
 
+// Gives each spec its position as its index.
+std::vector<FetchSpec> Numbered(std::vector<FetchSpec> specs) {
+  for (size_t i = 0; i < specs.size(); ++i) {
+    specs[i].index = static_cast<uint32_t>(i);
+  }
+  return specs;
+}
+
 std::vector<FetchSpec> Urls(const TestUpstream& upstream, int n,
                             absl::string_view query) {
   std::vector<FetchSpec> specs(n);
   for (int i = 0; i < n; ++i) {
+    specs[i].index = static_cast<uint32_t>(i);
     specs[i].url = upstream.Url(absl::StrCat("/item/", i, "?", query));
   }
   return specs;
@@ -142,7 +151,7 @@ TEST_F(FetchEngineTest, ValidatesRequestsWithoutNetworkIo) {
   specs[4].url = upstream_->Url("/x");
   specs[4].headers = {{"X-Bad", "a\r\nInjected: 1"}};
   specs[5].url = "";
-  engine->Submit(specs, BatchOptions(), sink);
+  engine->Submit(Numbered(specs), BatchOptions(), sink);
   ASSERT_TRUE(sink->AwaitCount(6, absl::Seconds(10)));
   for (const auto& [index, response] : sink->responses()) {
     EXPECT_EQ(response.result, TransferResult::kInvalidRequest) << index;
@@ -164,7 +173,7 @@ TEST_F(FetchEngineTest, MapsTransportFailures) {
   specs[3].url = upstream_->Url("/big-unknown-length?bytes=5000&no_length=1");
   BatchOptions options;
   options.timeout = absl::Milliseconds(300);
-  engine->Submit(specs, options, sink);
+  engine->Submit(Numbered(specs), options, sink);
   ASSERT_TRUE(sink->AwaitCount(4, absl::Seconds(10)));
   auto r = sink->responses();
   EXPECT_EQ(r[0].result, TransferResult::kConnectError) << r[0].error;
@@ -182,7 +191,7 @@ TEST_F(FetchEngineTest, SendsMethodHeadersAndBody) {
   specs[0].method = "post";
   specs[0].body = R"({"q":1})";
   specs[0].headers = {{"X-Api-Key", "secret"}};
-  engine->Submit(specs, BatchOptions(), sink);
+  engine->Submit(Numbered(specs), BatchOptions(), sink);
   ASSERT_TRUE(sink->AwaitCount(1, absl::Seconds(10)));
   EXPECT_EQ(sink->responses()[0].result, TransferResult::kResponse);
   auto arrivals = upstream_->arrivals();
@@ -204,7 +213,7 @@ TEST_F(FetchEngineTest, ReusedHandlesSendEachRequestsOwnMethod) {
   }
   BatchOptions options;
   options.concurrency = 1;  // one handle, reused for every request
-  engine->Submit(specs, options, sink);
+  engine->Submit(Numbered(specs), options, sink);
   ASSERT_TRUE(sink->AwaitCount(5, absl::Seconds(10)));
   auto arrivals = upstream_->arrivals();
   ASSERT_EQ(arrivals.size(), 5u);
@@ -241,7 +250,7 @@ TEST_F(FetchEngineTest, RedirectedPutKeepsItsMethodAndBody) {
   specs[0].url = upstream_->Url("/redirect?to=%2Fecho%3Fecho%3D1&status=302");
   specs[0].method = "PUT";
   specs[0].body = R"({"v":1})";
-  engine->Submit(specs, BatchOptions(), sink);
+  engine->Submit(Numbered(specs), BatchOptions(), sink);
   ASSERT_TRUE(sink->AwaitCount(1, absl::Seconds(10)));
   auto r = sink->responses();
   EXPECT_EQ(r[0].http_status, 200);

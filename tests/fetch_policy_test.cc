@@ -8,7 +8,7 @@
 #include "absl/strings/strip.h"
 #include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
-#include "service/fetch_engine.h"
+#include "service/fetch/fetch_engine.h"
 #include "tests/support/proc_status.h"
 #include "tests/support/test_upstream.h"
 
@@ -61,7 +61,10 @@ class FetchPolicyTest : public ::testing::Test {
 
   std::vector<FetchSpec> Specs(const std::vector<std::string>& urls) {
     std::vector<FetchSpec> specs(urls.size());
-    for (size_t i = 0; i < urls.size(); ++i) specs[i].url = urls[i];
+    for (size_t i = 0; i < urls.size(); ++i) {
+      specs[i].index = static_cast<uint32_t>(i);
+      specs[i].url = urls[i];
+    }
     return specs;
   }
 

@@ -1,4 +1,4 @@
-#include "service/json_cleaner.h"
+#include "service/json/json_cleaner.h"
 
 #include "gtest/gtest.h"
 

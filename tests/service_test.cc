@@ -21,7 +21,7 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "service/batchfetch_server.h"
+#include "service/server/batchfetch_server.h"
 #include "tests/support/fault_injecting_result_store.h"
 #include "tests/support/local_mariadb.h"
 #include "tests/support/proc_status.h"

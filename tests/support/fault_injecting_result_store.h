@@ -6,7 +6,7 @@
 #include <string>
 #include <utility>
 
-#include "service/result_store.h"
+#include "service/store/result_store.h"
 
 namespace batchfetch::testing {
 

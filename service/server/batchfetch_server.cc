@@ -1,4 +1,4 @@
-#include "service/batchfetch_server.h"
+#include "service/server/batchfetch_server.h"
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>

@@ -1,12 +1,12 @@
-#ifndef BATCHFETCH_SERVICE_BATCH_FETCHER_SERVICE_H_
-#define BATCHFETCH_SERVICE_BATCH_FETCHER_SERVICE_H_
+#ifndef BATCHFETCH_SERVICE_API_BATCH_FETCHER_SERVICE_H_
+#define BATCHFETCH_SERVICE_API_BATCH_FETCHER_SERVICE_H_
 
 #include <cstdint>
 
 #include "absl/time/time.h"
 #include "batchfetch/v1/batchfetch.grpc.pb.h"
-#include "service/fetch_engine.h"
-#include "service/result_store.h"
+#include "service/fetch/fetch_engine.h"
+#include "service/store/result_store.h"
 
 namespace batchfetch {
 
@@ -61,4 +61,4 @@ class BatchFetcherService final : public v1::BatchFetcher::CallbackService {
 
 }  // namespace batchfetch
 
-#endif  // BATCHFETCH_SERVICE_BATCH_FETCHER_SERVICE_H_
+#endif  // BATCHFETCH_SERVICE_API_BATCH_FETCHER_SERVICE_H_

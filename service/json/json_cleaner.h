@@ -1,5 +1,5 @@
-#ifndef BATCHFETCH_SERVICE_JSON_CLEANER_H_
-#define BATCHFETCH_SERVICE_JSON_CLEANER_H_
+#ifndef BATCHFETCH_SERVICE_JSON_JSON_CLEANER_H_
+#define BATCHFETCH_SERVICE_JSON_JSON_CLEANER_H_
 
 #include <memory>
 #include <string>
@@ -52,4 +52,4 @@ class JsonCleaner {
 
 }  // namespace batchfetch
 
-#endif  // BATCHFETCH_SERVICE_JSON_CLEANER_H_
+#endif  // BATCHFETCH_SERVICE_JSON_JSON_CLEANER_H_

@@ -1,5 +1,5 @@
-#ifndef BATCHFETCH_SERVICE_RESULT_STORE_H_
-#define BATCHFETCH_SERVICE_RESULT_STORE_H_
+#ifndef BATCHFETCH_SERVICE_STORE_RESULT_STORE_H_
+#define BATCHFETCH_SERVICE_STORE_RESULT_STORE_H_
 
 #include <cstdint>
 #include <memory>
@@ -72,4 +72,4 @@ class ResultStore {
 
 }  // namespace batchfetch
 
-#endif  // BATCHFETCH_SERVICE_RESULT_STORE_H_
+#endif  // BATCHFETCH_SERVICE_STORE_RESULT_STORE_H_

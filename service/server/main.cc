@@ -11,8 +11,8 @@
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
-#include "service/batchfetch_server.h"
-#include "service/server_config.h"
+#include "service/server/batchfetch_server.h"
+#include "service/server/server_config.h"
 
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(20),
           "On SIGTERM, how long running batches may finish before they are "

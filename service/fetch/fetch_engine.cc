@@ -1,4 +1,4 @@
-#include "service/fetch_engine.h"
+#include "service/fetch/fetch_engine.h"
 
 #include <curl/curl.h>
 #include <sys/epoll.h>
@@ -1002,6 +1002,7 @@ class FetchEngine::Impl {
     const bool last = batch.delivered == batch.requests.size();
     // The request is done with: hand its URL over and free the rest.
     FetchSpec& spec = batch.requests[response.index];
+    response.index = spec.index;  // positions are internal
     response.url = std::move(spec.url);
     spec = FetchSpec();
     std::shared_ptr<Batch> self = batch.shared_from_this();

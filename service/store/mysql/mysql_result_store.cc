@@ -1,4 +1,4 @@
-#include "service/mysql_result_store.h"
+#include "service/store/mysql/mysql_result_store.h"
 
 #include <cppconn/connection.h>
 #include <cppconn/datatype.h>

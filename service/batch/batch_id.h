@@ -1,5 +1,5 @@
-#ifndef BATCHFETCH_SERVICE_BATCH_ID_H_
-#define BATCHFETCH_SERVICE_BATCH_ID_H_
+#ifndef BATCHFETCH_SERVICE_BATCH_BATCH_ID_H_
+#define BATCHFETCH_SERVICE_BATCH_BATCH_ID_H_
 
 #include <string>
 
@@ -23,4 +23,4 @@ absl::Status ValidateBatchId(absl::string_view id);
 
 }  // namespace batchfetch
 
-#endif  // BATCHFETCH_SERVICE_BATCH_ID_H_
+#endif  // BATCHFETCH_SERVICE_BATCH_BATCH_ID_H_

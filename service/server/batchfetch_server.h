@@ -1,31 +1,22 @@
-#ifndef BATCHFETCH_SERVICE_BATCHFETCH_SERVER_H_
-#define BATCHFETCH_SERVICE_BATCHFETCH_SERVER_H_
+#ifndef BATCHFETCH_SERVICE_SERVER_BATCHFETCH_SERVER_H_
+#define BATCHFETCH_SERVICE_SERVER_BATCHFETCH_SERVER_H_
 
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "service/batch_fetcher_service.h"
-#include "service/fetch_engine.h"
-#include "service/mysql_result_store.h"
-#include "service/result_store.h"
+#include "service/api/batch_fetcher_service.h"
+#include "service/fetch/fetch_engine.h"
+#include "service/store/mysql/mysql_result_store.h"
+#include "service/store/result_store.h"
+#include "service/server/server_config.h"
 
 namespace grpc {
 class Server;
 }
 
 namespace batchfetch {
-
-struct ServerConfig {
-  std::string listen = "0.0.0.0:50051";
-  bool store_enabled = true;  // false: --store=none
-  MysqlResultStore::Options mysql;
-  FetchEngine::Options engine;
-  ServiceOptions service;
-  // Largest FetchBatchRequest accepted (gRPC max receive message size).
-  int max_request_bytes = 64 << 20;
-};
 
 // The assembled server: store, engine, service and gRPC server, owned in
 // the order they must be torn down (gRPC first, the store last).
@@ -58,4 +49,4 @@ class BatchFetchServer {
 
 }  // namespace batchfetch
 
-#endif  // BATCHFETCH_SERVICE_BATCHFETCH_SERVER_H_
+#endif  // BATCHFETCH_SERVICE_SERVER_BATCHFETCH_SERVER_H_

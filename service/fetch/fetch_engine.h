@@ -1,5 +1,5 @@
-#ifndef BATCHFETCH_SERVICE_FETCH_ENGINE_H_
-#define BATCHFETCH_SERVICE_FETCH_ENGINE_H_
+#ifndef BATCHFETCH_SERVICE_FETCH_FETCH_ENGINE_H_
+#define BATCHFETCH_SERVICE_FETCH_FETCH_ENGINE_H_
 
 #include <cstdint>
 #include <memory>
@@ -9,57 +9,9 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "service/fetch/fetch_types.h"
 
 namespace batchfetch {
-
-// One HTTP request of a batch, as the caller sent it. The engine validates it
-// (URL syntax, http/https only, known method, header syntax) before any I/O.
-struct FetchSpec {
-  std::string url;
-  std::string method;  // empty means GET
-  std::vector<std::pair<std::string, std::string>> headers;
-  std::string body;
-};
-
-// How a transfer ended, before the response body is judged.
-enum class TransferResult {
-  kResponse,        // a complete HTTP response arrived (any status code)
-  kTimeout,         // the per-request timeout expired
-  kDnsError,        // the host name did not resolve
-  kConnectError,    // no TCP connection could be made
-  kTlsError,        // TLS handshake or certificate verification failed
-  kTransportError,  // any other failure while talking to the upstream
-  kTooLarge,        // the body exceeded the engine's max_body_bytes
-  kBlocked,         // refused by egress rules (e.g. redirect to ftp://)
-  kCancelled,       // the batch was cancelled before this request finished
-  kInvalidRequest,  // the request failed validation; nothing was sent
-};
-
-// Phases of one attempt, each measured from that attempt's start.
-struct TransferTimings {
-  absl::Duration dns;
-  absl::Duration connect;
-  absl::Duration tls;
-  absl::Duration first_byte;
-  absl::Duration total;
-};
-
-struct FetchedResponse {
-  uint32_t index = 0;  // position in the batch
-  std::string url;     // as requested
-  TransferResult result = TransferResult::kTransportError;
-  int http_status = 0;  // 0 when no response arrived
-  std::string error;    // why, for anything but kResponse
-  std::string body;     // decoded body, at most max_body_bytes
-  std::string content_type;
-  std::string final_url;      // after redirects
-  bool body_expected = true;  // false for HEAD: an empty body is complete
-  uint32_t attempts = 0;      // transfers started for this request
-  // From the start of the first attempt to the end of the last one,
-  // including backoff waits.
-  absl::Duration elapsed;
-  TransferTimings timings;  // of the last attempt
-};
 
 class FetchBatchHandle;
 
@@ -180,4 +132,4 @@ class FetchEngine {
 
 }  // namespace batchfetch
 
-#endif  // BATCHFETCH_SERVICE_FETCH_ENGINE_H_
+#endif  // BATCHFETCH_SERVICE_FETCH_FETCH_ENGINE_H_

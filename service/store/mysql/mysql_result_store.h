@@ -1,12 +1,12 @@
-#ifndef BATCHFETCH_SERVICE_MYSQL_RESULT_STORE_H_
-#define BATCHFETCH_SERVICE_MYSQL_RESULT_STORE_H_
+#ifndef BATCHFETCH_SERVICE_STORE_MYSQL_MYSQL_RESULT_STORE_H_
+#define BATCHFETCH_SERVICE_STORE_MYSQL_MYSQL_RESULT_STORE_H_
 
 #include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "service/result_store.h"
+#include "service/store/result_store.h"
 
 namespace batchfetch {
 
@@ -70,4 +70,4 @@ class MysqlResultStore : public ResultStore {
 
 }  // namespace batchfetch
 
-#endif  // BATCHFETCH_SERVICE_MYSQL_RESULT_STORE_H_
+#endif  // BATCHFETCH_SERVICE_STORE_MYSQL_MYSQL_RESULT_STORE_H_

@@ -1,4 +1,4 @@
-#include "service/batch_fetcher_service.h"
+#include "service/api/batch_fetcher_service.h"
 
 #include <algorithm>
 #include <deque>
@@ -12,8 +12,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "google/protobuf/util/time_util.h"
-#include "service/batch_id.h"
-#include "service/json_cleaner.h"
+#include "service/batch/batch_id.h"
+#include "service/json/json_cleaner.h"
 
 namespace batchfetch {
 namespace {
@@ -540,6 +540,7 @@ grpc::ServerWriteReactor<v1::FetchBatchEvent>* BatchFetcherService::FetchBatch(
   for (int i = 0; i < n; ++i) {
     const v1::FetchRequest& in = request->requests(i);
     FetchSpec& spec = specs[static_cast<size_t>(i)];
+    spec.index = static_cast<uint32_t>(i);
     spec.url = in.url();
     spec.method = in.method();
     spec.body = in.body();

@@ -1,4 +1,4 @@
-#include "service/server_config.h"
+#include "service/server/server_config.h"
 
 #include <cstdlib>
 #include <fstream>

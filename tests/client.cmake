@@ -1,0 +1,1 @@
+# CLI unit tests go here.

@@ -1,0 +1,10 @@
+# The fetch engine against a real loopback upstream.
+add_executable(fetch_engine_test fetch_engine_test.cc)
+target_link_libraries(fetch_engine_test PRIVATE batchfetch_fetch batchfetch_test_support
+  batchfetch_warnings GTest::gtest_main)
+gtest_discover_tests(fetch_engine_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 120)
+
+add_executable(fetch_policy_test fetch_policy_test.cc)
+target_link_libraries(fetch_policy_test PRIVATE batchfetch_fetch batchfetch_test_support
+  batchfetch_warnings GTest::gtest_main)
+gtest_discover_tests(fetch_policy_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 120)

@@ -1,0 +1,1 @@
+# Store tests against a private MariaDB go here.
