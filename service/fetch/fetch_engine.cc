@@ -254,7 +254,11 @@ class FetchEngine::Impl {
 
     void Cancel() override {
       absl::MutexLock lock(&engine->mu);
-      if (engine->impl != nullptr) engine->impl->PostCancel(this);
+      if (engine->impl != nullptr) engine->impl->PostCancel(this, false);
+    }
+    void EndAtDeadline() override {
+      absl::MutexLock lock(&engine->mu);
+      if (engine->impl != nullptr) engine->impl->PostCancel(this, true);
     }
     void Release(int n) override {
       backlog.fetch_sub(n);
@@ -374,10 +378,11 @@ class FetchEngine::Impl {
     return batch;
   }
 
-  void PostCancel(Batch* batch) {
+  void PostCancel(Batch* batch, bool at_deadline) {
     {
       absl::MutexLock lock(&mu_);
-      cancel_requests_.push_back(batch->shared_from_this());
+      (at_deadline ? deadline_requests_ : cancel_requests_)
+          .push_back(batch->shared_from_this());
     }
     Wake();
   }
@@ -535,12 +540,13 @@ class FetchEngine::Impl {
   // Moves posted submissions and cancellations onto the engine thread.
   // Returns true when the engine is stopping.
   bool TakeCommands() {
-    std::vector<std::shared_ptr<Batch>> submitted, cancels;
+    std::vector<std::shared_ptr<Batch>> submitted, cancels, deadlines;
     bool stopping;
     {
       absl::MutexLock lock(&mu_);
       submitted.swap(submitted_);
       cancels.swap(cancel_requests_);
+      deadlines.swap(deadline_requests_);
       stopping = stopping_;
     }
     for (auto& batch : submitted) {
@@ -554,6 +560,7 @@ class FetchEngine::Impl {
       }
       List(batch);
     }
+    for (auto& batch : deadlines) CutAtDeadline(*batch);
     for (auto& batch : cancels) CancelBatch(*batch, kCancelledText);
     return stopping;
   }
@@ -1042,6 +1049,26 @@ class FetchEngine::Impl {
     DrainQueued(batch, kDeadlineText);
   }
 
+  // The deadline as the caller saw it: running transfers end as if their
+  // shortened timeout had fired, the rest as ExpireDeadline says.
+  void CutAtDeadline(Batch& batch) {
+    if (batch.cancelled || batch.delivered == batch.requests.size()) return;
+    std::shared_ptr<Batch> keep = batch.shared_from_this();
+    std::vector<Transfer*> running(batch.transfers.begin(),
+                                   batch.transfers.end());
+    batch.deadline_passed = true;
+    DrainQueued(batch, kDeadlineText);
+    for (Transfer* transfer : running) {
+      FetchedResponse response;
+      response.index = transfer->index;
+      response.result = TransferResult::kTimeout;
+      response.end_reason = EndReason::kDeadlineCut;
+      response.error = "batch deadline reached: the transfer was cut off";
+      batch.cancelled = true;  // no retry
+      Complete(transfer, std::move(response), /*remove=*/true);
+    }
+  }
+
   void CancelBatch(Batch& batch, const char* why) {
     if (batch.cancelled || batch.delivered == batch.requests.size()) return;
     batch.cancelled = true;
@@ -1117,6 +1144,7 @@ class FetchEngine::Impl {
   absl::Mutex mu_;
   std::vector<std::shared_ptr<Batch>> submitted_ ABSL_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Batch>> cancel_requests_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::shared_ptr<Batch>> deadline_requests_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 
   // A response on its way to its sink.

@@ -74,6 +74,13 @@ class FetchBatchHandle {
   // and every request not yet delivered is delivered as kCancelled.
   // Idempotent; a no-op once all responses were delivered.
   virtual void Cancel() = 0;
+  // The batch's deadline has passed as the caller sees it (for example the
+  // gRPC deadline fired a moment before the engine's own timer). Ends the
+  // batch exactly as the engine's deadline would, never as a cancel: running
+  // transfers end kTimeout with EndReason::kDeadlineCut, requests waiting
+  // for a retry keep their last outcome, requests never started end
+  // kCancelled with EndReason::kDeadlineBeforeStart. Idempotent.
+  virtual void EndAtDeadline() = 0;
   // Tells the engine the sink is done with `n` delivered responses, freeing
   // room in the batch's window.
   virtual void Release(int n) = 0;
