@@ -1,8 +1,9 @@
-// JSON rendering of results and summaries for the batchfetch CLI.
+// Output of the batchfetch CLI.
 
 #include "client/cli_output.h"
 
 #include <cstddef>
+#include <cstdio>
 #include <string>
 
 #include "absl/strings/ascii.h"
@@ -202,6 +203,12 @@ std::string SummaryToJson(const pb::BatchSummary& summary, bool wrap) {
   WriteSummaryObject(writer, summary);
   if (wrap) writer.EndObject();
   return std::string(buffer.GetString(), buffer.GetSize());
+}
+
+bool WriteStdoutLine(absl::string_view line) {
+  std::fwrite(line.data(), 1, line.size(), stdout);
+  std::fputc('\n', stdout);
+  return std::fflush(stdout) == 0 && !std::ferror(stdout);
 }
 
 }  // namespace batchfetch::cli

@@ -1,6 +1,7 @@
-// JSON rendering of results and summaries for the batchfetch CLI. Every
-// function returns one compact JSON value without a trailing newline, always
-// valid UTF-8 whatever bytes the server sent.
+// Output of the batchfetch CLI: JSON rendering of results and summaries, and
+// writing lines to stdout. Every *ToJson function returns one compact JSON
+// value without a trailing newline, always valid UTF-8 whatever bytes the
+// server sent.
 
 #ifndef BATCHFETCH_CLIENT_CLI_OUTPUT_H_
 #define BATCHFETCH_CLIENT_CLI_OUTPUT_H_
@@ -36,6 +37,12 @@ std::string StateName(::batchfetch::v1::BatchState state);
 
 // Strict UTF-8 (no overlongs, surrogates or code points above U+10FFFF).
 bool IsValidUtf8(absl::string_view s);
+
+// Writes `line` and a newline to stdout and flushes, so a consumer of a pipe
+// sees each result as it arrives. Returns false, with errno set, when stdout
+// can no longer be written (EPIPE once the reader has gone, given that
+// SIGPIPE is ignored).
+bool WriteStdoutLine(absl::string_view line);
 
 }  // namespace batchfetch::cli
 

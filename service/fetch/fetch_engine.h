@@ -9,7 +9,11 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "service/base/clock.h"
+#include "service/fetch/egress_policy.h"
 #include "service/fetch/fetch_types.h"
+#include "service/fetch/retry_policy.h"
+#include "service/fetch/stats.h"
 
 namespace batchfetch {
 
@@ -33,30 +37,14 @@ class FetchSink {
                          const std::shared_ptr<FetchBatchHandle>& batch) = 0;
 };
 
-// When and how often a failed request is tried again.
-struct RetryOptions {
-  int max_attempts = 1;  // including the first; 1 = no retry
-  absl::Duration initial_backoff = absl::Milliseconds(100);
-  absl::Duration max_backoff = absl::Seconds(10);
-  bool on_connect_error = false;  // also DNS failures
-  bool on_timeout = false;
-  bool on_transport_error = false;
-  bool on_5xx = false;
-  bool on_429 = false;
-  std::vector<int> on_status;   // explicit status codes
-  bool non_idempotent = false;  // also POST and PATCH
-
-  // What a caller gets when it asks for retries but says not on what.
-  static RetryOptions Defaults(int max_attempts);
-};
-
 struct BatchOptions {
   int concurrency = 16;  // simultaneous transfers of this batch, >= 1
   // Simultaneous transfers of this batch to one scheme+host+port; 0 = no cap.
   int per_host_concurrency = 0;
   absl::Duration timeout = absl::Seconds(30);  // per transfer, from its start
   // Requests not started by then are delivered kCancelled, running transfers
-  // are cut off (kTimeout) and no retry starts after it.
+  // are cut off (kTimeout, EndReason::kDeadlineCut) and no retry starts
+  // after it.
   absl::Time deadline = absl::InfiniteFuture();
   RetryOptions retry;
   // Delivered responses the sink has not yet released (see
@@ -66,7 +54,9 @@ struct BatchOptions {
   int window = 32;
 };
 
-// The caller's view of a submitted batch. Thread-safe.
+// The caller's view of a submitted batch. Thread-safe. A handle may
+// outlive the engine (results still queued for the database at shutdown
+// hold one): once the engine is gone, its methods do nothing.
 class FetchBatchHandle {
  public:
   virtual ~FetchBatchHandle() = default;
@@ -105,13 +95,23 @@ class FetchEngine {
     int64_t max_body_bytes = 8 << 20;
     int max_redirects = 5;
     absl::Duration connect_timeout = absl::Seconds(10);
-    // Longest Retry-After honoured; longer ones are capped to this.
+    // Longest Retry-After honoured. A request whose server asks for a longer
+    // wait is not retried (it keeps its 429/503 and says when the server
+    // allows the next try); the host's cooldown is capped to this.
     absl::Duration max_retry_after = absl::Seconds(60);
     // A transfer slower than low_speed_bytes per second for low_speed_time
     // ends as kTimeout (slow-drip upstreams). 0 bytes disables it.
     int low_speed_bytes = 64;
     absl::Duration low_speed_time = absl::Seconds(10);
     std::string user_agent = "batchfetch/1.0";
+    // Proxy for every transfer (curl syntax, e.g. "http://proxy:3128").
+    // Empty: none, whatever http_proxy/https_proxy/ALL_PROXY say.
+    std::string proxy;
+    // Asked before every new connection; null allows everything.
+    std::shared_ptr<const EgressPolicy> egress;
+    // Where time comes from; null means Clock::Real(). Must outlive the
+    // engine.
+    Clock* clock = nullptr;
   };
 
   static absl::StatusOr<std::unique_ptr<FetchEngine>> Create(
@@ -122,14 +122,17 @@ class FetchEngine {
   ~FetchEngine();
 
   // Queues `requests` as one batch. Responses arrive at `sink`, one per
-  // request. REQUIRES: !requests.empty(); options.concurrency >= 1. The
-  // returned handle must not outlive the engine.
+  // request, each carrying its FetchSpec::index. REQUIRES: !requests.empty();
+  // indices distinct. The handle may outlive the engine.
   std::shared_ptr<FetchBatchHandle> Submit(std::vector<FetchSpec> requests,
                                            const BatchOptions& options,
                                            std::shared_ptr<FetchSink> sink);
 
   // Transfers currently running, across all batches.
   int in_flight() const;
+
+  // The engine's counters (pull model, for metrics). Any thread.
+  FetchStatsSnapshot stats() const;
 
  private:
   class Impl;

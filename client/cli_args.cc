@@ -1,0 +1,411 @@
+// Command-line parsing for the batchfetch CLI.
+
+#include "client/cli_args.h"
+
+#include <errno.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <initializer_list>
+#include <iterator>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+
+namespace batchfetch::cli {
+
+namespace pb = ::batchfetch::v1;
+
+const char kUsage[] =
+    R"(batchfetch - fetch a batch of URLs through a batchfetch server
+
+Usage:
+  batchfetch fetch [flags] URL...     fetch the given URLs
+  batchfetch fetch [flags] -f FILE    fetch the URLs listed in FILE
+  batchfetch fetch [flags] -          fetch the URLs read from stdin
+  batchfetch get ID [flags]           show a stored batch
+  batchfetch help                     show this text
+
+URL sources may be mixed and repeated; requests keep command-line order.
+In files and on stdin, blank lines and lines starting with '#' are skipped.
+Flags accept both --flag=value and --flag value.
+
+Common flags:
+  --server ADDR          server address (default: $BATCHFETCH_SERVER,
+                         else localhost:50051)
+  --connect-timeout DUR  give up when not connected within DUR (default 5s)
+  --deadline DUR         gRPC deadline for the whole command (default: none)
+
+fetch flags:
+  -f, --file FILE        read URLs from FILE ('-' = stdin); repeatable
+  --concurrency N        simultaneous requests (default: server default)
+  --timeout DUR          per-request timeout, e.g. 5s, 300ms
+  --method M             HTTP method for every URL (default GET)
+  -H, --header 'N: V'    request header for every URL; repeatable
+  --extract NAME=/PTR    reduce each JSON body to {NAME: value at JSON
+                         Pointer PTR}; repeatable
+  --batch-id ID          use this batch id (default: server generates one)
+  --quiet                no progress bar and no summary on stderr
+  --summary-json         end stdout with a {"summary":{...}} line
+
+get flags:
+  --results              also print every stored result
+  --page-size N          results per ListResults call (server default 100)
+
+Output (stdout): one JSON object per result, as results arrive:
+  {"index":0,"url":"...","outcome":"ok","http_status":200,"attempts":1,
+   "elapsed_ms":12.5,"content_type":"...","error":"...","json":{...},
+   "body":"..."}
+  content_type, error, json and body appear only when non-empty; a body that
+  is not valid UTF-8 is emitted as "body_base64" instead of "body".
+  `get` first prints the batch summary object.
+
+Exit status:
+  0    every result OK (get: batch found)
+  1    some results failed or the batch did not finish (get: not found)
+  2    usage error, connection or RPC error
+  130  interrupted (Ctrl-C); results received so far were printed
+)";
+
+namespace {
+
+constexpr FlagSpec kConnectionFlags[] = {
+    {"--server", nullptr, true},
+    {"--connect-timeout", nullptr, true},
+    {"--deadline", nullptr, true},
+    {"--help", "-h", false},
+};
+
+// kConnectionFlags followed by `more`.
+std::vector<FlagSpec> CommandFlags(std::initializer_list<FlagSpec> more) {
+  std::vector<FlagSpec> specs(std::begin(kConnectionFlags),
+                              std::end(kConnectionFlags));
+  specs.insert(specs.end(), more);
+  return specs;
+}
+
+const FlagSpec* FindFlag(const std::vector<FlagSpec>& specs,
+                         absl::string_view name) {
+  for (const FlagSpec& spec : specs) {
+    if (name == spec.name ||
+        (spec.short_name != nullptr && name == spec.short_name)) {
+      return &spec;
+    }
+  }
+  return nullptr;
+}
+
+// Applies `arg` if it is a connection flag. Returns true when it was one.
+absl::StatusOr<bool> ApplyConnectionFlag(const Arg& arg,
+                                         ConnectionOptions* options) {
+  if (arg.flag == "--server") {
+    if (arg.value.empty()) {
+      return absl::InvalidArgumentError("--server must not be empty");
+    }
+    options->server = arg.value;
+  } else if (arg.flag == "--connect-timeout") {
+    absl::StatusOr<absl::Duration> d = ParseDurationFlag(arg, false);
+    if (!d.ok()) return d.status();
+    options->connect_timeout = *d;
+  } else if (arg.flag == "--deadline") {
+    absl::StatusOr<absl::Duration> d = ParseDurationFlag(arg, false);
+    if (!d.ok()) return d.status();
+    options->deadline = *d;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string DefaultServer(const char* env_value) {
+  return (env_value != nullptr && *env_value != '\0') ? env_value
+                                                      : kDefaultServer;
+}
+
+absl::StatusOr<std::vector<Arg>> SplitArgs(const std::vector<std::string>& args,
+                                           const std::vector<FlagSpec>& specs) {
+  std::vector<Arg> out;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg == "--") {
+      for (++i; i < args.size(); ++i) out.push_back({"", args[i]});
+      break;
+    }
+    if (arg.size() < 2 || arg[0] != '-') {
+      out.push_back({"", arg});
+      continue;
+    }
+    std::string name = arg;
+    std::optional<std::string> value;
+    if (absl::StartsWith(arg, "--")) {
+      if (size_t eq = arg.find('='); eq != std::string::npos) {
+        name = arg.substr(0, eq);
+        value = arg.substr(eq + 1);
+      }
+    } else if (arg.size() > 2) {
+      name = arg.substr(0, 2);
+      value = arg.substr(2);
+    }
+    const FlagSpec* spec = FindFlag(specs, name);
+    if (spec == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown flag '", arg, "'"));
+    }
+    if (!spec->takes_value) {
+      if (value.has_value()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("flag ", spec->name, " takes no value"));
+      }
+      out.push_back({spec->name, ""});
+      continue;
+    }
+    if (!value.has_value()) {
+      if (i + 1 >= args.size()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("flag ", spec->name, " needs a value"));
+      }
+      value = args[++i];
+    }
+    out.push_back({spec->name, *std::move(value)});
+  }
+  return out;
+}
+
+absl::StatusOr<absl::Duration> ParseDurationFlag(const Arg& arg,
+                                                 bool allow_zero) {
+  absl::Duration d;
+  if (!absl::ParseDuration(arg.value, &d) || d == absl::InfiniteDuration() ||
+      d < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad duration for ", arg.flag, ": '", arg.value,
+                     "' (expected e.g. 5s, 300ms, 1m30s)"));
+  }
+  if (!allow_zero && d == absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(arg.flag, " must be greater than zero"));
+  }
+  return d;
+}
+
+absl::StatusOr<uint32_t> ParseUintFlag(const Arg& arg) {
+  uint32_t n;
+  if (!absl::SimpleAtoi(arg.value, &n)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bad value for ", arg.flag, ": '", arg.value, "' (expected a number)"));
+  }
+  return n;
+}
+
+absl::StatusOr<std::pair<std::string, std::string>> ParseHeader(
+    absl::string_view header) {
+  size_t colon = header.find(':');
+  absl::string_view name =
+      colon == absl::string_view::npos
+          ? absl::string_view()
+          : absl::StripAsciiWhitespace(header.substr(0, colon));
+  if (name.empty() || std::any_of(name.begin(), name.end(), [](char c) {
+        return absl::ascii_isspace(static_cast<unsigned char>(c));
+      })) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad header '", header, "' (expected 'Name: value')"));
+  }
+  return std::make_pair(
+      std::string(name),
+      std::string(absl::StripAsciiWhitespace(header.substr(colon + 1))));
+}
+
+absl::StatusOr<std::pair<std::string, std::string>> ParseExtract(
+    absl::string_view spec) {
+  size_t eq = spec.find('=');
+  if (eq == absl::string_view::npos || eq == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bad --extract '", spec, "' (expected NAME=/json/pointer)"));
+  }
+  absl::string_view pointer = spec.substr(eq + 1);
+  if (!pointer.empty() && pointer.front() != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad --extract '", spec,
+                     "': a JSON Pointer must be empty or start with '/'"));
+  }
+  return std::make_pair(std::string(spec.substr(0, eq)), std::string(pointer));
+}
+
+void ReadUrlLines(std::istream& in, std::vector<std::string>* urls) {
+  std::string line;
+  while (std::getline(in, line)) {
+    absl::string_view url = absl::StripAsciiWhitespace(line);
+    if (url.empty() || url.front() == '#') continue;
+    urls->emplace_back(url);
+  }
+}
+
+absl::Status ReadUrlSource(const std::string& source,
+                           std::istream& stdin_stream,
+                           std::vector<std::string>* urls) {
+  if (source == "-") {
+    ReadUrlLines(stdin_stream, urls);
+    if (stdin_stream.bad()) {
+      return absl::InvalidArgumentError("cannot read stdin");
+    }
+    return absl::OkStatus();
+  }
+  std::ifstream file(source);
+  if (!file) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot open URL file '", source, "': ", std::strerror(errno)));
+  }
+  ReadUrlLines(file, urls);
+  if (file.bad()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read URL file '", source, "'"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<FetchOptions> ParseFetchArgs(
+    const std::vector<std::string>& args, const std::string& default_server,
+    std::istream& stdin_stream) {
+  const std::vector<FlagSpec> specs = CommandFlags({
+      {"--file", "-f", true},
+      {"--concurrency", nullptr, true},
+      {"--timeout", nullptr, true},
+      {"--method", nullptr, true},
+      {"--header", "-H", true},
+      {"--extract", nullptr, true},
+      {"--batch-id", nullptr, true},
+      {"--quiet", "-q", false},
+      {"--summary-json", nullptr, false},
+  });
+  absl::StatusOr<std::vector<Arg>> split = SplitArgs(args, specs);
+  if (!split.ok()) return split.status();
+
+  FetchOptions options;
+  options.connection.server = default_server;
+  pb::FetchBatchRequest& request = options.request;
+  std::vector<std::string> urls;
+  std::string method;
+  std::vector<std::pair<std::string, std::string>> headers;
+  for (const Arg& arg : *split) {
+    absl::StatusOr<bool> was_connection_flag =
+        ApplyConnectionFlag(arg, &options.connection);
+    if (!was_connection_flag.ok()) return was_connection_flag.status();
+    if (*was_connection_flag) continue;
+
+    if (arg.flag.empty()) {
+      if (arg.value == "-") {
+        if (absl::Status s = ReadUrlSource("-", stdin_stream, &urls); !s.ok()) {
+          return s;
+        }
+      } else {
+        urls.push_back(arg.value);
+      }
+    } else if (arg.flag == "--file") {
+      if (absl::Status s = ReadUrlSource(arg.value, stdin_stream, &urls);
+          !s.ok()) {
+        return s;
+      }
+    } else if (arg.flag == "--concurrency") {
+      absl::StatusOr<uint32_t> n = ParseUintFlag(arg);
+      if (!n.ok()) return n.status();
+      request.set_concurrency(*n);
+    } else if (arg.flag == "--timeout") {
+      absl::StatusOr<absl::Duration> d = ParseDurationFlag(arg, true);
+      if (!d.ok()) return d.status();
+      absl::Duration nanos;
+      int64_t seconds = absl::IDivDuration(*d, absl::Seconds(1), &nanos);
+      request.mutable_timeout()->set_seconds(seconds);
+      request.mutable_timeout()->set_nanos(
+          static_cast<int32_t>(absl::ToInt64Nanoseconds(nanos)));
+    } else if (arg.flag == "--method") {
+      if (arg.value.empty()) {
+        return absl::InvalidArgumentError("--method must not be empty");
+      }
+      method = absl::AsciiStrToUpper(arg.value);
+    } else if (arg.flag == "--header") {
+      absl::StatusOr<std::pair<std::string, std::string>> header =
+          ParseHeader(arg.value);
+      if (!header.ok()) return header.status();
+      headers.push_back(*std::move(header));
+    } else if (arg.flag == "--extract") {
+      absl::StatusOr<std::pair<std::string, std::string>> extract =
+          ParseExtract(arg.value);
+      if (!extract.ok()) return extract.status();
+      if (!request.mutable_extract()
+               ->try_emplace(extract->first, extract->second)
+               .second) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--extract name '", extract->first, "' given twice"));
+      }
+    } else if (arg.flag == "--batch-id") {
+      request.set_batch_id(arg.value);
+    } else if (arg.flag == "--quiet") {
+      options.quiet = true;
+    } else if (arg.flag == "--summary-json") {
+      options.summary_json = true;
+    } else if (arg.flag == "--help") {
+      options.help = true;
+    }
+  }
+  if (options.help) return options;
+  if (urls.empty()) return absl::InvalidArgumentError("no URLs given");
+
+  for (std::string& url : urls) {
+    pb::FetchRequest* fetch = request.add_requests();
+    fetch->set_url(std::move(url));
+    fetch->set_method(method);
+    // A later -H for the same name wins, as with curl.
+    for (const auto& [name, value] : headers) {
+      (*fetch->mutable_headers())[name] = value;
+    }
+  }
+  return options;
+}
+
+absl::StatusOr<GetOptions> ParseGetArgs(const std::vector<std::string>& args,
+                                        const std::string& default_server) {
+  const std::vector<FlagSpec> specs = CommandFlags({
+      {"--results", nullptr, false},
+      {"--page-size", nullptr, true},
+  });
+  absl::StatusOr<std::vector<Arg>> split = SplitArgs(args, specs);
+  if (!split.ok()) return split.status();
+
+  GetOptions options;
+  options.connection.server = default_server;
+  std::vector<std::string> positional;
+  for (const Arg& arg : *split) {
+    absl::StatusOr<bool> was_connection_flag =
+        ApplyConnectionFlag(arg, &options.connection);
+    if (!was_connection_flag.ok()) return was_connection_flag.status();
+    if (*was_connection_flag) continue;
+
+    if (arg.flag.empty()) {
+      positional.push_back(arg.value);
+    } else if (arg.flag == "--results") {
+      options.results = true;
+    } else if (arg.flag == "--page-size") {
+      absl::StatusOr<uint32_t> n = ParseUintFlag(arg);
+      if (!n.ok()) return n.status();
+      options.page_size = *n;
+    } else if (arg.flag == "--help") {
+      options.help = true;
+    }
+  }
+  if (options.help) return options;
+  if (positional.size() != 1 || positional[0].empty()) {
+    return absl::InvalidArgumentError("get needs exactly one batch ID");
+  }
+  options.batch_id = positional[0];
+  return options;
+}
+
+}  // namespace batchfetch::cli

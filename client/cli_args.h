@@ -1,0 +1,146 @@
+// Command-line parsing for the batchfetch CLI. Nothing here starts a process,
+// opens a connection, reads the environment or touches the real stdin: the
+// caller passes in the default server and the stream that "-" reads, so every
+// function can be unit-tested.
+
+#ifndef BATCHFETCH_CLIENT_CLI_ARGS_H_
+#define BATCHFETCH_CLIENT_CLI_ARGS_H_
+
+#include <cstdint>
+#include <istream>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "batchfetch/v1/batchfetch.pb.h"
+
+namespace batchfetch::cli {
+
+// Process exit codes, as documented in kUsage.
+inline constexpr int kExitOk = 0;
+// Some result failed, the batch did not end DONE, or (get) the batch does not
+// exist.
+inline constexpr int kExitFailed = 1;
+// Usage, connection, RPC or output error.
+inline constexpr int kExitError = 2;
+// Ctrl-C: 128 + SIGINT, as shells report it.
+inline constexpr int kExitInterrupted = 130;
+
+// The full `batchfetch --help` text, ending in a newline.
+extern const char kUsage[];
+
+// Used when neither --server nor $BATCHFETCH_SERVER is given.
+inline constexpr char kDefaultServer[] = "localhost:50051";
+inline constexpr absl::Duration kDefaultConnectTimeout = absl::Seconds(5);
+
+// The server to use when --server is absent: `env_value` (the value of
+// $BATCHFETCH_SERVER, or null when unset) unless it is null or empty, else
+// kDefaultServer.
+std::string DefaultServer(const char* env_value);
+
+// One flag a command accepts.
+struct FlagSpec {
+  const char* name;        // Canonical long form, e.g. "--file".
+  const char* short_name;  // e.g. "-f", or nullptr.
+  bool takes_value;
+};
+
+// One command-line item in its original order. `flag` is the canonical long
+// name of the flag, or empty for a positional argument (then `value` is the
+// argument itself). A flag without a value has an empty `value`.
+struct Arg {
+  std::string flag;
+  std::string value;
+};
+
+// Splits `args` into flags and positionals, keeping their order (URL sources
+// are numbered in the order given). Accepts --flag=value, --flag value,
+// -X value and -Xvalue; "-" is positional and "--" makes every later argument
+// positional. Fails with INVALID_ARGUMENT on a flag not in `specs`, a value
+// flag at the end without its value, or a value given to a boolean flag.
+absl::StatusOr<std::vector<Arg>> SplitArgs(const std::vector<std::string>& args,
+                                           const std::vector<FlagSpec>& specs);
+
+// Parses `arg.value` as an absl duration ("5s", "300ms", "1m30s"). It must be
+// finite and non-negative; with `allow_zero` false it must also be positive
+// (where zero would mean "fail at once" rather than "use the default").
+absl::StatusOr<absl::Duration> ParseDurationFlag(const Arg& arg,
+                                                 bool allow_zero);
+
+// Parses `arg.value` as a decimal uint32.
+absl::StatusOr<uint32_t> ParseUintFlag(const Arg& arg);
+
+// "Name: value" -> {"Name", "value"}, both trimmed of surrounding whitespace.
+// The name must be non-empty and contain no whitespace; the value may be
+// empty.
+absl::StatusOr<std::pair<std::string, std::string>> ParseHeader(
+    absl::string_view header);
+
+// "name=/json/pointer" -> {"name", "/json/pointer"}. The name must be
+// non-empty. An empty pointer selects the whole document (RFC 6901); any other
+// pointer must start with '/'.
+absl::StatusOr<std::pair<std::string, std::string>> ParseExtract(
+    absl::string_view spec);
+
+// Appends the URLs in `in`: one per line, surrounding whitespace ignored,
+// blank lines and lines starting with '#' skipped.
+void ReadUrlLines(std::istream& in, std::vector<std::string>* urls);
+
+// Appends the URLs of `source` (see ReadUrlLines): the file of that name, or
+// `stdin_stream` when `source` is "-". Fails with INVALID_ARGUMENT when the
+// file cannot be opened or either cannot be read.
+absl::Status ReadUrlSource(const std::string& source,
+                           std::istream& stdin_stream,
+                           std::vector<std::string>* urls);
+
+// Flags shared by every command that talks to the server.
+struct ConnectionOptions {
+  std::string server;
+  absl::Duration connect_timeout = kDefaultConnectTimeout;
+  std::optional<absl::Duration> deadline;  // Bounds the whole command.
+};
+
+// `batchfetch fetch`.
+struct FetchOptions {
+  ConnectionOptions connection;
+  // Ready to send: one request per URL in command-line order, each with the
+  // --method (upper-cased; empty = the server's default, GET) and every -H.
+  ::batchfetch::v1::FetchBatchRequest request;
+  bool quiet = false;
+  bool summary_json = false;
+  // --help was given; the other fields are then only partly filled.
+  bool help = false;
+};
+
+// `batchfetch get`.
+struct GetOptions {
+  ConnectionOptions connection;
+  std::string batch_id;
+  bool results = false;
+  uint32_t page_size = 0;  // 0 = the server's default.
+  bool help = false;       // As in FetchOptions.
+};
+
+// Parses the arguments after `fetch`. `default_server` is used unless
+// --server is given (see DefaultServer); "-" and "-f -" read URLs from
+// `stdin_stream`. Sources are read as they are met, so an error in a later
+// argument may come after the stream has been consumed. Fails with
+// INVALID_ARGUMENT, whose message is meant for the user, on any bad flag or
+// value, an unreadable URL file, or (without --help) no URLs at all.
+absl::StatusOr<FetchOptions> ParseFetchArgs(
+    const std::vector<std::string>& args, const std::string& default_server,
+    std::istream& stdin_stream);
+
+// Parses the arguments after `get`; exactly one batch ID is required unless
+// --help is given. Otherwise as ParseFetchArgs.
+absl::StatusOr<GetOptions> ParseGetArgs(const std::vector<std::string>& args,
+                                        const std::string& default_server);
+
+}  // namespace batchfetch::cli
+
+#endif  // BATCHFETCH_CLIENT_CLI_ARGS_H_

@@ -1,0 +1,599 @@
+#include "service/fetch/curl_driver.h"
+
+#include <curl/curl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "service/base/clock.h"
+
+namespace batchfetch {
+namespace {
+
+constexpr int kMaxEpollEvents = 256;
+// Longest single epoll_wait, so a lost wake-up cannot stall us for long.
+constexpr absl::Duration kMaxPollWait = absl::Seconds(60);
+
+absl::Duration TimeInfo(CURL* easy, CURLINFO info) {
+  curl_off_t us = 0;
+  curl_easy_getinfo(easy, info, &us);
+  return absl::Microseconds(us);
+}
+
+// Records the first failing curl_easy_setopt, naming the option.
+class OptionSetter {
+ public:
+  explicit OptionSetter(CURL* easy) : easy_(easy) {}
+  template <typename T>
+  void operator()(CURLoption option, T value, const char* name) {
+    const CURLcode rc = curl_easy_setopt(easy_, option, value);
+    if (rc != CURLE_OK && status_.ok()) {
+      status_ = absl::InternalError(
+          absl::StrCat("setting ", name, ": ", curl_easy_strerror(rc)));
+    }
+  }
+  const absl::Status& status() const { return status_; }
+
+ private:
+  CURL* const easy_;
+  absl::Status status_;
+};
+#define BF_SET(setter, option, value) setter(option, value, #option)
+
+}  // namespace
+
+TransferResult MapCurlCode(int curl_code) {
+  switch (static_cast<CURLcode>(curl_code)) {
+    case CURLE_OK:
+      return TransferResult::kResponse;
+    case CURLE_OPERATION_TIMEDOUT:
+      return TransferResult::kTimeout;
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+      return TransferResult::kDnsError;
+    case CURLE_COULDNT_CONNECT:
+      return TransferResult::kConnectError;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ENGINE_NOTFOUND:
+    case CURLE_SSL_ENGINE_SETFAILED:
+    case CURLE_SSL_ENGINE_INITFAILED:
+    case CURLE_SSL_SHUTDOWN_FAILED:
+    case CURLE_SSL_CRL_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CLIENTCERT:
+      return TransferResult::kTlsError;
+    case CURLE_FILESIZE_EXCEEDED:
+      return TransferResult::kTooLarge;
+    case CURLE_UNSUPPORTED_PROTOCOL:
+      // Initial URLs are validated up front, so this is a redirect target.
+      return TransferResult::kBlocked;
+    default:
+      return TransferResult::kTransportError;
+  }
+}
+
+// One running attempt. Owned by the driver from Start to completion/Abort.
+struct DriverTransfer {
+  TransferToken token;
+  CurlDriver::TransferId id = 0;
+  CURL* easy = nullptr;
+  curl_slist* headers = nullptr;
+  std::string body;
+  int64_t max_body_bytes = 0;
+  bool too_large = false;
+  bool head = false;
+  bool timeout_is_deadline = false;
+  absl::Duration timeout;
+  const EgressPolicy* egress = nullptr;
+  std::string blocked;  // why the egress policy refused a socket
+  char error[CURL_ERROR_SIZE] = {0};
+};
+
+class CurlDriver::Impl {
+ public:
+  Impl(const Options& options, FetchStats* stats)
+      : options_(options), stats_(stats) {}
+
+  absl::Status Init() {
+    multi_ = curl_multi_init();
+    epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+    wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (multi_ == nullptr || epoll_fd_ < 0 || wake_fd_ < 0) {
+      return absl::InternalError(
+          absl::StrCat("curl driver init failed: ", std::strerror(errno)));
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = wake_fd_;
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev) != 0) {
+      return absl::InternalError(
+          absl::StrCat("epoll_ctl(eventfd): ", std::strerror(errno)));
+    }
+    CURLMcode rc = CURLM_OK;
+    auto set = [&](CURLMoption option, auto value) {
+      if (rc == CURLM_OK) rc = curl_multi_setopt(multi_, option, value);
+    };
+    set(CURLMOPT_SOCKETFUNCTION, &Impl::OnSocket);
+    set(CURLMOPT_SOCKETDATA, this);
+    set(CURLMOPT_TIMERFUNCTION, &Impl::OnTimer);
+    set(CURLMOPT_TIMERDATA, this);
+    // Keep every connection our concurrency may use alive for reuse. The
+    // multi handle also holds the DNS cache shared by all its transfers.
+    set(CURLMOPT_MAXCONNECTS, static_cast<long>(options_.max_connections));
+    set(CURLMOPT_PIPELINING, static_cast<long>(CURLPIPE_MULTIPLEX));
+    if (rc != CURLM_OK) {
+      return absl::InternalError(
+          absl::StrCat("curl_multi_setopt: ", curl_multi_strerror(rc)));
+    }
+    default_headers_ = curl_slist_append(nullptr, "Accept: application/json");
+    // No "Expect: 100-continue" round trip for request bodies.
+    default_headers_ = curl_slist_append(default_headers_, "Expect:");
+    if (default_headers_ == nullptr) {
+      return absl::ResourceExhaustedError("out of memory for headers");
+    }
+    return absl::OkStatus();
+  }
+
+  ~Impl() {
+    for (DriverTransfer* t : slots_) {
+      if (t == nullptr) continue;
+      curl_multi_remove_handle(multi_, t->easy);
+      curl_easy_cleanup(t->easy);
+      curl_slist_free_all(t->headers);
+      delete t;
+    }
+    for (CURL* easy : idle_easy_) curl_easy_cleanup(easy);
+    curl_slist_free_all(default_headers_);
+    if (multi_ != nullptr) curl_multi_cleanup(multi_);
+    if (epoll_fd_ >= 0) close(epoll_fd_);
+    if (wake_fd_ >= 0) close(wake_fd_);
+  }
+
+  absl::StatusOr<TransferId> Start(const TransferSpec& spec) {
+    absl::StatusOr<CURL*> easy_or = TakeEasy();
+    if (!easy_or.ok()) return easy_or.status();
+    CURL* easy = *easy_or;
+    auto* t = new DriverTransfer;
+    t->token = spec.token;
+    t->easy = easy;
+    t->max_body_bytes = options_.max_body_bytes;
+    t->timeout = spec.timeout;
+    t->timeout_is_deadline = spec.timeout_is_deadline;
+    t->egress = options_.egress.get();
+    const FetchSpec& request = *spec.request;
+    OptionSetter set(easy);
+    // Options common to every transfer were set when the handle was made;
+    // these differ per request (all of them, every time, since handles are
+    // reused without curl_easy_reset).
+    BF_SET(set, CURLOPT_PRIVATE, t);
+    BF_SET(set, CURLOPT_URL, request.url.c_str());
+    BF_SET(set, CURLOPT_WRITEDATA, t);
+    BF_SET(set, CURLOPT_ERRORBUFFER, t->error);
+    if (t->egress != nullptr) BF_SET(set, CURLOPT_OPENSOCKETDATA, t);
+    BF_SET(set, CURLOPT_TIMEOUT_MS,
+           static_cast<long>(std::max<int64_t>(
+               1, absl::ToInt64Milliseconds(
+                      absl::Ceil(spec.timeout, absl::Milliseconds(1))))));
+    // Back to a plain GET whatever the handle did before. (Setting
+    // POSTFIELDS, even to null, selects POST; HTTPGET must come after it.)
+    BF_SET(set, CURLOPT_POSTFIELDS, static_cast<const char*>(nullptr));
+    BF_SET(set, CURLOPT_CUSTOMREQUEST, static_cast<const char*>(nullptr));
+    BF_SET(set, CURLOPT_HTTPGET, 1L);
+    BF_SET(set, CURLOPT_POSTREDIR, 0L);
+    const HttpMethod method = spec.method;
+    if (method == HttpMethod::kHead) {
+      t->head = true;
+      BF_SET(set, CURLOPT_NOBODY, 1L);
+    } else if (method != HttpMethod::kGet || !request.body.empty()) {
+      if (method != HttpMethod::kPost) {
+        BF_SET(set, CURLOPT_CUSTOMREQUEST, MethodName(method).data());
+      }
+      if (!request.body.empty() || method == HttpMethod::kPost ||
+          method == HttpMethod::kPut || method == HttpMethod::kPatch) {
+        BF_SET(set, CURLOPT_POSTFIELDSIZE_LARGE,
+               static_cast<curl_off_t>(request.body.size()));
+        BF_SET(set, CURLOPT_POSTFIELDS, request.body.data());
+        if (method != HttpMethod::kPost) {
+          // A PUT/PATCH/DELETE keeps its method on 301-303 (custom
+          // request); without this it would arrive there without its body.
+          BF_SET(set, CURLOPT_POSTREDIR,
+                 static_cast<long>(CURL_REDIR_POST_ALL));
+        }
+      }
+    }
+    if (request.headers.empty()) {
+      BF_SET(set, CURLOPT_HTTPHEADER, default_headers_);
+    } else {
+      bool has_accept = false;
+      for (const auto& [name, value] : request.headers) {
+        has_accept = has_accept || absl::EqualsIgnoreCase(name, "accept");
+        const std::string line = value.empty()
+                                     ? absl::StrCat(name, ";")
+                                     : absl::StrCat(name, ": ", value);
+        t->headers = curl_slist_append(t->headers, line.c_str());
+      }
+      if (!has_accept) {
+        t->headers = curl_slist_append(t->headers, "Accept: application/json");
+      }
+      t->headers = curl_slist_append(t->headers, "Expect:");
+      BF_SET(set, CURLOPT_HTTPHEADER, t->headers);
+    }
+    absl::Status status = set.status();
+    if (status.ok()) {
+      const CURLMcode rc = curl_multi_add_handle(multi_, easy);
+      if (rc != CURLM_OK) {
+        status = absl::InternalError(absl::StrCat("could not start transfer: ",
+                                                  curl_multi_strerror(rc)));
+      }
+    }
+    if (!status.ok()) {
+      Release(t);
+      return status;
+    }
+    t->id = Slot(t);
+    if (stats_ != nullptr) {
+      stats_->transfers_in_flight.fetch_add(1, std::memory_order_relaxed);
+      stats_->transfers_started.fetch_add(1, std::memory_order_relaxed);
+    }
+    return t->id;
+  }
+
+  void Abort(TransferId id) {
+    if (id >= slots_.size() || slots_[id] == nullptr) return;
+    DriverTransfer* t = slots_[id];
+    curl_multi_remove_handle(multi_, t->easy);
+    Finish(t);
+  }
+
+  void Poll(absl::Duration max_wait, std::vector<CompletedTransfer>* done) {
+    absl::Duration left = std::min(max_wait, kMaxPollWait);
+    if (curl_deadline_ != MonoTime::max()) {
+      left = std::min(left, Since(curl_deadline_, SteadyNow()));
+    }
+    const int wait_ms = left <= absl::ZeroDuration()
+                            ? 0
+                            : static_cast<int>(absl::ToInt64Milliseconds(
+                                  absl::Ceil(left, absl::Milliseconds(1))));
+    epoll_event events[kMaxEpollEvents];
+    const int n = epoll_wait(epoll_fd_, events, kMaxEpollEvents, wait_ms);
+    int still_running = 0;
+    for (int i = 0; i < n; ++i) {
+      if (events[i].data.fd == wake_fd_) {
+        uint64_t value;
+        [[maybe_unused]] ssize_t r = read(wake_fd_, &value, sizeof(value));
+        continue;
+      }
+      int flags = 0;
+      if (events[i].events & EPOLLIN) flags |= CURL_CSELECT_IN;
+      if (events[i].events & EPOLLOUT) flags |= CURL_CSELECT_OUT;
+      if (events[i].events & (EPOLLERR | EPOLLHUP)) flags |= CURL_CSELECT_ERR;
+      curl_multi_socket_action(multi_, events[i].data.fd, flags,
+                               &still_running);
+    }
+    if (curl_deadline_ <= SteadyNow()) {
+      curl_deadline_ = MonoTime::max();
+      curl_multi_socket_action(multi_, CURL_SOCKET_TIMEOUT, 0, &still_running);
+    }
+    Collect(done);
+  }
+
+  void Wake() {
+    uint64_t one = 1;
+    // EAGAIN means the counter is already non-zero: a wake is pending.
+    [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof(one));
+  }
+
+  int running() const { return running_; }
+
+ private:
+  // curl's timer runs on the monotonic clock, so a wall-clock step cannot
+  // hold back timeouts. (Real time on purpose: curl's own timeouts are.)
+  static MonoTime SteadyNow() { return std::chrono::steady_clock::now(); }
+
+  // Tracks which events epoll watches for a socket, so that curl
+  // re-announcing the same interest costs no system call.
+  static constexpr uintptr_t kWatchIn = 1, kWatchOut = 2, kAssigned = 4;
+
+  static int OnSocket(CURL*, curl_socket_t fd, int what, void* userp,
+                      void* socketp) {
+    auto* self = static_cast<Impl*>(userp);
+    const uintptr_t current = reinterpret_cast<uintptr_t>(socketp);
+    if (what == CURL_POLL_REMOVE) {
+      // The descriptor may already be closed (and so gone from the set).
+      epoll_ctl(self->epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+      return 0;
+    }
+    const uintptr_t wanted = kAssigned |
+                             ((what & CURL_POLL_IN) ? kWatchIn : 0) |
+                             ((what & CURL_POLL_OUT) ? kWatchOut : 0);
+    if (wanted == current) return 0;
+    epoll_event ev{};
+    ev.data.fd = fd;
+    ev.events = ((wanted & kWatchIn) ? EPOLLIN : 0u) |
+                ((wanted & kWatchOut) ? EPOLLOUT : 0u);
+    int op = current == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+    if (epoll_ctl(self->epoll_fd_, op, fd, &ev) != 0) {
+      // A descriptor number reused after close (EEXIST), or one curl
+      // re-announces after it left the set (ENOENT): try the other way.
+      if (errno != EEXIST && errno != ENOENT) return -1;
+      op = op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+      if (epoll_ctl(self->epoll_fd_, op, fd, &ev) != 0) return -1;
+    }
+    curl_multi_assign(self->multi_, fd, reinterpret_cast<void*>(wanted));
+    return 0;
+  }
+
+  static int OnTimer(CURLM*, long timeout_ms, void* userp) {
+    auto* self = static_cast<Impl*>(userp);
+    self->curl_deadline_ = timeout_ms < 0
+                               ? MonoTime::max()
+                               : SteadyNow() + absl::Milliseconds(timeout_ms);
+    return 0;
+  }
+
+  static size_t OnWrite(char* data, size_t size, size_t count, void* userp) {
+    auto* t = static_cast<DriverTransfer*>(userp);
+    const size_t n = size * count;
+    if (static_cast<int64_t>(t->body.size() + n) > t->max_body_bytes) {
+      t->too_large = true;
+      return 0;  // aborts the transfer with CURLE_WRITE_ERROR
+    }
+    if (t->body.capacity() == 0) {
+      // One allocation for the whole body when the length is announced.
+      curl_off_t length = -1;
+      curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
+      if (length > 0 && length <= t->max_body_bytes) {
+        t->body.reserve(static_cast<size_t>(length));
+      }
+    }
+    t->body.append(data, n);
+    return n;
+  }
+
+  // Asks the egress policy before every new socket, with the address that
+  // will be connected to. (Reused connections do not come through here.)
+  static curl_socket_t OnOpenSocket(void* clientp, curlsocktype purpose,
+                                    curl_sockaddr* address) {
+    auto* t = static_cast<DriverTransfer*>(clientp);
+    if (t != nullptr && t->egress != nullptr && purpose == CURLSOCKTYPE_IPCXN) {
+      absl::Status allowed =
+          t->egress->CheckConnect(&address->addr, address->addrlen);
+      if (!allowed.ok()) {
+        t->blocked = std::string(allowed.message());
+        return CURL_SOCKET_BAD;
+      }
+    }
+    return socket(address->family, address->socktype | SOCK_CLOEXEC,
+                  address->protocol);
+  }
+
+  absl::StatusOr<CURL*> TakeEasy() {
+    if (!idle_easy_.empty()) {
+      CURL* easy = idle_easy_.back();
+      idle_easy_.pop_back();
+      return easy;
+    }
+    CURL* easy = curl_easy_init();
+    if (easy == nullptr) {
+      return absl::ResourceExhaustedError("curl_easy_init failed");
+    }
+    OptionSetter set(easy);
+    BF_SET(set, CURLOPT_NOSIGNAL, 1L);
+    BF_SET(set, CURLOPT_PROTOCOLS_STR, "http,https");
+    BF_SET(set, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    BF_SET(set, CURLOPT_FOLLOWLOCATION, 1L);
+    BF_SET(set, CURLOPT_MAXREDIRS, static_cast<long>(options_.max_redirects));
+    BF_SET(
+        set, CURLOPT_CONNECTTIMEOUT_MS,
+        static_cast<long>(absl::ToInt64Milliseconds(options_.connect_timeout)));
+    // An empty proxy disables http_proxy/https_proxy/ALL_PROXY from the
+    // server's environment: egress goes where the caller asked, directly.
+    BF_SET(set, CURLOPT_PROXY, options_.proxy.c_str());
+    if (options_.low_speed_bytes > 0) {
+      BF_SET(set, CURLOPT_LOW_SPEED_LIMIT,
+             static_cast<long>(options_.low_speed_bytes));
+      BF_SET(set, CURLOPT_LOW_SPEED_TIME,
+             static_cast<long>(std::max<int64_t>(
+                 1, absl::ToInt64Seconds(options_.low_speed_time))));
+    }
+    // Decoded size is what the write callback counts, so the body cap also
+    // holds against compression bombs.
+    BF_SET(set, CURLOPT_ACCEPT_ENCODING, "");
+    BF_SET(set, CURLOPT_MAXFILESIZE_LARGE,
+           static_cast<curl_off_t>(options_.max_body_bytes));
+    BF_SET(set, CURLOPT_USERAGENT, options_.user_agent.c_str());
+    BF_SET(set, CURLOPT_WRITEFUNCTION, &Impl::OnWrite);
+    BF_SET(set, CURLOPT_HTTP_VERSION,
+           static_cast<long>(CURL_HTTP_VERSION_2TLS));
+    if (options_.egress != nullptr) {
+      BF_SET(set, CURLOPT_OPENSOCKETFUNCTION, &Impl::OnOpenSocket);
+    }
+    if (!set.status().ok()) {
+      curl_easy_cleanup(easy);
+      return set.status();
+    }
+    return easy;
+  }
+
+  TransferId Slot(DriverTransfer* t) {
+    TransferId id;
+    if (!free_slots_.empty()) {
+      id = free_slots_.back();
+      free_slots_.pop_back();
+      slots_[id] = t;
+    } else {
+      id = static_cast<TransferId>(slots_.size());
+      slots_.push_back(t);
+    }
+    ++running_;
+    return id;
+  }
+
+  // Returns the handle to the pool and frees `t` (not in a slot).
+  void Release(DriverTransfer* t) {
+    // Nothing may point into the finished transfer.
+    curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, nullptr);
+    curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, nullptr);
+    curl_easy_setopt(t->easy, CURLOPT_PRIVATE, nullptr);
+    curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETDATA, nullptr);
+    idle_easy_.push_back(t->easy);
+    curl_slist_free_all(t->headers);
+    delete t;
+  }
+
+  // Empties `t`'s slot and releases it. REQUIRES: removed from the multi.
+  void Finish(DriverTransfer* t) {
+    slots_[t->id] = nullptr;
+    free_slots_.push_back(t->id);
+    --running_;
+    if (stats_ != nullptr) {
+      stats_->transfers_in_flight.fetch_sub(1, std::memory_order_relaxed);
+    }
+    Release(t);
+  }
+
+  void Collect(std::vector<CompletedTransfer>* done) {
+    int pending = 0;
+    while (CURLMsg* msg = curl_multi_info_read(multi_, &pending)) {
+      if (msg->msg != CURLMSG_DONE) continue;
+      DriverTransfer* t = nullptr;
+      curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &t);
+      if (t == nullptr) continue;
+      const CURLcode code = msg->data.result;
+      CURL* easy = t->easy;
+      CompletedTransfer& c = done->emplace_back();
+      c.token = t->token;
+      FetchedResponse& r = c.response;
+      long status = 0;
+      curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+      r.http_status = static_cast<int>(status);
+      r.timings.dns = TimeInfo(easy, CURLINFO_NAMELOOKUP_TIME_T);
+      r.timings.connect = TimeInfo(easy, CURLINFO_CONNECT_TIME_T);
+      r.timings.tls = TimeInfo(easy, CURLINFO_APPCONNECT_TIME_T);
+      r.timings.first_byte = TimeInfo(easy, CURLINFO_STARTTRANSFER_TIME_T);
+      r.timings.total = TimeInfo(easy, CURLINFO_TOTAL_TIME_T);
+      char* content_type = nullptr;
+      curl_easy_getinfo(easy, CURLINFO_CONTENT_TYPE, &content_type);
+      if (content_type != nullptr) {
+        // Upstream bytes end up in proto3 strings, which must be UTF-8.
+        for (const char* p = content_type; *p != '\0'; ++p) {
+          const bool printable = *p >= 0x20 && *p < 0x7f;
+          r.content_type.push_back(printable ? *p : '?');
+        }
+      }
+      char* final_url = nullptr;
+      curl_easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &final_url);
+      if (final_url != nullptr) {
+        r.final_url = final_url;
+        // Redirects can lengthen it past what we accept from callers.
+        if (r.final_url.size() > kMaxUrlLength)
+          r.final_url.resize(kMaxUrlLength);
+      }
+      long redirects = 0;
+      curl_easy_getinfo(easy, CURLINFO_REDIRECT_COUNT, &redirects);
+      c.redirected = redirects > 0;
+      r.body_expected = !t->head;
+      if (!t->blocked.empty()) {
+        r.result = TransferResult::kBlocked;
+        r.end_reason = EndReason::kBlockedByPolicy;
+        r.error = std::move(t->blocked);
+      } else if (code == CURLE_WRITE_ERROR && t->too_large) {
+        r.result = TransferResult::kTooLarge;
+      } else {
+        r.result = MapCurlCode(code);
+      }
+      if (r.result == TransferResult::kTooLarge) {
+        r.error = absl::StrCat("response body exceeds ",
+                               options_.max_body_bytes, " bytes");
+      } else if (r.result == TransferResult::kBlocked && r.error.empty()) {
+        r.end_reason = EndReason::kBlockedByPolicy;
+        r.error = t->error[0] != '\0' ? std::string(t->error)
+                                      : std::string(curl_easy_strerror(code));
+      } else if (r.result != TransferResult::kResponse &&
+                 r.result != TransferResult::kBlocked) {
+        r.error = t->error[0] != '\0' ? std::string(t->error)
+                                      : std::string(curl_easy_strerror(code));
+        // A timeout shortened to the deadline that ran (nearly) its full
+        // length was cut by the deadline, not by the request's own timeout.
+        if (r.result == TransferResult::kTimeout && t->timeout_is_deadline &&
+            r.timings.total + absl::Milliseconds(5) >= t->timeout) {
+          r.end_reason = EndReason::kDeadlineCut;
+          r.error = absl::StrCat("batch deadline reached: ", r.error);
+        }
+      } else if (r.result == TransferResult::kResponse) {
+        if (stats_ != nullptr) {
+          stats_->response_bytes.fetch_add(static_cast<int64_t>(t->body.size()),
+                                           std::memory_order_relaxed);
+        }
+        r.body = std::move(t->body);
+        if (status == 429 || status == 503) {
+          curl_header* header = nullptr;
+          if (curl_easy_header(easy, "Retry-After", 0, CURLH_HEADER, -1,
+                               &header) == CURLHE_OK) {
+            c.retry_after = std::string(header->value);
+          }
+        }
+      }
+      curl_multi_remove_handle(multi_, easy);
+      Finish(t);
+    }
+  }
+
+  // Constant after construction.
+  const Options options_;
+  FetchStats* const stats_;
+  CURLM* multi_ = nullptr;
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;
+  curl_slist* default_headers_ = nullptr;
+
+  // Engine thread only.
+  std::vector<DriverTransfer*> slots_;  // by TransferId; null when free
+  std::vector<TransferId> free_slots_;
+  std::vector<CURL*> idle_easy_;  // reusable, common options already set
+  MonoTime curl_deadline_ = MonoTime::max();  // curl's timer
+  int running_ = 0;
+};
+
+CurlDriver::CurlDriver(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CurlDriver::~CurlDriver() = default;
+
+absl::StatusOr<std::unique_ptr<CurlDriver>> CurlDriver::Create(
+    const Options& options, FetchStats* stats) {
+  static const CURLcode global_init = curl_global_init(CURL_GLOBAL_DEFAULT);
+  if (global_init != CURLE_OK) {
+    return absl::InternalError(absl::StrCat("curl_global_init failed: ",
+                                            curl_easy_strerror(global_init)));
+  }
+  auto impl = std::make_unique<Impl>(options, stats);
+  if (absl::Status status = impl->Init(); !status.ok()) return status;
+  return std::unique_ptr<CurlDriver>(new CurlDriver(std::move(impl)));
+}
+
+absl::StatusOr<CurlDriver::TransferId> CurlDriver::Start(
+    const TransferSpec& spec) {
+  return impl_->Start(spec);
+}
+void CurlDriver::Abort(TransferId id) { impl_->Abort(id); }
+void CurlDriver::Poll(absl::Duration max_wait,
+                      std::vector<CompletedTransfer>* done) {
+  impl_->Poll(max_wait, done);
+}
+void CurlDriver::Wake() { impl_->Wake(); }
+int CurlDriver::running() const { return impl_->running(); }
+
+}  // namespace batchfetch

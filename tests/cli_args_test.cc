@@ -1,0 +1,502 @@
+// Unit tests for the batchfetch CLI's argument parsing (client/cli_args.h).
+// Hermetic: stdin is an istringstream and the default server is passed in.
+
+#include "client/cli_args.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "gtest/gtest.h"
+
+namespace batchfetch::cli {
+namespace {
+
+constexpr char kTestServer[] = "default.example:7000";
+
+absl::StatusOr<FetchOptions> ParseFetch(const std::vector<std::string>& args,
+                                        std::istream& in) {
+  return ParseFetchArgs(args, kTestServer, in);
+}
+
+// Parses with an empty stdin.
+absl::StatusOr<FetchOptions> ParseFetch(const std::vector<std::string>& args) {
+  std::istringstream no_input;
+  return ParseFetch(args, no_input);
+}
+
+absl::StatusOr<GetOptions> ParseGet(const std::vector<std::string>& args) {
+  return ParseGetArgs(args, kTestServer);
+}
+
+std::vector<std::string> Urls(const FetchOptions& options) {
+  std::vector<std::string> urls;
+  for (const auto& request : options.request.requests()) {
+    urls.push_back(request.url());
+  }
+  return urls;
+}
+
+// The INVALID_ARGUMENT message of a failed parse, or a note that it passed.
+template <typename T>
+std::string ErrorOf(const absl::StatusOr<T>& parsed) {
+  if (parsed.ok()) return "(parsed without error)";
+  EXPECT_EQ(parsed.status().code(), absl::StatusCode::kInvalidArgument);
+  return std::string(parsed.status().message());
+}
+
+// A file in the test's temporary directory, removed at the end of the test.
+class TempFile {
+ public:
+  TempFile(const std::string& name, const std::string& contents)
+      : path_(absl::StrCat(testing::TempDir(), "cli_args_test_", getpid(), "_",
+                           name)) {
+    std::ofstream(path_) << contents;
+  }
+  ~TempFile() { std::remove(path_.c_str()); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// --- Flag syntax -----------------------------------------------------------
+
+TEST(CliArgs, FlagTakesItsValueAfterAnEqualsSign) {
+  absl::StatusOr<FetchOptions> options =
+      ParseFetch({"--concurrency=7", "--batch-id=b-1", "http://a/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->request.concurrency(), 7u);
+  EXPECT_EQ(options->request.batch_id(), "b-1");
+}
+
+TEST(CliArgs, FlagTakesItsValueFromTheNextArgument) {
+  absl::StatusOr<FetchOptions> options =
+      ParseFetch({"--concurrency", "7", "--batch-id", "b-1", "http://a/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->request.concurrency(), 7u);
+  EXPECT_EQ(options->request.batch_id(), "b-1");
+  EXPECT_EQ(Urls(*options), std::vector<std::string>{"http://a/"});
+}
+
+TEST(CliArgs, ShortFlagTakesAGluedOrSeparateValue) {
+  absl::StatusOr<FetchOptions> options =
+      ParseFetch({"-HA: 1", "-H", "B: 2", "http://a/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  const auto& headers = options->request.requests(0).headers();
+  EXPECT_EQ(headers.size(), 2u);
+  EXPECT_EQ(headers.at("A"), "1");
+  EXPECT_EQ(headers.at("B"), "2");
+}
+
+TEST(CliArgs, ValueThatLooksLikeAFlagIsStillTheValue) {
+  absl::StatusOr<FetchOptions> options =
+      ParseFetch({"--batch-id", "--quiet", "http://a/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->request.batch_id(), "--quiet");
+  EXPECT_FALSE(options->quiet);
+}
+
+TEST(CliArgs, DoubleDashMakesEveryLaterArgumentAUrl) {
+  absl::StatusOr<FetchOptions> options =
+      ParseFetch({"--quiet", "--", "--summary-json", "-x", "http://a/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_TRUE(options->quiet);
+  EXPECT_FALSE(options->summary_json);
+  EXPECT_EQ(Urls(*options),
+            (std::vector<std::string>{"--summary-json", "-x", "http://a/"}));
+}
+
+TEST(CliArgs, BooleanFlagsAreSetByLongAndShortNames) {
+  absl::StatusOr<FetchOptions> options =
+      ParseFetch({"-q", "--summary-json", "http://a/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_TRUE(options->quiet);
+  EXPECT_TRUE(options->summary_json);
+  EXPECT_FALSE(options->help);
+}
+
+TEST(CliArgs, UnknownLongFlagIsRejected) {
+  EXPECT_EQ(ErrorOf(ParseFetch({"--bogus=1", "http://a/"})),
+            "unknown flag '--bogus=1'");
+}
+
+TEST(CliArgs, UnknownShortFlagIsRejected) {
+  EXPECT_EQ(ErrorOf(ParseFetch({"-xyz", "http://a/"})), "unknown flag '-xyz'");
+}
+
+TEST(CliArgs, FetchOnlyFlagIsUnknownToGet) {
+  EXPECT_EQ(ErrorOf(ParseGet({"id", "--quiet"})), "unknown flag '--quiet'");
+}
+
+TEST(CliArgs, ValueFlagAtTheEndWithoutValueIsRejected) {
+  EXPECT_EQ(ErrorOf(ParseFetch({"http://a/", "--timeout"})),
+            "flag --timeout needs a value");
+  EXPECT_EQ(ErrorOf(ParseFetch({"http://a/", "-f"})),
+            "flag --file needs a value");
+}
+
+TEST(CliArgs, BooleanFlagGivenAValueIsRejected) {
+  EXPECT_EQ(ErrorOf(ParseFetch({"--quiet=yes", "http://a/"})),
+            "flag --quiet takes no value");
+  EXPECT_EQ(ErrorOf(ParseFetch({"-qx", "http://a/"})),
+            "flag --quiet takes no value");
+}
+
+// --- Durations and numbers -------------------------------------------------
+
+TEST(CliArgs, MalformedDurationIsRejected) {
+  EXPECT_EQ(ErrorOf(ParseFetch({"--timeout=soon", "http://a/"})),
+            "bad duration for --timeout: 'soon' (expected e.g. 5s, 300ms, "
+            "1m30s)");
+  EXPECT_EQ(ErrorOf(ParseFetch({"--timeout=5", "http://a/"})),
+            "bad duration for --timeout: '5' (expected e.g. 5s, 300ms, "
+            "1m30s)");
+}
+
+TEST(CliArgs, NegativeDurationIsRejected) {
+  EXPECT_EQ(ErrorOf(ParseFetch({"--timeout", "-1s", "http://a/"})),
+            "bad duration for --timeout: '-1s' (expected e.g. 5s, 300ms, "
+            "1m30s)");
+}
+
+TEST(CliArgs, InfiniteDurationIsRejected) {
+  EXPECT_EQ(ErrorOf(ParseFetch({"--deadline=inf", "http://a/"})),
+            "bad duration for --deadline: 'inf' (expected e.g. 5s, 300ms, "
+            "1m30s)");
+}
+
+TEST(CliArgs, ZeroConnectTimeoutAndDeadlineAreRejected) {
+  EXPECT_EQ(ErrorOf(ParseFetch({"--connect-timeout=0s", "http://a/"})),
+            "--connect-timeout must be greater than zero");
+  EXPECT_EQ(ErrorOf(ParseGet({"id", "--deadline=0"})),
+            "--deadline must be greater than zero");
+}
+
+TEST(CliArgs, ZeroTimeoutIsAllowedAndMeansServerDefault) {
+  absl::StatusOr<FetchOptions> options =
+      ParseFetch({"--timeout=0", "http://a/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->request.timeout().seconds(), 0);
+  EXPECT_EQ(options->request.timeout().nanos(), 0);
+}
+
+TEST(CliArgs, TimeoutBecomesSecondsAndNanosInTheRequest) {
+  absl::StatusOr<FetchOptions> options =
+      ParseFetch({"--timeout=1m2.5s", "http://a/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_TRUE(options->request.has_timeout());
+  EXPECT_EQ(options->request.timeout().seconds(), 62);
+  EXPECT_EQ(options->request.timeout().nanos(), 500000000);
+
+  options = ParseFetch({"--timeout=300ms", "http://a/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->request.timeout().seconds(), 0);
+  EXPECT_EQ(options->request.timeout().nanos(), 300000000);
+}
+
+TEST(CliArgs, NoTimeoutFlagLeavesTheTimeoutUnset) {
+  absl::StatusOr<FetchOptions> options = ParseFetch({"http://a/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_FALSE(options->request.has_timeout());
+  EXPECT_EQ(options->request.concurrency(), 0u);
+}
+
+TEST(CliArgs, ConnectionFlagsAreParsed) {
+  absl::StatusOr<FetchOptions> options = ParseFetch(
+      {"--server=h:1", "--connect-timeout=2s", "--deadline=1m", "http://a/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->connection.server, "h:1");
+  EXPECT_EQ(options->connection.connect_timeout, absl::Seconds(2));
+  ASSERT_TRUE(options->connection.deadline.has_value());
+  EXPECT_EQ(*options->connection.deadline, absl::Minutes(1));
+}
+
+TEST(CliArgs, ConnectionDefaultsApplyWithoutFlags) {
+  absl::StatusOr<FetchOptions> options = ParseFetch({"http://a/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->connection.server, kTestServer);
+  EXPECT_EQ(options->connection.connect_timeout, kDefaultConnectTimeout);
+  EXPECT_FALSE(options->connection.deadline.has_value());
+}
+
+TEST(CliArgs, EmptyServerIsRejected) {
+  EXPECT_EQ(ErrorOf(ParseFetch({"--server=", "http://a/"})),
+            "--server must not be empty");
+}
+
+TEST(CliArgs, DefaultServerIsTheEnvironmentValueUnlessUnsetOrEmpty) {
+  EXPECT_EQ(DefaultServer("env.example:9"), "env.example:9");
+  EXPECT_EQ(DefaultServer(""), "localhost:50051");
+  EXPECT_EQ(DefaultServer(nullptr), "localhost:50051");
+}
+
+TEST(CliArgs, MalformedUintIsRejected) {
+  for (const char* bad : {"many", "-3", "1.5", "4294967296", ""}) {
+    EXPECT_EQ(ErrorOf(ParseFetch({"--concurrency", bad, "http://a/"})),
+              absl::StrCat("bad value for --concurrency: '", bad,
+                           "' (expected a number)"));
+  }
+  EXPECT_EQ(ErrorOf(ParseGet({"id", "--page-size=x"})),
+            "bad value for --page-size: 'x' (expected a number)");
+}
+
+// --- Method and headers ----------------------------------------------------
+
+TEST(CliArgs, MethodIsUpperCasedAndSetOnEveryRequest) {
+  absl::StatusOr<FetchOptions> options =
+      ParseFetch({"--method=post", "http://a/", "http://b/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  ASSERT_EQ(options->request.requests_size(), 2);
+  EXPECT_EQ(options->request.requests(0).method(), "POST");
+  EXPECT_EQ(options->request.requests(1).method(), "POST");
+}
+
+TEST(CliArgs, MethodIsEmptyWithoutTheFlag) {
+  absl::StatusOr<FetchOptions> options = ParseFetch({"http://a/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->request.requests(0).method(), "");
+}
+
+TEST(CliArgs, EmptyMethodIsRejected) {
+  EXPECT_EQ(ErrorOf(ParseFetch({"--method=", "http://a/"})),
+            "--method must not be empty");
+}
+
+TEST(CliArgs, HeaderNameAndValueAreTrimmed) {
+  absl::StatusOr<std::pair<std::string, std::string>> header =
+      ParseHeader("  X-Token :  abc def  ");
+  ASSERT_TRUE(header.ok()) << header.status();
+  EXPECT_EQ(header->first, "X-Token");
+  EXPECT_EQ(header->second, "abc def");
+}
+
+TEST(CliArgs, HeaderValueMayBeEmptyOrContainColons) {
+  absl::StatusOr<std::pair<std::string, std::string>> header =
+      ParseHeader("X-Empty:");
+  ASSERT_TRUE(header.ok()) << header.status();
+  EXPECT_EQ(header->second, "");
+  header = ParseHeader("Referer: http://x:8080/");
+  ASSERT_TRUE(header.ok()) << header.status();
+  EXPECT_EQ(header->first, "Referer");
+  EXPECT_EQ(header->second, "http://x:8080/");
+}
+
+TEST(CliArgs, HeaderWithoutColonIsRejected) {
+  EXPECT_EQ(ErrorOf(ParseFetch({"-H", "X-Token abc", "http://a/"})),
+            "bad header 'X-Token abc' (expected 'Name: value')");
+}
+
+TEST(CliArgs, HeaderWithEmptyNameIsRejected) {
+  EXPECT_EQ(ErrorOf(ParseHeader(" : v")),
+            "bad header ' : v' (expected 'Name: value')");
+}
+
+TEST(CliArgs, HeaderNameWithSpaceIsRejected) {
+  EXPECT_EQ(ErrorOf(ParseFetch({"--header=X Token: abc", "http://a/"})),
+            "bad header 'X Token: abc' (expected 'Name: value')");
+}
+
+TEST(CliArgs, HeadersApplyToEveryRequest) {
+  absl::StatusOr<FetchOptions> options =
+      ParseFetch({"http://a/", "-H", "A: 1", "http://b/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  ASSERT_EQ(options->request.requests_size(), 2);
+  for (const auto& request : options->request.requests()) {
+    EXPECT_EQ(request.headers().size(), 1u);
+    EXPECT_EQ(request.headers().at("A"), "1");
+  }
+}
+
+TEST(CliArgs, LaterHeaderWithSameNameWins) {
+  absl::StatusOr<FetchOptions> options =
+      ParseFetch({"-H", "X: first", "-H", "Y: y", "-H", "X: second", "u"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  const auto& headers = options->request.requests(0).headers();
+  EXPECT_EQ(headers.size(), 2u);
+  EXPECT_EQ(headers.at("X"), "second");
+  EXPECT_EQ(headers.at("Y"), "y");
+}
+
+// --- --extract -------------------------------------------------------------
+
+TEST(CliArgs, ExtractMapsNamesToPointers) {
+  absl::StatusOr<FetchOptions> options = ParseFetch(
+      {"--extract=title=/title", "--extract", "id=/data/0/id", "http://a/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  const auto& extract = options->request.extract();
+  EXPECT_EQ(extract.size(), 2u);
+  EXPECT_EQ(extract.at("title"), "/title");
+  EXPECT_EQ(extract.at("id"), "/data/0/id");
+}
+
+TEST(CliArgs, ExtractWithEmptyPointerSelectsTheWholeDocument) {
+  absl::StatusOr<FetchOptions> options =
+      ParseFetch({"--extract=all=", "http://a/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->request.extract().at("all"), "");
+}
+
+TEST(CliArgs, ExtractWithoutEqualsSignIsRejected) {
+  EXPECT_EQ(ErrorOf(ParseFetch({"--extract=title", "http://a/"})),
+            "bad --extract 'title' (expected NAME=/json/pointer)");
+}
+
+TEST(CliArgs, ExtractWithEmptyNameIsRejected) {
+  EXPECT_EQ(ErrorOf(ParseExtract("=/title")),
+            "bad --extract '=/title' (expected NAME=/json/pointer)");
+}
+
+TEST(CliArgs, ExtractPointerNotStartingWithSlashIsRejected) {
+  EXPECT_EQ(ErrorOf(ParseFetch({"--extract=t=title", "http://a/"})),
+            "bad --extract 't=title': a JSON Pointer must be empty or start "
+            "with '/'");
+}
+
+TEST(CliArgs, ExtractNameGivenTwiceIsRejected) {
+  EXPECT_EQ(
+      ErrorOf(ParseFetch({"--extract=t=/a", "--extract=t=/b", "http://a/"})),
+      "--extract name 't' given twice");
+}
+
+// --- URL sources -----------------------------------------------------------
+
+TEST(CliArgs, DashReadsUrlsFromTheGivenStdinStream) {
+  std::istringstream in("http://a/\n  http://b/  \n");
+  absl::StatusOr<FetchOptions> options = ParseFetch({"-"}, in);
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(Urls(*options),
+            (std::vector<std::string>{"http://a/", "http://b/"}));
+}
+
+TEST(CliArgs, FileDashAlsoReadsTheGivenStdinStream) {
+  std::istringstream in("http://a/\n");
+  absl::StatusOr<FetchOptions> options = ParseFetch({"-f", "-"}, in);
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(Urls(*options), std::vector<std::string>{"http://a/"});
+}
+
+TEST(CliArgs, UnreadableStdinIsReported) {
+  std::istringstream in("http://a/\n");
+  in.setstate(std::ios::badbit);
+  EXPECT_EQ(ErrorOf(ParseFetch({"-"}, in)), "cannot read stdin");
+}
+
+TEST(CliArgs, UrlFileSkipsBlankLinesAndComments) {
+  TempFile file("urls.txt",
+                "# a comment\n"
+                "http://a/\n"
+                "\n"
+                "   \t\n"
+                "  http://b/  \r\n"
+                "  # indented comment\n"
+                "http://c/#fragment");
+  absl::StatusOr<FetchOptions> options = ParseFetch({"-f", file.path()});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(Urls(*options), (std::vector<std::string>{"http://a/", "http://b/",
+                                                      "http://c/#fragment"}));
+}
+
+TEST(CliArgs, UrlSourcesKeepCommandLineOrder) {
+  TempFile file("order.txt", "http://f1/\nhttp://f2/\n");
+  std::istringstream in("http://s1/\n");
+  absl::StatusOr<FetchOptions> options = ParseFetch(
+      {"http://a1/", "--file=" + file.path(), "http://a2/", "-"}, in);
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(Urls(*options),
+            (std::vector<std::string>{"http://a1/", "http://f1/", "http://f2/",
+                                      "http://a2/", "http://s1/"}));
+  for (int i = 0; i < options->request.requests_size(); ++i) {
+    EXPECT_TRUE(options->request.requests(i).headers().empty());
+  }
+}
+
+TEST(CliArgs, NonexistentUrlFileIsRejected) {
+  const std::string path =
+      absl::StrCat(testing::TempDir(), "cli_args_test_no_such_file.txt");
+  EXPECT_EQ(ErrorOf(ParseFetch({"-f", path})),
+            absl::StrCat("cannot open URL file '", path,
+                         "': No such file or directory"));
+}
+
+TEST(CliArgs, NoUrlsIsAnError) {
+  EXPECT_EQ(ErrorOf(ParseFetch({})), "no URLs given");
+  EXPECT_EQ(ErrorOf(ParseFetch({"--quiet"})), "no URLs given");
+}
+
+TEST(CliArgs, EmptyUrlFileAndStdinGiveNoUrls) {
+  TempFile file("empty.txt", "# nothing here\n\n");
+  std::istringstream in("");
+  EXPECT_EQ(ErrorOf(ParseFetch({"-f", file.path(), "-"}, in)), "no URLs given");
+}
+
+// --- --help ----------------------------------------------------------------
+
+TEST(CliArgs, HelpNeedsNoUrls) {
+  for (const char* help : {"--help", "-h"}) {
+    absl::StatusOr<FetchOptions> options = ParseFetch({help});
+    ASSERT_TRUE(options.ok()) << options.status();
+    EXPECT_TRUE(options->help);
+  }
+}
+
+TEST(CliArgs, HelpForGetNeedsNoBatchId) {
+  absl::StatusOr<GetOptions> options = ParseGet({"--help"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_TRUE(options->help);
+}
+
+TEST(CliArgs, UsageDocumentsEveryFlag) {
+  const std::string usage = kUsage;
+  for (const char* flag :
+       {"--server", "--connect-timeout", "--deadline", "-f, --file",
+        "--concurrency", "--timeout", "--method", "-H, --header", "--extract",
+        "--batch-id", "--quiet", "--summary-json", "--results",
+        "--page-size"}) {
+    EXPECT_NE(usage.find(flag), std::string::npos) << flag;
+  }
+}
+
+// --- get -------------------------------------------------------------------
+
+TEST(CliArgs, GetTakesOneBatchIdAndItsFlags) {
+  absl::StatusOr<GetOptions> options =
+      ParseGet({"--results", "b-1", "--page-size", "50", "--server=h:2"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->batch_id, "b-1");
+  EXPECT_TRUE(options->results);
+  EXPECT_EQ(options->page_size, 50u);
+  EXPECT_EQ(options->connection.server, "h:2");
+  EXPECT_FALSE(options->help);
+}
+
+TEST(CliArgs, GetDefaultsToSummaryOnlyAndServerPageSize) {
+  absl::StatusOr<GetOptions> options = ParseGet({"b-1"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_FALSE(options->results);
+  EXPECT_EQ(options->page_size, 0u);
+  EXPECT_EQ(options->connection.server, kTestServer);
+}
+
+TEST(CliArgs, GetNeedsExactlyOneBatchId) {
+  EXPECT_EQ(ErrorOf(ParseGet({})), "get needs exactly one batch ID");
+  EXPECT_EQ(ErrorOf(ParseGet({"a", "b"})), "get needs exactly one batch ID");
+  EXPECT_EQ(ErrorOf(ParseGet({""})), "get needs exactly one batch ID");
+}
+
+TEST(CliArgs, GetAcceptsABatchIdStartingWithDashAfterDoubleDash) {
+  absl::StatusOr<GetOptions> options = ParseGet({"--", "-odd-id"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->batch_id, "-odd-id");
+}
+
+}  // namespace
+}  // namespace batchfetch::cli
