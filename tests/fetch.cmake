@@ -1,3 +1,11 @@
+# Pure parts of the fetch engine: no network, no sleeps.
+add_executable(fetch_unit_tests
+  retry_policy_test.cc request_validation_test.cc scheduler_test.cc
+  curl_driver_test.cc)
+target_link_libraries(fetch_unit_tests PRIVATE batchfetch_fetch batchfetch_warnings
+  CURL::libcurl absl::random_random GTest::gtest_main)
+gtest_discover_tests(fetch_unit_tests DISCOVERY_TIMEOUT 60)
+
 # The fetch engine against a real loopback upstream.
 add_executable(fetch_engine_test fetch_engine_test.cc)
 target_link_libraries(fetch_engine_test PRIVATE batchfetch_fetch batchfetch_test_support

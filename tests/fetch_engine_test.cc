@@ -1,7 +1,11 @@
 #include "service/fetch/fetch_engine.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <map>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
@@ -298,6 +302,74 @@ TEST_F(FetchEngineTest, SmallBatchIsNotStarvedByLargeOne) {
   // long before the large batch's remaining ~5 s of work.
   EXPECT_LT(absl::Now() - start, absl::Seconds(2));
   EXPECT_LT(large->responses().size(), 150u);
+}
+
+// Denies one port, so a test can tell refused connections apart.
+class DenyPortEgress : public EgressPolicy {
+ public:
+  explicit DenyPortEgress(int port) : port_(port) {}
+  absl::Status CheckConnect(const sockaddr* address, socklen_t) const override {
+    if (address->sa_family == AF_INET &&
+        ntohs(reinterpret_cast<const sockaddr_in*>(address)->sin_port) ==
+            port_) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("port ", port_, " is denied by the test policy"));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  const int port_;
+};
+
+TEST_F(FetchEngineTest, EgressPolicyRefusesBeforeAnyConnection) {
+  FetchEngine::Options options;
+  options.egress = std::make_shared<DenyPortEgress>(upstream_->port());
+  auto engine = MakeEngine(options);
+  auto sink = std::make_shared<RecordingSink>();
+  engine->Submit(Urls(*upstream_, 2, ""), BatchOptions(), sink);
+  ASSERT_TRUE(sink->AwaitCount(2, absl::Seconds(10)));
+  for (auto& [index, r] : sink->responses()) {
+    EXPECT_EQ(r.result, TransferResult::kBlocked) << index;
+    EXPECT_EQ(r.end_reason, EndReason::kBlockedByPolicy);
+    EXPECT_TRUE(absl::StrContains(r.error, "denied by the test policy"))
+        << r.error;
+  }
+  EXPECT_EQ(upstream_->connections_accepted(), 0);
+}
+
+TEST_F(FetchEngineTest, AcceptsASubsetOfABatchUnderItsOriginalIndices) {
+  auto engine = MakeEngine();
+  auto sink = std::make_shared<RecordingSink>();
+  std::vector<FetchSpec> specs = Urls(*upstream_, 3, "");
+  specs[0].index = 1000;
+  specs[1].index = 7;
+  specs[2].index = 42;
+  specs[2].url = "ftp://nope/";  // answered without I/O, same index rule
+  engine->Submit(specs, BatchOptions(), sink);
+  ASSERT_TRUE(sink->AwaitCount(3, absl::Seconds(10)));
+  auto r = sink->responses();
+  ASSERT_EQ(r.count(1000), 1u);
+  ASSERT_EQ(r.count(7), 1u);
+  ASSERT_EQ(r.count(42), 1u);
+  EXPECT_EQ(r[1000].url, upstream_->Url("/item/0?"));
+  EXPECT_EQ(r[42].result, TransferResult::kInvalidRequest);
+}
+
+TEST_F(FetchEngineTest, StatsCountTransfersAndResults) {
+  auto engine = MakeEngine();
+  auto sink = std::make_shared<RecordingSink>();
+  std::vector<FetchSpec> specs = Urls(*upstream_, 3, "bytes=100");
+  specs[2].url = "ftp://nope/";
+  engine->Submit(specs, BatchOptions(), sink);
+  ASSERT_TRUE(sink->AwaitCount(3, absl::Seconds(10)));
+  const FetchStatsSnapshot stats = engine->stats();
+  EXPECT_EQ(stats.transfers_started, 2);
+  EXPECT_EQ(stats.response_bytes, 200);
+  EXPECT_EQ(stats.delivered[static_cast<int>(TransferResult::kResponse)], 2);
+  EXPECT_EQ(stats.delivered[static_cast<int>(TransferResult::kInvalidRequest)],
+            1);
+  EXPECT_EQ(stats.transfers_in_flight, 0);
 }
 
 }  // namespace

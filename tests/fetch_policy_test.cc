@@ -337,5 +337,81 @@ TEST_F(FetchPolicyTest, ReusesConnectionsAcrossBatchesAndReportsTimings) {
   EXPECT_LE(upstream_->connections_accepted(), 4);
 }
 
+TEST_F(FetchPolicyTest, RetryAfterBeyondTheCapIsNotRetriedEarly) {
+  // The server asks for 5 s; we allow at most 1 s. Retrying after 1 s would
+  // only fail again: the request is not retried at all and says why.
+  FetchEngine::Options engine_options;
+  engine_options.max_retry_after = absl::Seconds(1);
+  const absl::Time start = absl::Now();
+  auto r = Run(
+      Specs({upstream_->Url("/x?fail_first=1&fail_status=503&retry_after=5")}),
+      WithRetries(3), engine_options);
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(900));
+  EXPECT_EQ(r[0].result, TransferResult::kResponse);
+  EXPECT_EQ(r[0].http_status, 503);
+  EXPECT_EQ(r[0].attempts, 1u);
+  EXPECT_EQ(r[0].end_reason, EndReason::kRetryNotAllowedYet);
+  EXPECT_TRUE(absl::StrContains(r[0].error, "allows the next try only after"))
+      << r[0].error;
+  EXPECT_EQ(upstream_->total_requests(), 1);
+}
+
+TEST_F(FetchPolicyTest, WaitingRetryKeepsStatusAndErrorButNotTheBody) {
+  // The retry is due at once, but the only slot is held by a slow request
+  // until the deadline: the result is the last attempt's 503, without the
+  // 100 KB body, which was not kept in memory while the retry waited.
+  BatchOptions options = WithRetries(3);
+  options.concurrency = 1;
+  options.retry.max_backoff = absl::Milliseconds(10);
+  options.deadline = absl::Now() + absl::Milliseconds(600);
+  auto r = Run(Specs({upstream_->Url("/flaky?status=503&bytes=100000"),
+                      upstream_->Url("/slow?delay_ms=3000")}),
+               options);
+  EXPECT_EQ(r[0].result, TransferResult::kResponse);
+  EXPECT_EQ(r[0].http_status, 503);
+  EXPECT_EQ(r[0].end_reason, EndReason::kNoTimeForRetry);
+  EXPECT_TRUE(r[0].body.empty()) << r[0].body.size();
+  EXPECT_TRUE(absl::StrContains(r[0].error, "could start")) << r[0].error;
+}
+
+TEST_F(FetchPolicyTest, ServerEnvironmentProxyIsIgnored) {
+  // A proxy in the server's environment must not capture egress: without
+  // --proxy, transfers go directly to the host asked for.
+  const char* saved = std::getenv("http_proxy");
+  std::string saved_value = saved == nullptr ? "" : saved;
+  setenv("http_proxy", "http://127.0.0.1:1", 1);
+  setenv("ALL_PROXY", "http://127.0.0.1:1", 1);
+  auto r = Run(Specs({upstream_->Url("/direct")}), BatchOptions());
+  if (saved == nullptr) {
+    unsetenv("http_proxy");
+  } else {
+    setenv("http_proxy", saved_value.c_str(), 1);
+  }
+  unsetenv("ALL_PROXY");
+  EXPECT_EQ(r[0].result, TransferResult::kResponse) << r[0].error;
+  EXPECT_EQ(r[0].http_status, 200);
+}
+
+TEST_F(FetchPolicyTest, EndAtDeadlineCutsRunningTransfersAsTimeout) {
+  auto engine = FetchEngine::Create({});
+  ASSERT_TRUE(engine.ok());
+  auto sink = std::make_shared<Sink>();
+  BatchOptions options;
+  options.concurrency = 2;
+  auto handle = (*engine)->Submit(
+      Specs({upstream_->Url("/s1?delay_ms=5000"),
+             upstream_->Url("/s2?delay_ms=5000"), upstream_->Url("/never")}),
+      options, sink);
+  ASSERT_TRUE(upstream_->AwaitInFlightAtLeast(2, absl::Seconds(5)));
+  handle->EndAtDeadline();
+  auto r = sink->Await(3);
+  for (uint32_t i : {0u, 1u}) {
+    EXPECT_EQ(r[i].result, TransferResult::kTimeout) << i;
+    EXPECT_EQ(r[i].end_reason, EndReason::kDeadlineCut) << i;
+  }
+  EXPECT_EQ(r[2].result, TransferResult::kCancelled);
+  EXPECT_EQ(r[2].end_reason, EndReason::kDeadlineBeforeStart);
+}
+
 }  // namespace
 }  // namespace batchfetch

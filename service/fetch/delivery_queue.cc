@@ -4,7 +4,9 @@
 
 namespace batchfetch {
 
-DeliveryQueue::DeliveryQueue() : thread_([this] { Run(); }) {}
+DeliveryQueue::DeliveryQueue() {
+  thread_ = std::thread([this] { Run(); });
+}
 
 DeliveryQueue::~DeliveryQueue() { Stop(); }
 

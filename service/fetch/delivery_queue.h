@@ -39,10 +39,11 @@ class DeliveryQueue {
  private:
   void Run();
 
-  std::thread thread_;
   absl::Mutex mu_;
   std::vector<Delivery> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Last: started once the members above exist.
+  std::thread thread_;
 };
 
 }  // namespace batchfetch
