@@ -449,6 +449,50 @@ TEST_F(ServiceTest, ExpiredDeadlineCancelsTheBatch) {
   EXPECT_EQ(upstream_->total_requests(), 2);
 }
 
+// Under a gRPC deadline, a transfer that was running when it passed is
+// stored TIMEOUT (cut at the deadline), never CANCELLED, whichever of the
+// engine's deadline and gRPC's cancel is seen first; requests that never
+// started are CANCELLED. Several rounds, since it used to be a race.
+TEST_F(ServiceTest, GrpcDeadlineStoresRunningTransfersAsTimeout) {
+  StartServer(Config());
+  for (int round = 0; round < 6; ++round) {
+    std::vector<std::string> urls;
+    for (int i = 0; i < 8; ++i) {
+      urls.push_back(
+          upstream_->Url(absl::StrCat("/slow?delay_ms=10000&n=", i)));
+    }
+    v1::FetchBatchRequest request = Batch(urls, 4);
+    const std::string id = absl::StrCat("grpc-deadline-", round);
+    request.set_batch_id(id);
+    Streamed s = Fetch(request, absl::Milliseconds(300));
+    EXPECT_EQ(s.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+    absl::StatusOr<v1::BatchSummary> summary;
+    for (int i = 0; i < 100; ++i) {
+      summary = GetBatch(id);
+      if (summary.ok() && summary->state() != v1::BATCH_STATE_RUNNING) break;
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    ASSERT_TRUE(summary.ok()) << summary.status();
+    EXPECT_EQ(summary->state(), v1::BATCH_STATE_CANCELLED);
+    EXPECT_EQ(summary->stored(), 8u);
+    int pages = 0;
+    std::vector<v1::FetchResult> stored = ListAll(id, 100, &pages);
+    ASSERT_EQ(stored.size(), 8u);
+    int running = 0;
+    for (const v1::FetchResult& r : stored) {
+      if (r.attempts() > 0) {  // it had started
+        ++running;
+        EXPECT_EQ(r.outcome(), v1::OUTCOME_TIMEOUT)
+            << "round " << round << ": " << r.ShortDebugString();
+      } else {
+        EXPECT_EQ(r.outcome(), v1::OUTCOME_CANCELLED)
+            << "round " << round << ": " << r.ShortDebugString();
+      }
+    }
+    EXPECT_EQ(running, 4) << "round " << round;
+  }
+}
+
 TEST_F(ServiceTest, WriterReconnectsAfterConnectionLossWithoutLosingRows) {
   StartServer(Config());
   std::vector<std::string> urls;

@@ -1,1 +1,22 @@
-# Store tests against a private MariaDB go here.
+# The store's pure logic (no database): error classification, value
+# conversions, the give-up decision on a fake clock, grouping, paging,
+# migration steps.
+add_executable(store_unit_tests
+  mysql_session_test.cc
+  mysql_values_test.cc
+  mysql_writer_unit_test.cc
+  mysql_reader_unit_test.cc
+  mysql_schema_unit_test.cc
+  store_write_retry_policy_test.cc)
+target_link_libraries(store_unit_tests PRIVATE batchfetch_store batchfetch_warnings
+  GTest::gtest_main)
+gtest_discover_tests(store_unit_tests DISCOVERY_TIMEOUT 60)
+
+# MysqlResultStore and its parts against a private MariaDB (and a TCP black
+# hole in front of it). One CTest test so the instance is started once.
+add_executable(store_test store_test.cc)
+target_link_libraries(store_test PRIVATE batchfetch_store batchfetch_test_support
+  batchfetch_warnings GTest::gtest_main)
+add_test(NAME store_test COMMAND store_test)
+# Private MariaDB instances bootstrap badly side by side (ctest -j).
+set_tests_properties(store_test PROPERTIES TIMEOUT 600 RESOURCE_LOCK mariadb)

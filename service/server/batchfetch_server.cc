@@ -3,10 +3,22 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <sys/resource.h>
+
+#include <algorithm>
 
 #include "absl/strings/str_cat.h"
 
 namespace batchfetch {
+
+void RaiseFileLimit() {
+  rlimit limit;
+  if (getrlimit(RLIMIT_NOFILE, &limit) == 0 &&
+      limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+  }
+}
 
 absl::StatusOr<std::unique_ptr<BatchFetchServer>> BatchFetchServer::Start(
     const ServerConfig& config, std::unique_ptr<ResultStore> store) {
@@ -61,7 +73,8 @@ void BatchFetchServer::Wait() {
 BatchFetchServer::~BatchFetchServer() {
   Shutdown(absl::ZeroDuration());
   server_.reset();
-  // Reactors are gone; stop the engine before the store they fed.
+  // Reactors are gone (and with them the executor's work): join the
+  // executor, then stop the engine before the store they fed.
   service_.reset();
   engine_.reset();
   store_.reset();

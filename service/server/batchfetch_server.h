@@ -8,9 +8,9 @@
 #include "absl/time/time.h"
 #include "service/api/batch_fetcher_service.h"
 #include "service/fetch/fetch_engine.h"
+#include "service/server/server_config.h"
 #include "service/store/mysql/mysql_result_store.h"
 #include "service/store/result_store.h"
-#include "service/server/server_config.h"
 
 namespace grpc {
 class Server;
@@ -18,8 +18,17 @@ class Server;
 
 namespace batchfetch {
 
+// Lifts the soft RLIMIT_NOFILE to the hard limit: each in-flight transfer
+// needs a socket. Best effort; for main(), before Start.
+void RaiseFileLimit();
+
 // The assembled server: store, engine, service and gRPC server, owned in
 // the order they must be torn down (gRPC first, the store last).
+//
+// Threads it brings up: gRPC's callback threads, the engine's event-loop
+// and delivery threads, the service's executor (ServiceOptions::
+// store_threads, for CreateBatch/GetBatch/ListResults) and the store's
+// writer thread.
 class BatchFetchServer {
  public:
   // Opens the store (unless disabled or `store` is given: tests pass a

@@ -3,14 +3,18 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
-#include "absl/strings/ascii.h"
+#include "absl/flags/usage.h"
+#include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 
+// Every flag defined here must be in ServerFlags() below, with its variable.
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC listen address");
 ABSL_FLAG(std::string, store, "mysql", "Result store: mysql or none");
 ABSL_FLAG(std::string, mysql_host, "127.0.0.1", "MySQL host");
@@ -21,6 +25,9 @@ ABSL_FLAG(std::string, mysql_password_file, "",
           "File holding the MySQL password (else BATCHFETCH_MYSQL_PASSWORD)");
 ABSL_FLAG(absl::Duration, mysql_startup_wait, absl::Seconds(30),
           "How long to wait for MySQL at start-up");
+ABSL_FLAG(absl::Duration, mysql_io_timeout, absl::Seconds(30),
+          "Longest MySQL read or write on an open connection; a half-open "
+          "connection fails after it instead of hanging");
 ABSL_FLAG(absl::Duration, store_retry_budget, absl::Seconds(30),
           "How long the writer retries a group through connection loss");
 ABSL_FLAG(int, max_in_flight, 1000,
@@ -51,22 +58,70 @@ ABSL_FLAG(int, low_speed_bytes, 64,
           "as TIMEOUT (0 = off)");
 ABSL_FLAG(absl::Duration, low_speed_time, absl::Seconds(10),
           "Window for --low_speed_bytes");
+ABSL_FLAG(std::string, proxy, "",
+          "Proxy for every transfer, in curl syntax (e.g. "
+          "http://proxy:3128); empty: none, whatever http_proxy, https_proxy "
+          "or ALL_PROXY say");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(20),
+          "On SIGTERM, how long running batches may finish before they are "
+          "cancelled");
 
 namespace batchfetch {
-namespace {}  // namespace
+namespace {
+
+template <typename T>
+ServerFlag Bind(const absl::Flag<T>& flag, const char* env) {
+  return ServerFlag{&absl::GetFlagReflectionHandle(flag), env};
+}
+
+}  // namespace
+
+const std::vector<ServerFlag>& ServerFlags() {
+  static const std::vector<ServerFlag>* const flags =
+      new std::vector<ServerFlag>{
+          Bind(FLAGS_listen, "BATCHFETCH_LISTEN"),
+          Bind(FLAGS_store, "BATCHFETCH_STORE"),
+          Bind(FLAGS_mysql_host, "BATCHFETCH_MYSQL_HOST"),
+          Bind(FLAGS_mysql_port, "BATCHFETCH_MYSQL_PORT"),
+          Bind(FLAGS_mysql_user, "BATCHFETCH_MYSQL_USER"),
+          Bind(FLAGS_mysql_database, "BATCHFETCH_MYSQL_DATABASE"),
+          Bind(FLAGS_mysql_password_file, "BATCHFETCH_MYSQL_PASSWORD_FILE"),
+          Bind(FLAGS_mysql_startup_wait, "BATCHFETCH_MYSQL_STARTUP_WAIT"),
+          Bind(FLAGS_mysql_io_timeout, "BATCHFETCH_MYSQL_IO_TIMEOUT"),
+          Bind(FLAGS_store_retry_budget, "BATCHFETCH_STORE_RETRY_BUDGET"),
+          Bind(FLAGS_max_in_flight, "BATCHFETCH_MAX_IN_FLIGHT"),
+          Bind(FLAGS_default_concurrency, "BATCHFETCH_DEFAULT_CONCURRENCY"),
+          Bind(FLAGS_max_concurrency, "BATCHFETCH_MAX_CONCURRENCY"),
+          Bind(FLAGS_max_batch_size, "BATCHFETCH_MAX_BATCH_SIZE"),
+          Bind(FLAGS_max_body_bytes, "BATCHFETCH_MAX_BODY_BYTES"),
+          Bind(FLAGS_default_timeout, "BATCHFETCH_DEFAULT_TIMEOUT"),
+          Bind(FLAGS_max_timeout, "BATCHFETCH_MAX_TIMEOUT"),
+          Bind(FLAGS_connect_timeout, "BATCHFETCH_CONNECT_TIMEOUT"),
+          Bind(FLAGS_max_redirects, "BATCHFETCH_MAX_REDIRECTS"),
+          Bind(FLAGS_max_request_mb, "BATCHFETCH_MAX_REQUEST_MB"),
+          Bind(FLAGS_max_attempts, "BATCHFETCH_MAX_ATTEMPTS"),
+          Bind(FLAGS_default_per_host_concurrency,
+               "BATCHFETCH_DEFAULT_PER_HOST_CONCURRENCY"),
+          Bind(FLAGS_max_retry_after, "BATCHFETCH_MAX_RETRY_AFTER"),
+          Bind(FLAGS_low_speed_bytes, "BATCHFETCH_LOW_SPEED_BYTES"),
+          Bind(FLAGS_low_speed_time, "BATCHFETCH_LOW_SPEED_TIME"),
+          Bind(FLAGS_proxy, "BATCHFETCH_PROXY"),
+          Bind(FLAGS_shutdown_grace, "BATCHFETCH_SHUTDOWN_GRACE"),
+      };
+  return *flags;
+}
 
 absl::Status ApplyEnvironmentToFlags() {
-  // Every flag the server defines (in service/) has a variable.
-  for (const auto& [name, flag] : absl::GetAllFlags()) {
-    if (!absl::StrContains(flag->Filename(), "service/")) continue;
-    const std::string env =
-        absl::StrCat("BATCHFETCH_", absl::AsciiStrToUpper(name));
-    const char* value = std::getenv(env.c_str());
+  for (const ServerFlag& entry : ServerFlags()) {
+    const char* value = std::getenv(entry.env);
     if (value == nullptr) continue;
+    // The list holds read-only handles; the registry hands out the same
+    // flag for writing.
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(entry.flag->Name());
     std::string error;
-    if (!flag->ParseFrom(value, &error)) {
+    if (flag == nullptr || !flag->ParseFrom(value, &error)) {
       return absl::InvalidArgumentError(
-          absl::StrCat("environment variable ", env, ": ", error));
+          absl::StrCat("environment variable ", entry.env, ": ", error));
     }
   }
   return absl::OkStatus();
@@ -87,7 +142,11 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   config.mysql.user = absl::GetFlag(FLAGS_mysql_user);
   config.mysql.database = absl::GetFlag(FLAGS_mysql_database);
   config.mysql.startup_wait = absl::GetFlag(FLAGS_mysql_startup_wait);
+  config.mysql.io_timeout = absl::GetFlag(FLAGS_mysql_io_timeout);
   config.mysql.retry_budget = absl::GetFlag(FLAGS_store_retry_budget);
+  if (config.mysql.io_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--mysql_io_timeout must be > 0");
+  }
   const std::string password_file = absl::GetFlag(FLAGS_mysql_password_file);
   if (!password_file.empty()) {
     std::ifstream in(password_file);
@@ -133,6 +192,7 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   config.engine.max_retry_after = absl::GetFlag(FLAGS_max_retry_after);
   config.engine.low_speed_bytes = absl::GetFlag(FLAGS_low_speed_bytes);
   config.engine.low_speed_time = absl::GetFlag(FLAGS_low_speed_time);
+  config.engine.proxy = absl::GetFlag(FLAGS_proxy);
   if (absl::GetFlag(FLAGS_default_per_host_concurrency) < 0 ||
       config.engine.low_speed_bytes < 0) {
     return absl::InvalidArgumentError(
@@ -164,7 +224,28 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
     return absl::InvalidArgumentError("--max_request_mb must be <= 1024");
   }
   config.max_request_bytes = absl::GetFlag(FLAGS_max_request_mb) << 20;
+  config.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  if (config.shutdown_grace < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--shutdown_grace must be >= 0");
+  }
   return config;
+}
+
+absl::StatusOr<ServerConfig> ParseServerConfig(int argc, char** argv) {
+  // --help lists the server's flags: those of this file.
+  absl::FlagsUsageConfig usage;
+  usage.contains_help_flags = [](absl::string_view file) {
+    return absl::EndsWith(file, "service/server/server_config.cc");
+  };
+  usage.contains_helpshort_flags = usage.contains_help_flags;
+  absl::SetFlagsUsageConfig(usage);
+  absl::SetProgramUsageMessage(
+      "batchfetch gRPC server. Every flag can also be set as an environment "
+      "variable BATCHFETCH_<FLAG_NAME>; the MySQL password only via "
+      "BATCHFETCH_MYSQL_PASSWORD or --mysql_password_file.");
+  if (absl::Status env = ApplyEnvironmentToFlags(); !env.ok()) return env;
+  absl::ParseCommandLine(argc, argv);
+  return ServerConfigFromFlags();
 }
 
 }  // namespace batchfetch

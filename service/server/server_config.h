@@ -1,15 +1,20 @@
 #ifndef BATCHFETCH_SERVICE_SERVER_SERVER_CONFIG_H_
 #define BATCHFETCH_SERVICE_SERVER_SERVER_CONFIG_H_
 
-#include "absl/status/statusor.h"
 #include <string>
+#include <vector>
 
-#include "service/api/batch_fetcher_service.h"
+#include "absl/flags/commandlineflag.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "service/api/service_options.h"
 #include "service/fetch/fetch_engine.h"
 #include "service/store/mysql/mysql_result_store.h"
 
 namespace batchfetch {
 
+// Everything the server is assembled from (see BatchFetchServer::Start).
 struct ServerConfig {
   std::string listen = "0.0.0.0:50051";
   bool store_enabled = true;  // false: --store=none
@@ -18,18 +23,39 @@ struct ServerConfig {
   ServiceOptions service;
   // Largest FetchBatchRequest accepted (gRPC max receive message size).
   int max_request_bytes = 64 << 20;
+  // On SIGTERM/SIGINT, how long running batches may go on before they are
+  // cancelled.
+  absl::Duration shutdown_grace = absl::Seconds(20);
 };
 
+// One server flag and the environment variable that can set it.
+struct ServerFlag {
+  const absl::CommandLineFlag* flag;
+  const char* env;  // BATCHFETCH_<FLAG NAME IN UPPER CASE>
+};
 
-// Applies BATCHFETCH_<FLAG> environment variables to flags not given on the
-// command line (e.g. BATCHFETCH_MYSQL_HOST for --mysql_host). REQUIRES:
-// called before absl::ParseCommandLine, which then overrides them.
+// The server's flags, each with its variable: the explicit list that
+// ApplyEnvironmentToFlags goes by (a flag missing here has no variable,
+// wherever it is defined). All are defined in server_config.cc, and --help
+// lists that file's flags.
+const std::vector<ServerFlag>& ServerFlags();
+
+// Applies BATCHFETCH_<FLAG> environment variables to the flags of
+// ServerFlags() (e.g. BATCHFETCH_MYSQL_HOST for --mysql_host); the command
+// line then overrides them. INVALID_ARGUMENT naming the variable for a value
+// that does not parse. REQUIRES: called before absl::ParseCommandLine.
 absl::Status ApplyEnvironmentToFlags();
 
-// Builds the server configuration from the parsed flags. The database
-// password comes from BATCHFETCH_MYSQL_PASSWORD or --mysql_password_file,
-// never from a flag value.
+// Builds the server configuration from the (parsed) flags, checking their
+// ranges: INVALID_ARGUMENT naming the flag. The database password comes from
+// --mysql_password_file or else BATCHFETCH_MYSQL_PASSWORD, never from a flag
+// value.
 absl::StatusOr<ServerConfig> ServerConfigFromFlags();
+
+// What main() does with argv: sets --help up to list ServerFlags(), applies
+// the environment, parses the command line (exiting on --help or an unknown
+// flag, as absl does) and builds the configuration.
+absl::StatusOr<ServerConfig> ParseServerConfig(int argc, char** argv);
 
 }  // namespace batchfetch
 

@@ -6,22 +6,32 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "service/base/clock.h"
+#include "service/store/mysql/write_op.h"
 #include "service/store/result_store.h"
 
 namespace batchfetch {
 
-// ResultStore over MySQL 8 / MariaDB 10.11 through Connector/C++ 1.1.
+class MysqlReader;
+class MysqlWriter;
+
+// ResultStore over MySQL 8 / MariaDB 10.11 through Connector/C++ 1.1: a thin
+// facade over its parts (all in this folder):
+//  * MysqlSession: one connection, connect options, error mapping;
+//  * MysqlSchema: versioned, idempotent migrations under GET_LOCK (run by
+//    Open());
+//  * MysqlWriter: the writer thread, grouped multi-row INSERTs in one short
+//    transaction per group, reconnect/replay, deadlock retry, row-by-row
+//    split on a permanent error; it gives a group up when its
+//    WriteRetryPolicy says so (after `retry_budget`) and hands it to
+//    `on_group_given_up`;
+//  * MysqlReader: CreateBatch, GetBatch, ListResults on a pool of at most
+//    `max_read_connections` connections.
+// Every round trip is bounded by `io_timeout`, so a half-open connection
+// cannot hang a caller, the writer or shutdown.
 //
-// Writes go through one writer thread with its own connection: queued rows
-// are grouped into multi-row INSERTs inside one short transaction per group
-// (as many rows as have queued up, bounded by rows and bytes), so commit cost
-// is shared under load and latency stays low when idle. Inserts are
-// idempotent on (batch_id, idx); after a lost connection (2006/2013) the
-// writer reconnects and replays the group, deadlocks are retried, and a group
-// is given up only after `retry_budget`.
-//
-// Reads and CreateBatch use a small pool of other connections.
 // No exception leaves this class: Connector/C++ errors become absl::Status.
+// Thread-safety: as ResultStore (every method from any thread).
 class MysqlResultStore : public ResultStore {
  public:
   struct Options {
@@ -31,13 +41,24 @@ class MysqlResultStore : public ResultStore {
     std::string password;
     std::string database = "batchfetch";
     absl::Duration connect_timeout = absl::Seconds(5);
+    // Read and write timeout of every connection (whole seconds, rounded
+    // up): a round trip that stalls this long fails as a lost connection.
+    absl::Duration io_timeout = absl::Seconds(30);
     // How long Open() keeps trying to reach the database at start-up.
     absl::Duration startup_wait = absl::Seconds(30);
-    // How long the writer retries a group through connection loss.
+    // How long the writer retries a group through connection loss. While
+    // the store is being destroyed, the whole drain shares one budget.
     absl::Duration retry_budget = absl::Seconds(30);
     int max_group_rows = 512;
     int64_t max_group_bytes = 8 << 20;
+    // Connections of the read pool open at once; callers wait for one.
     int max_read_connections = 8;
+    // Where the writer's deadlines come from; not owned, must outlive the
+    // store. Backoff waits themselves are real sleeps.
+    Clock* clock = Clock::Real();
+    // Takes the groups the writer gives up on (runs on the writer thread;
+    // see GivenUpHandler). Empty: each op's `done` gets UNAVAILABLE.
+    GivenUpHandler on_group_given_up;
   };
 
   // Connects, applies pending schema migrations (serialized across replicas
@@ -45,7 +66,8 @@ class MysqlResultStore : public ResultStore {
   static absl::StatusOr<std::unique_ptr<MysqlResultStore>> Open(
       const Options& options);
 
-  // Drains the queue (bounded by retry_budget), then stops the writer.
+  // Drains the queue (bounded by about one retry_budget in total), then
+  // stops the writer. Must run after every other call has returned.
   ~MysqlResultStore() override;
 
   absl::Status CreateBatch(const BatchRecord& batch) override;

@@ -1,0 +1,195 @@
+#include "service/api/request_translation.h"
+
+#include <algorithm>
+#include <climits>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "service/batch/batch_id.h"
+#include "service/batch/result_conversion.h"
+
+namespace batchfetch {
+namespace {
+
+// Largest accepted retry backoff.
+constexpr absl::Duration kMaxBackoff = absl::Hours(1);
+
+// A gRPC deadline further away than this counts as none.
+constexpr absl::Duration kNoGrpcDeadline = absl::Hours(24 * 365);
+
+// A Duration field that must not be negative. INVALID_ARGUMENT naming
+// `field` when it is negative or not a valid Duration.
+absl::StatusOr<absl::Duration> NonNegativeDuration(
+    const google::protobuf::Duration& d, absl::string_view field) {
+  if (d.seconds() < 0 || d.nanos() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " must not be negative"));
+  }
+  absl::StatusOr<absl::Duration> value = FromProtoDuration(d);
+  if (!value.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": ", value.status().message()));
+  }
+  return value;
+}
+
+}  // namespace
+
+absl::StatusOr<RetryOptions> RetryFromRequest(const v1::RetryPolicy& policy,
+                                              uint32_t max_attempts_cap) {
+  const int attempts = static_cast<int>(std::min<uint32_t>(
+      std::min(std::max(policy.max_attempts(), 1u), max_attempts_cap),
+      INT_MAX));
+  RetryOptions retry;
+  if (policy.retry_on().empty() && policy.retry_on_status().empty()) {
+    retry = RetryOptions::Defaults(attempts);
+  } else {
+    retry.max_attempts = attempts;
+    for (int condition : policy.retry_on()) {
+      switch (condition) {
+        case v1::RETRY_ON_CONNECT_ERROR:
+          retry.on_connect_error = true;
+          break;
+        case v1::RETRY_ON_TIMEOUT:
+          retry.on_timeout = true;
+          break;
+        case v1::RETRY_ON_TRANSPORT_ERROR:
+          retry.on_transport_error = true;
+          break;
+        case v1::RETRY_ON_5XX:
+          retry.on_5xx = true;
+          break;
+        case v1::RETRY_ON_429:
+          retry.on_429 = true;
+          break;
+        default:
+          return absl::InvalidArgumentError(
+              absl::StrCat("retry.retry_on: unknown condition ", condition));
+      }
+    }
+    for (int status : policy.retry_on_status()) {
+      if (status < 100 || status > 599) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "retry.retry_on_status: ", status, " is not an HTTP status"));
+      }
+      retry.on_status.push_back(status);
+    }
+  }
+  retry.non_idempotent = policy.retry_non_idempotent();
+  const std::pair<const google::protobuf::Duration*, absl::Duration*>
+      backoffs[] = {{&policy.initial_backoff(), &retry.initial_backoff},
+                    {&policy.max_backoff(), &retry.max_backoff}};
+  const char* const names[] = {"retry.initial_backoff", "retry.max_backoff"};
+  for (int i = 0; i < 2; ++i) {
+    absl::StatusOr<absl::Duration> backoff =
+        NonNegativeDuration(*backoffs[i].first, names[i]);
+    if (!backoff.ok()) return backoff.status();
+    if (*backoff > kMaxBackoff) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(names[i], " must be at most 1h, got ",
+                       absl::FormatDuration(*backoff)));
+    }
+    if (*backoff > absl::ZeroDuration()) *backoffs[i].second = *backoff;
+  }
+  retry.max_backoff = std::max(retry.max_backoff, retry.initial_backoff);
+  return retry;
+}
+
+absl::StatusOr<BatchPlan> TranslateRequest(const v1::FetchBatchRequest& request,
+                                           const ServiceOptions& options,
+                                           const CallInfo& call) {
+  const int n = request.requests_size();
+  if (n == 0) {
+    return absl::InvalidArgumentError("requests: the batch has no requests");
+  }
+  if (static_cast<uint32_t>(n) > options.max_batch_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "requests: the batch has ", n, " requests; at most ",
+        options.max_batch_size, " are allowed (--max_batch_size)"));
+  }
+
+  BatchOptions batch;
+  uint32_t concurrency = request.concurrency() == 0
+                             ? options.default_concurrency
+                             : request.concurrency();
+  concurrency = std::min(concurrency, options.max_concurrency);
+  // At least 1; at most what keeps the window (2x) within an int.
+  concurrency = std::clamp<uint32_t>(concurrency, 1u, INT_MAX / 2);
+  batch.concurrency = static_cast<int>(concurrency);
+  // Twice the concurrency: transfers keep going while the previous round
+  // of results is still being written and stored.
+  batch.window = 2 * batch.concurrency;
+
+  batch.timeout = options.default_timeout;
+  if (request.has_timeout()) {
+    absl::StatusOr<absl::Duration> timeout =
+        NonNegativeDuration(request.timeout(), "timeout");
+    if (!timeout.ok()) return timeout.status();
+    if (*timeout > options.max_timeout) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "timeout ", absl::FormatDuration(*timeout), " exceeds the maximum ",
+          absl::FormatDuration(options.max_timeout), " (--max_timeout)"));
+    }
+    if (*timeout > absl::ZeroDuration()) {
+      batch.timeout = std::max(*timeout, absl::Milliseconds(1));
+    }
+  }
+
+  // A cap above the batch's concurrency never binds; clamping keeps a huge
+  // value from wrapping to a negative int ("no cap"). 0 stays "no cap".
+  const uint32_t per_host = request.per_host_concurrency() == 0
+                                ? options.default_per_host_concurrency
+                                : request.per_host_concurrency();
+  batch.per_host_concurrency = static_cast<int>(std::min<uint32_t>(
+      {per_host, std::max(options.max_concurrency, 1u), INT_MAX}));
+
+  absl::StatusOr<RetryOptions> retry =
+      RetryFromRequest(request.retry(), options.max_attempts);
+  if (!retry.ok()) return retry.status();
+  batch.retry = *std::move(retry);
+
+  if (request.has_deadline()) {
+    absl::StatusOr<absl::Duration> deadline =
+        NonNegativeDuration(request.deadline(), "deadline");
+    if (!deadline.ok()) return deadline.status();
+    if (*deadline > absl::ZeroDuration()) batch.deadline = call.now + *deadline;
+  }
+  // The caller's gRPC deadline bounds the batch too (the smaller wins); the
+  // call itself is cancelled when it passes.
+  if (call.grpc_deadline < call.now + kNoGrpcDeadline) {
+    batch.deadline = std::min(batch.deadline, call.grpc_deadline);
+  }
+
+  JsonCleaner::Extract extract(request.extract().begin(),
+                               request.extract().end());
+  // Map order is unspecified; a sorted projection is stable across calls.
+  std::sort(extract.begin(), extract.end());
+  absl::StatusOr<JsonCleaner> cleaner = JsonCleaner::Create(extract);
+  if (!cleaner.ok()) return cleaner.status();
+
+  std::string batch_id = request.batch_id();
+  if (batch_id.empty()) {
+    batch_id = NewBatchId(call.now);
+  } else if (absl::Status valid = ValidateBatchId(batch_id); !valid.ok()) {
+    return valid;
+  }
+
+  std::vector<FetchSpec> specs(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    const v1::FetchRequest& in = request.requests(i);
+    FetchSpec& spec = specs[static_cast<size_t>(i)];
+    spec.index = static_cast<uint32_t>(i);
+    spec.url = in.url();
+    spec.method = in.method();
+    spec.body = in.body();
+    spec.headers.assign(in.headers().begin(), in.headers().end());
+  }
+  return BatchPlan{std::move(batch_id),       static_cast<uint32_t>(n),
+                   std::move(specs),          std::move(batch),
+                   std::move(extract),        *std::move(cleaner),
+                   TruncateToMicros(call.now)};
+}
+
+}  // namespace batchfetch

@@ -1,0 +1,35 @@
+#ifndef BATCHFETCH_SERVICE_API_SERVICE_OPTIONS_H_
+#define BATCHFETCH_SERVICE_API_SERVICE_OPTIONS_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "absl/time/time.h"
+
+namespace batchfetch {
+
+// What the BatchFetcher service allows and assumes when a request says 0.
+struct ServiceOptions {
+  uint32_t max_batch_size = 100000;
+  uint32_t default_concurrency = 32;
+  // Per-batch cap; requests above it are clamped. The engine's
+  // max_in_flight is the server-wide cap across batches.
+  uint32_t max_concurrency = 1000;
+  absl::Duration default_timeout = absl::Seconds(30);
+  absl::Duration max_timeout = absl::Minutes(5);
+  // Per-batch, per-host concurrency when the request says 0; 0 = no cap.
+  uint32_t default_per_host_concurrency = 0;
+  // Cap on RetryPolicy.max_attempts.
+  uint32_t max_attempts = 10;
+  uint32_t default_page_size = 100;
+  uint32_t max_page_size = 1000;
+  // The executor that runs database round trips (CreateBatch, GetBatch,
+  // ListResults) off the gRPC threads: its threads, and how many calls may
+  // wait for one before further calls get RESOURCE_EXHAUSTED.
+  int store_threads = 8;
+  size_t store_queue = 1024;
+};
+
+}  // namespace batchfetch
+
+#endif  // BATCHFETCH_SERVICE_API_SERVICE_OPTIONS_H_

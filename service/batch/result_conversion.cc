@@ -1,0 +1,165 @@
+#include "service/batch/result_conversion.h"
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+
+namespace batchfetch {
+namespace {
+
+// The ranges google/protobuf/{duration,timestamp}.proto define.
+constexpr int64_t kMaxDurationSeconds = 315'576'000'000;
+constexpr int64_t kMinTimestampSeconds = -62'135'596'800;  // 0001-01-01
+constexpr int64_t kMaxTimestampSeconds = 253'402'300'799;  // 9999-12-31
+constexpr int32_t kMaxNanos = 999'999'999;
+
+}  // namespace
+
+v1::Outcome OutcomeOf(TransferResult result) {
+  switch (result) {
+    case TransferResult::kResponse:
+      return v1::OUTCOME_OK;  // refined by FillResult from status and body
+    case TransferResult::kTimeout:
+      return v1::OUTCOME_TIMEOUT;
+    case TransferResult::kDnsError:
+      return v1::OUTCOME_DNS_ERROR;
+    case TransferResult::kConnectError:
+      return v1::OUTCOME_CONNECT_ERROR;
+    case TransferResult::kTlsError:
+      return v1::OUTCOME_TLS_ERROR;
+    case TransferResult::kTransportError:
+      return v1::OUTCOME_TRANSPORT_ERROR;
+    case TransferResult::kTooLarge:
+      return v1::OUTCOME_TOO_LARGE;
+    case TransferResult::kBlocked:
+      return v1::OUTCOME_BLOCKED;
+    case TransferResult::kCancelled:
+      return v1::OUTCOME_CANCELLED;
+    case TransferResult::kInvalidRequest:
+      return v1::OUTCOME_INVALID_REQUEST;
+  }
+  return v1::OUTCOME_TRANSPORT_ERROR;
+}
+
+void FillResult(FetchedResponse& response, const JsonCleaner& cleaner,
+                v1::FetchResult* result) {
+  result->set_index(response.index);
+  result->set_url(std::move(response.url));
+  result->set_http_status(response.http_status);
+  result->set_content_type(std::move(response.content_type));
+  result->set_attempts(response.attempts);
+  *result->mutable_elapsed() = ToProtoDuration(response.elapsed);
+  result->set_final_url(std::move(response.final_url));
+  if (response.attempts > 0) {
+    v1::Timings* t = result->mutable_timings();
+    *t->mutable_dns() = ToProtoDuration(response.timings.dns);
+    *t->mutable_connect() = ToProtoDuration(response.timings.connect);
+    *t->mutable_tls() = ToProtoDuration(response.timings.tls);
+    *t->mutable_first_byte() = ToProtoDuration(response.timings.first_byte);
+    *t->mutable_total() = ToProtoDuration(response.timings.total);
+  }
+  if (response.result != TransferResult::kResponse) {
+    result->set_outcome(OutcomeOf(response.result));
+    result->set_error(std::move(response.error));
+    return;
+  }
+  const int status = response.http_status;
+  if (status < 200 || status > 299) {
+    result->set_outcome(v1::OUTCOME_HTTP_ERROR);
+    // The engine's text, when it has one, says more (e.g. why no retry).
+    result->set_error(response.error.empty()
+                          ? absl::StrCat("upstream answered HTTP ", status)
+                          : std::move(response.error));
+    result->set_body(std::move(response.body));
+    return;
+  }
+  if (response.body.empty() &&
+      (status == 204 || status == 205 || !response.body_expected)) {
+    result->set_outcome(v1::OUTCOME_OK);  // no content by design
+    return;
+  }
+  absl::Status cleaned = cleaner.Clean(response.body, result->mutable_json());
+  if (cleaned.ok()) {
+    result->set_outcome(v1::OUTCOME_OK);
+  } else {
+    result->clear_json();
+    result->set_outcome(v1::OUTCOME_INVALID_JSON);
+    result->set_error(std::string(cleaned.message()));
+    result->set_body(std::move(response.body));
+  }
+}
+
+google::protobuf::Duration ToProtoDuration(absl::Duration d) {
+  google::protobuf::Duration out;
+  const absl::Duration max =
+      absl::Seconds(kMaxDurationSeconds) + absl::Nanoseconds(kMaxNanos - 999);
+  if (d >= max) d = max;
+  if (d <= -max) d = -max;
+  // Whole microseconds, truncated toward zero; then split so that seconds
+  // and nanos share the sign, as the proto requires.
+  const int64_t micros = absl::ToInt64Microseconds(d);
+  out.set_seconds(micros / 1'000'000);
+  out.set_nanos(static_cast<int32_t>((micros % 1'000'000) * 1000));
+  return out;
+}
+
+absl::StatusOr<absl::Duration> FromProtoDuration(
+    const google::protobuf::Duration& d) {
+  if (d.seconds() < -kMaxDurationSeconds || d.seconds() > kMaxDurationSeconds) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("seconds ", d.seconds(), " is out of range"));
+  }
+  if (d.nanos() < -kMaxNanos || d.nanos() > kMaxNanos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("nanos ", d.nanos(), " is out of range"));
+  }
+  if ((d.seconds() > 0 && d.nanos() < 0) ||
+      (d.seconds() < 0 && d.nanos() > 0)) {
+    return absl::InvalidArgumentError(
+        "seconds and nanos must have the same sign");
+  }
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+absl::Time TruncateToMicros(absl::Time t) {
+  // ToUnixMicros rounds toward negative infinity.
+  return absl::FromUnixMicros(absl::ToUnixMicros(t));
+}
+
+google::protobuf::Timestamp ToProtoTimestamp(absl::Time t) {
+  google::protobuf::Timestamp out;
+  const absl::Time min = absl::FromUnixSeconds(kMinTimestampSeconds);
+  const absl::Time max = absl::FromUnixSeconds(kMaxTimestampSeconds) +
+                         absl::Nanoseconds(kMaxNanos - 999);
+  if (t < min) t = min;
+  if (t > max) t = max;
+  const int64_t micros = absl::ToUnixMicros(t);  // floor
+  int64_t seconds = micros / 1'000'000;
+  int64_t rest = micros % 1'000'000;
+  if (rest < 0) {  // nanos of a Timestamp are never negative
+    rest += 1'000'000;
+    --seconds;
+  }
+  out.set_seconds(seconds);
+  out.set_nanos(static_cast<int32_t>(rest * 1000));
+  return out;
+}
+
+absl::StatusOr<absl::Time> FromProtoTimestamp(
+    const google::protobuf::Timestamp& t) {
+  if (t.seconds() < kMinTimestampSeconds ||
+      t.seconds() > kMaxTimestampSeconds) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("seconds ", t.seconds(), " is out of range"));
+  }
+  if (t.nanos() < 0 || t.nanos() > kMaxNanos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("nanos ", t.nanos(), " is out of range"));
+  }
+  return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
+}
+
+}  // namespace batchfetch

@@ -1,0 +1,111 @@
+#ifndef BATCHFETCH_SERVICE_STORE_MYSQL_MYSQL_READER_H_
+#define BATCHFETCH_SERVICE_STORE_MYSQL_MYSQL_READER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "batchfetch/v1/batchfetch.pb.h"
+#include "service/store/mysql/mysql_session.h"
+#include "service/store/result_store.h"
+
+namespace batchfetch {
+
+// Where a ListResults page ends: at most `max_rows` rows and, beyond the
+// first row (which always fits), at most `max_bytes` of serialized results.
+// Pure; not thread-safe.
+class ResultPageLimiter {
+ public:
+  ResultPageLimiter(uint32_t max_rows, size_t max_bytes)
+      : max_rows_(max_rows), max_bytes_(max_bytes) {}
+
+  // No further row can join the page.
+  bool full() const { return rows_ >= max_rows_; }
+  // Whether a next row of `bytes` joins the page; if so it is counted.
+  bool Add(size_t bytes) {
+    if (full()) return false;
+    if (rows_ > 0 && bytes_ + bytes > max_bytes_) return false;
+    ++rows_;
+    bytes_ += bytes;
+    return true;
+  }
+  uint32_t rows() const { return rows_; }
+
+ private:
+  const uint32_t max_rows_;
+  const size_t max_bytes_;
+  uint32_t rows_ = 0;
+  size_t bytes_ = 0;
+};
+
+// The read side of the MySQL store: CreateBatch, GetBatch and ListResults on
+// a bounded pool of connections.
+//
+// Contract: at most `max_read_connections` connections are open at once
+// (idle or lent); a caller finding none free waits until one is returned.
+// Each call borrows one connection; when it turns out dead (lost
+// connection) it is closed and the call retried once on a fresh one. Every
+// round trip is bounded by the session's io_timeout. A page of ListResults
+// also ends after ~kMaxPageBytes of serialized results (at least one row),
+// so it fits common 4 MB receive limits.
+//
+// Ownership: owns the pooled sessions.
+// Threading: every method may be called from any thread concurrently; they
+// block for their round trips (and for a free connection). The destructor
+// must run after every call has returned.
+class MysqlReader {
+ public:
+  struct Options {
+    // Must select the database.
+    MysqlSession::Options session;
+    int max_read_connections = 8;  // values below 1 count as 1
+  };
+
+  static constexpr size_t kMaxPageBytes = 3 << 20;
+  // The live counters of a RUNNING batch; the OK outcome is a parameter.
+  static constexpr char kCountResultsSql[] =
+      "SELECT COUNT(*) AS n, COALESCE(SUM(outcome = ?), 0) AS ok "
+      "FROM fetch_results WHERE batch_id = ?";
+
+  explicit MysqlReader(Options options);
+  MysqlReader(const MysqlReader&) = delete;
+  MysqlReader& operator=(const MysqlReader&) = delete;
+  ~MysqlReader();
+
+  // ALREADY_EXISTS (message from MySQL) when the id is taken.
+  absl::Status CreateBatch(const BatchRecord& batch);
+  absl::StatusOr<v1::BatchSummary> GetBatch(const std::string& batch_id);
+  absl::StatusOr<ResultPage> ListResults(const std::string& batch_id,
+                                         uint32_t from_index, uint32_t limit);
+
+  // Connections open now (idle or lent), and the most ever open at once.
+  int open_connections() const;
+  int peak_open_connections() const;
+
+ private:
+  // Runs `fn(session)` on a pooled connection (see the class comment).
+  template <typename Fn>
+  absl::Status WithSession(absl::string_view what, Fn fn);
+  // Waits for a free slot. `fresh`: never reuse an idle connection (an idle
+  // one is closed to free its slot if the pool is full).
+  absl::StatusOr<std::unique_ptr<MysqlSession>> Acquire(bool fresh);
+  void Release(std::unique_ptr<MysqlSession> session, bool healthy);
+
+  const Options options_;
+  const int max_open_;
+
+  mutable absl::Mutex mu_;
+  std::vector<std::unique_ptr<MysqlSession>> idle_ ABSL_GUARDED_BY(mu_);
+  int open_ ABSL_GUARDED_BY(mu_) = 0;  // idle + lent + being opened
+  int peak_open_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace batchfetch
+
+#endif  // BATCHFETCH_SERVICE_STORE_MYSQL_MYSQL_READER_H_

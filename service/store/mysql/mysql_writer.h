@@ -1,0 +1,107 @@
+#ifndef BATCHFETCH_SERVICE_STORE_MYSQL_MYSQL_WRITER_H_
+#define BATCHFETCH_SERVICE_STORE_MYSQL_MYSQL_WRITER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "service/base/clock.h"
+#include "service/store/mysql/mysql_session.h"
+#include "service/store/mysql/write_op.h"
+#include "service/store/mysql/write_retry_policy.h"
+
+namespace batchfetch {
+
+// The one writer thread of the MySQL store and its connection.
+//
+// Contract: ops are written in the order they were queued. The writer takes
+// as many queued ops as are waiting (bounded by `max_group_rows` and
+// `max_group_bytes`, at least one) and writes them in one transaction:
+// every result as multi-row `INSERT ... ON DUPLICATE KEY UPDATE idx = idx`
+// (chunks of 256/64/16/4/1 rows, so few distinct prepared statements), then
+// the batch UPDATEs, then COMMIT; then it runs each op's `done` with OK.
+// Failures:
+//  * lost connection: reconnect and replay the whole group (inserts are
+//    idempotent); deadlock / lock-wait timeout: retry. Both only while the
+//    WriteRetryPolicy says so; a group it gives up on goes, whole, to the
+//    GivenUpHandler with UNAVAILABLE (default: FailEachOp).
+//  * any other (permanent) error: the group is split and written op by op,
+//    so one bad row fails only its own `done` (with that error).
+// Every round trip is bounded by the session's io_timeout, so a half-open
+// connection costs at most about one timeout per try.
+//
+// Ownership: owns its thread, session, queue and retry policy; the clock is
+// not owned and must outlive the writer.
+// Threading: Enqueue() may be called from any thread and never blocks on
+// I/O. Everything else, including every `done` and the GivenUpHandler, runs
+// on the writer thread. The destructor stops taking new work, drains the
+// queue (see WriteRetryPolicy::StartDraining for the bound) and joins.
+class MysqlWriter {
+ public:
+  struct Options {
+    // Must select the database; autocommit is turned off by the writer.
+    MysqlSession::Options session;
+    int max_group_rows = 512;
+    int64_t max_group_bytes = 8 << 20;
+    WriteRetryPolicy::Options retry;
+    // Empty: FailEachOp.
+    GivenUpHandler on_group_given_up;
+  };
+
+  // Number of bound columns per result row.
+  static constexpr int kResultColumns = 18;
+  // A group of n rows is inserted in chunks of these sizes.
+  static constexpr int kChunkSizes[] = {256, 64, 16, 4, 1};
+
+  // Starts the writer thread; it connects on its first group.
+  MysqlWriter(Options options, const Clock* clock);
+  MysqlWriter(const MysqlWriter&) = delete;
+  MysqlWriter& operator=(const MysqlWriter&) = delete;
+  ~MysqlWriter();
+
+  void Enqueue(WriteOp op);
+
+  // Pure helpers, exposed for tests.
+  // The multi-row INSERT for `rows` rows.
+  static std::string InsertSql(int rows);
+  // The largest chunk size not above `remaining` (> 0).
+  static int ChunkSize(size_t remaining);
+  // Moves the next group off the front of `queue`: at least one op if any,
+  // then more while within `max_rows` and `max_bytes`.
+  static std::vector<WriteOp> TakeGroup(std::deque<WriteOp>& queue,
+                                        int max_rows, int64_t max_bytes);
+
+ private:
+  void Loop();
+  // Writes `group`, giving up or splitting as the class comment says, and
+  // runs (or hands on) every op's `done`.
+  void Process(std::vector<WriteOp>& group);
+  // One group with reconnects and retries, until success or the policy
+  // gives up; returns the last failure.
+  MysqlStatus WriteWithRetries(const std::vector<WriteOp>& group);
+  void GiveUp(std::vector<WriteOp>&& group, const MysqlStatus& last);
+  // One transaction; throws sql::SQLException.
+  void WriteGroup(MysqlSession& s, const std::vector<WriteOp>& group);
+
+  const Options options_;
+  const Clock* const clock_;
+  WriteRetryPolicy policy_;                // writer thread only
+  std::unique_ptr<MysqlSession> session_;  // writer thread only
+
+  absl::Mutex mu_;
+  std::deque<WriteOp> queue_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  MonoTime stop_requested_at_ ABSL_GUARDED_BY(mu_);
+
+  std::thread thread_;  // last: started after everything above exists
+};
+
+}  // namespace batchfetch
+
+#endif  // BATCHFETCH_SERVICE_STORE_MYSQL_MYSQL_WRITER_H_

@@ -1,0 +1,300 @@
+#include "service/api/request_translation.h"
+
+#include <climits>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "gtest/gtest.h"
+#include "service/batch/batch_id.h"
+
+namespace batchfetch {
+namespace {
+
+const absl::Time kNow =
+    absl::FromUnixSeconds(1'700'000'000) + absl::Nanoseconds(123'456'789);
+
+v1::FetchBatchRequest Request(int n = 1) {
+  v1::FetchBatchRequest request;
+  for (int i = 0; i < n; ++i) {
+    request.add_requests()->set_url(absl::StrCat("http://h/", i));
+  }
+  return request;
+}
+
+absl::StatusOr<BatchPlan> Translate(
+    const v1::FetchBatchRequest& request, const ServiceOptions& options = {},
+    absl::Time grpc_deadline = absl::InfiniteFuture()) {
+  CallInfo call;
+  call.now = kNow;
+  call.grpc_deadline = grpc_deadline;
+  return TranslateRequest(request, options, call);
+}
+
+// The call is refused with INVALID_ARGUMENT and the message names `field`.
+void ExpectRejected(const v1::FetchBatchRequest& request,
+                    absl::string_view field,
+                    const ServiceOptions& options = {}) {
+  absl::StatusOr<BatchPlan> plan = Translate(request, options);
+  ASSERT_FALSE(plan.ok()) << "accepted; expected an error naming " << field;
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(plan.status().message(), field))
+      << plan.status().message() << " does not name " << field;
+}
+
+google::protobuf::Duration Proto(int64_t seconds, int32_t nanos) {
+  google::protobuf::Duration d;
+  d.set_seconds(seconds);
+  d.set_nanos(nanos);
+  return d;
+}
+
+TEST(TranslateRequest, AppliesDefaults) {
+  v1::FetchBatchRequest request = Request(3);
+  request.mutable_requests(1)->set_method("POST");
+  request.mutable_requests(1)->set_body("{}");
+  (*request.mutable_requests(1)->mutable_headers())["X-A"] = "1";
+  ServiceOptions options;
+  options.default_concurrency = 7;
+  options.default_timeout = absl::Seconds(9);
+  options.default_per_host_concurrency = 2;
+  absl::StatusOr<BatchPlan> plan = Translate(request, options);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->total, 3u);
+  ASSERT_EQ(plan->specs.size(), 3u);
+  for (uint32_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(plan->specs[i].index, i);
+    EXPECT_EQ(plan->specs[i].url, absl::StrCat("http://h/", i));
+  }
+  EXPECT_EQ(plan->specs[1].method, "POST");
+  EXPECT_EQ(plan->specs[1].body, "{}");
+  ASSERT_EQ(plan->specs[1].headers.size(), 1u);
+  EXPECT_EQ(plan->specs[1].headers[0].first, "X-A");
+  EXPECT_EQ(plan->options.concurrency, 7);
+  EXPECT_EQ(plan->options.window, 14);
+  EXPECT_EQ(plan->options.timeout, absl::Seconds(9));
+  EXPECT_EQ(plan->options.per_host_concurrency, 2);
+  EXPECT_EQ(plan->options.deadline, absl::InfiniteFuture());
+  EXPECT_EQ(plan->options.retry.max_attempts, 1);
+  EXPECT_TRUE(plan->extract.empty());
+  EXPECT_EQ(plan->batch_id.size(), 36u);  // a new UUIDv7
+  EXPECT_TRUE(ValidateBatchId(plan->batch_id).ok());
+  EXPECT_EQ(plan->created_at,
+            absl::FromUnixSeconds(1'700'000'000) + absl::Microseconds(123'456));
+}
+
+TEST(TranslateRequest, RequestsMustBeThereAndNotTooMany) {
+  ExpectRejected(Request(0), "requests");
+  ServiceOptions options;
+  options.max_batch_size = 2;
+  ExpectRejected(Request(3), "requests", options);
+  EXPECT_TRUE(Translate(Request(2), options).ok());
+}
+
+TEST(TranslateRequest, ClampsConcurrency) {
+  ServiceOptions options;
+  options.max_concurrency = 50;
+  v1::FetchBatchRequest request = Request();
+  request.set_concurrency(100000);
+  EXPECT_EQ(Translate(request, options)->options.concurrency, 50);
+  EXPECT_EQ(Translate(request, options)->options.window, 100);
+  options.max_concurrency = UINT32_MAX;  // the window still fits an int
+  request.set_concurrency(UINT32_MAX);
+  absl::StatusOr<BatchPlan> plan = Translate(request, options);
+  EXPECT_EQ(plan->options.concurrency, INT_MAX / 2);
+  EXPECT_GT(plan->options.window, 0);
+}
+
+// Fix: a per_host_concurrency above INT_MAX used to wrap to a negative int,
+// which the engine reads as "no cap".
+TEST(TranslateRequest, ClampsPerHostConcurrency) {
+  ServiceOptions options;
+  options.max_concurrency = 64;
+  v1::FetchBatchRequest request = Request();
+  for (uint32_t huge : {UINT32_MAX, uint32_t{INT_MAX} + 1, 1000u}) {
+    request.set_per_host_concurrency(huge);
+    absl::StatusOr<BatchPlan> plan = Translate(request, options);
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    EXPECT_EQ(plan->options.per_host_concurrency, 64) << huge;
+  }
+  request.set_per_host_concurrency(3);
+  EXPECT_EQ(Translate(request, options)->options.per_host_concurrency, 3);
+  request.set_per_host_concurrency(0);  // server default: no cap
+  EXPECT_EQ(Translate(request, options)->options.per_host_concurrency, 0);
+}
+
+TEST(TranslateRequest, Timeout) {
+  ServiceOptions options;
+  options.max_timeout = absl::Minutes(1);
+  v1::FetchBatchRequest request = Request();
+  *request.mutable_timeout() = Proto(-1, 0);
+  ExpectRejected(request, "timeout", options);
+  *request.mutable_timeout() = Proto(0, -1);
+  ExpectRejected(request, "timeout", options);
+  *request.mutable_timeout() = Proto(0, 1'000'000'000);
+  ExpectRejected(request, "timeout", options);
+  *request.mutable_timeout() = Proto(61, 0);
+  ExpectRejected(request, "timeout", options);
+  *request.mutable_timeout() = Proto(60, 0);
+  EXPECT_EQ(Translate(request, options)->options.timeout, absl::Minutes(1));
+  *request.mutable_timeout() = Proto(0, 1);  // at least 1 ms
+  EXPECT_EQ(Translate(request, options)->options.timeout,
+            absl::Milliseconds(1));
+  *request.mutable_timeout() = Proto(0, 0);  // 0: the default
+  EXPECT_EQ(Translate(request, options)->options.timeout,
+            options.default_timeout);
+}
+
+TEST(TranslateRequest, DeadlineIsTheSmallerOfRequestAndGrpc) {
+  v1::FetchBatchRequest request = Request();
+  *request.mutable_deadline() = Proto(-1, 0);
+  ExpectRejected(request, "deadline");
+  *request.mutable_deadline() = Proto(1, 1'000'000'000);
+  ExpectRejected(request, "deadline");
+
+  *request.mutable_deadline() = Proto(2, 0);
+  EXPECT_EQ(Translate(request)->options.deadline, kNow + absl::Seconds(2));
+  EXPECT_EQ(Translate(request, {}, kNow + absl::Seconds(1))->options.deadline,
+            kNow + absl::Seconds(1));
+  EXPECT_EQ(Translate(request, {}, kNow + absl::Seconds(3))->options.deadline,
+            kNow + absl::Seconds(2));
+  // gRPC reports "no deadline" as a time far away.
+  EXPECT_EQ(
+      Translate(request, {}, kNow + absl::Hours(24 * 800))->options.deadline,
+      kNow + absl::Seconds(2));
+
+  *request.mutable_deadline() = Proto(0, 0);  // 0: none
+  EXPECT_EQ(Translate(request)->options.deadline, absl::InfiniteFuture());
+  EXPECT_EQ(Translate(request, {}, kNow + absl::Seconds(1))->options.deadline,
+            kNow + absl::Seconds(1));
+}
+
+TEST(TranslateRequest, ExtractIsCompiledAndSorted) {
+  v1::FetchBatchRequest request = Request();
+  (*request.mutable_extract())["z"] = "/a";
+  (*request.mutable_extract())["b"] = "/c/0";
+  absl::StatusOr<BatchPlan> plan = Translate(request);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  ASSERT_EQ(plan->extract.size(), 2u);
+  EXPECT_EQ(plan->extract[0].first, "b");
+  EXPECT_EQ(plan->extract[1].first, "z");
+  std::string json;
+  ASSERT_TRUE(plan->cleaner.Clean(R"({"a":1,"c":[2]})", &json).ok());
+  EXPECT_EQ(json, R"({"b":2,"z":1})");
+
+  (*request.mutable_extract())["bad"] = "no-slash";
+  ExpectRejected(request, "extract[\"bad\"]");
+}
+
+TEST(TranslateRequest, BatchIdIsKeptOrRejected) {
+  v1::FetchBatchRequest request = Request();
+  request.set_batch_id("mine-1");
+  EXPECT_EQ(Translate(request)->batch_id, "mine-1");
+  request.set_batch_id("has space");
+  ExpectRejected(request, "batch_id");
+  request.set_batch_id(std::string(65, 'a'));
+  ExpectRejected(request, "batch_id");
+}
+
+TEST(RetryFromRequest, DefaultsAndCaps) {
+  v1::RetryPolicy policy;
+  absl::StatusOr<RetryOptions> retry = RetryFromRequest(policy, 10);
+  ASSERT_TRUE(retry.ok());
+  EXPECT_EQ(retry->max_attempts, 1);
+  policy.set_max_attempts(50);
+  retry = RetryFromRequest(policy, 10);
+  EXPECT_EQ(retry->max_attempts, 10);
+  // Empty lists: the defaults.
+  EXPECT_TRUE(retry->on_connect_error);
+  EXPECT_TRUE(retry->on_timeout);
+  EXPECT_TRUE(retry->on_429);
+  EXPECT_FALSE(retry->on_5xx);
+  EXPECT_EQ(retry->on_status, (std::vector<int>{502, 503, 504}));
+  EXPECT_EQ(retry->initial_backoff, absl::Milliseconds(100));
+  EXPECT_EQ(retry->max_backoff, absl::Seconds(10));
+}
+
+TEST(RetryFromRequest, ExplicitConditionsReplaceTheDefaults) {
+  v1::RetryPolicy policy;
+  policy.set_max_attempts(3);
+  policy.add_retry_on(v1::RETRY_ON_5XX);
+  policy.add_retry_on(v1::RETRY_ON_TRANSPORT_ERROR);
+  policy.add_retry_on_status(408);
+  policy.set_retry_non_idempotent(true);
+  absl::StatusOr<RetryOptions> retry = RetryFromRequest(policy, 10);
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(retry->max_attempts, 3);
+  EXPECT_TRUE(retry->on_5xx);
+  EXPECT_TRUE(retry->on_transport_error);
+  EXPECT_FALSE(retry->on_connect_error);
+  EXPECT_FALSE(retry->on_timeout);
+  EXPECT_FALSE(retry->on_429);
+  EXPECT_EQ(retry->on_status, (std::vector<int>{408}));
+  EXPECT_TRUE(retry->non_idempotent);
+}
+
+TEST(RetryFromRequest, RejectsUnknownConditionsAndStatuses) {
+  v1::FetchBatchRequest request = Request();
+  request.mutable_retry()->add_retry_on(v1::RETRY_CONDITION_UNSPECIFIED);
+  ExpectRejected(request, "retry.retry_on");
+  request.mutable_retry()->clear_retry_on();
+  request.mutable_retry()->add_retry_on(static_cast<v1::RetryCondition>(77));
+  ExpectRejected(request, "retry.retry_on");
+  request.mutable_retry()->clear_retry_on();
+  for (int status : {99, 600, 700, -1}) {
+    request.mutable_retry()->clear_retry_on_status();
+    request.mutable_retry()->add_retry_on_status(status);
+    ExpectRejected(request, "retry.retry_on_status");
+  }
+}
+
+// Fix: the bound used to accept 1h plus up to 999,999,999 ns.
+TEST(RetryFromRequest, BackoffsAreAtMostExactlyOneHour) {
+  v1::RetryPolicy policy;
+  *policy.mutable_initial_backoff() = Proto(3600, 0);
+  *policy.mutable_max_backoff() = Proto(3600, 0);
+  absl::StatusOr<RetryOptions> retry = RetryFromRequest(policy, 10);
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(retry->initial_backoff, absl::Hours(1));
+
+  v1::FetchBatchRequest request = Request();
+  for (const char* field : {"retry.initial_backoff", "retry.max_backoff"}) {
+    const bool initial = absl::StrContains(field, "initial");
+    auto set = [&](int64_t seconds, int32_t nanos) {
+      request.clear_retry();
+      *(initial ? request.mutable_retry()->mutable_initial_backoff()
+                : request.mutable_retry()->mutable_max_backoff()) =
+          Proto(seconds, nanos);
+    };
+    set(3600, 1);
+    ExpectRejected(request, field);
+    set(3600, 999'999'999);
+    ExpectRejected(request, field);
+    set(3601, 0);
+    ExpectRejected(request, field);
+    set(0, 1'000'000'000);  // nanos out of range
+    ExpectRejected(request, field);
+    set(-1, 0);
+    ExpectRejected(request, field);
+    set(0, -1);
+    ExpectRejected(request, field);
+    set(3599, 999'999'999);
+    EXPECT_TRUE(Translate(request).ok()) << field;
+  }
+}
+
+TEST(RetryFromRequest, MaxBackoffIsRaisedToInitial) {
+  v1::RetryPolicy policy;
+  *policy.mutable_initial_backoff() = Proto(20, 0);
+  *policy.mutable_max_backoff() = Proto(5, 0);
+  absl::StatusOr<RetryOptions> retry = RetryFromRequest(policy, 10);
+  ASSERT_TRUE(retry.ok());
+  EXPECT_EQ(retry->initial_backoff, absl::Seconds(20));
+  EXPECT_EQ(retry->max_backoff, absl::Seconds(20));
+  *policy.mutable_initial_backoff() = Proto(0, 0);  // 0: the default
+  retry = RetryFromRequest(policy, 10);
+  EXPECT_EQ(retry->initial_backoff, absl::Milliseconds(100));
+  EXPECT_EQ(retry->max_backoff, absl::Seconds(5));
+}
+
+}  // namespace
+}  // namespace batchfetch

@@ -1,0 +1,530 @@
+// MysqlResultStore and its parts against a real private MariaDB (started
+// once for the whole process; each test uses its own database).
+#include <unistd.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "gtest/gtest.h"
+#include "service/store/mysql/mysql_reader.h"
+#include "service/store/mysql/mysql_result_store.h"
+#include "service/store/mysql/mysql_schema.h"
+#include "tests/support/local_mariadb.h"
+#include "tests/support/tcp_black_hole_proxy.h"
+
+namespace batchfetch {
+namespace {
+
+using testing::LocalMariaDb;
+using testing::SharedMariaDb;
+using testing::TcpBlackHoleProxy;
+
+// Collects the status a `done` callback reports. The callback shares its
+// state, so a callback that runs late (after a failed test) stays safe.
+class DoneWaiter {
+ public:
+  ResultStore::Done Callback() {
+    return [state = state_](absl::Status status) {
+      state->status = std::move(status);
+      state->at = absl::Now();
+      state->done.Notify();
+    };
+  }
+  bool Wait(absl::Duration timeout) {
+    return state_->done.WaitForNotificationWithTimeout(timeout);
+  }
+  const absl::Status& status() const { return state_->status; }
+  absl::Time at() const { return state_->at; }
+
+ private:
+  struct State {
+    absl::Notification done;
+    absl::Status status = absl::UnknownError("not called");
+    absl::Time at;
+  };
+  std::shared_ptr<State> state_ = std::make_shared<State>();
+};
+
+// Destroys `store` on another thread; false if that takes longer than
+// `timeout` (the thread is then left running, owning the store).
+bool DestroyWithin(std::unique_ptr<MysqlResultStore> store,
+                   absl::Duration timeout) {
+  auto destroyed = std::make_shared<absl::Notification>();
+  std::thread destroy([store = std::move(store), destroyed]() mutable {
+    store.reset();
+    destroyed->Notify();
+  });
+  if (!destroyed->WaitForNotificationWithTimeout(timeout)) {
+    destroy.detach();
+    return false;
+  }
+  destroy.join();
+  return true;
+}
+
+std::shared_ptr<v1::FetchResult> Result(uint32_t index,
+                                        v1::Outcome outcome = v1::OUTCOME_OK) {
+  auto r = std::make_shared<v1::FetchResult>();
+  r->set_index(index);
+  r->set_url(absl::StrCat("http://example.test/item/", index));
+  r->set_outcome(outcome);
+  r->set_http_status(outcome == v1::OUTCOME_OK ? 200 : 500);
+  if (outcome == v1::OUTCOME_OK) {
+    r->set_json(absl::StrCat(R"({"n":)", index, "}"));
+  } else {
+    r->set_body("oops");
+    r->set_error("HTTP 500");
+  }
+  r->set_content_type("application/json");
+  r->set_attempts(1);
+  r->mutable_elapsed()->set_nanos(1234000);
+  if (index % 2 == 0) {
+    r->set_final_url(r->url());
+    r->mutable_timings()->mutable_dns()->set_nanos(1000);
+    r->mutable_timings()->mutable_connect()->set_nanos(2000);
+    r->mutable_timings()->mutable_tls()->set_nanos(0);
+    r->mutable_timings()->mutable_first_byte()->set_nanos(4000);
+    r->mutable_timings()->mutable_total()->set_nanos(5000);
+  }
+  return r;
+}
+
+BatchRecord Running(const std::string& id, uint32_t total) {
+  BatchRecord b;
+  b.batch_id = id;
+  b.total = total;
+  b.created_at = absl::FromUnixMicros(1'700'000'000'000'001);
+  return b;
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    db_ = SharedMariaDb();
+    static std::atomic<int> counter{0};
+    database_ = absl::StrCat("store_test_", getpid(), "_", counter++);
+  }
+
+  MysqlResultStore::Options Options(int port = 0) const {
+    MysqlResultStore::Options o;
+    o.host = db_->host();
+    o.port = port != 0 ? port : db_->port();
+    o.user = db_->user();
+    o.password = db_->password();
+    o.database = database_;
+    o.startup_wait = absl::Seconds(10);
+    o.retry_budget = absl::Seconds(5);
+    return o;
+  }
+
+  std::unique_ptr<MysqlResultStore> Open(const MysqlResultStore::Options& o) {
+    auto store = MysqlResultStore::Open(o);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? *std::move(store) : nullptr;
+  }
+
+  // Runs `sql` in the test database; returns stdout trimmed.
+  std::string Sql(const std::string& sql) {
+    auto out = db_->Execute(sql, database_);
+    EXPECT_TRUE(out.ok()) << sql << ": " << out.status();
+    return out.ok() ? std::string(absl::StripAsciiWhitespace(*out)) : "";
+  }
+
+  absl::Status Append(ResultStore& store, const std::string& batch_id,
+                      std::shared_ptr<v1::FetchResult> r) {
+    DoneWaiter waiter;
+    store.AppendResult(batch_id, std::move(r), absl::Now(), waiter.Callback());
+    if (!waiter.Wait(absl::Seconds(30))) {
+      return absl::DeadlineExceededError("done never ran");
+    }
+    return waiter.status();
+  }
+
+  LocalMariaDb* db_ = nullptr;
+  std::string database_;
+};
+
+TEST_F(StoreTest, RoundTrip) {
+  auto store = Open(Options());
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateBatch(Running("rt", 5)).ok());
+  std::vector<std::unique_ptr<DoneWaiter>> waiters;
+  std::vector<std::shared_ptr<v1::FetchResult>> written;
+  for (uint32_t i = 0; i < 5; ++i) {
+    written.push_back(
+        Result(i, i == 3 ? v1::OUTCOME_HTTP_ERROR : v1::OUTCOME_OK));
+    waiters.push_back(std::make_unique<DoneWaiter>());
+    store->AppendResult("rt", written.back(), absl::Now(),
+                        waiters.back()->Callback());
+  }
+  BatchRecord done = Running("rt", 5);
+  done.state = v1::BATCH_STATE_DONE;
+  done.succeeded = 4;
+  done.failed = 1;
+  done.stored = 5;
+  done.finished_at = absl::FromUnixMicros(1'700'000'100'000'000);
+  DoneWaiter finish;
+  store->FinishBatch(done, finish.Callback());
+  ASSERT_TRUE(finish.Wait(absl::Seconds(30)));
+  EXPECT_TRUE(finish.status().ok()) << finish.status();
+  for (auto& w : waiters) {
+    ASSERT_TRUE(w->Wait(absl::Seconds(1)));
+    EXPECT_TRUE(w->status().ok()) << w->status();
+    // FinishBatch commits after every result appended before it.
+    EXPECT_LE(w->at(), finish.at());
+  }
+
+  auto summary = store->GetBatch("rt");
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->state(), v1::BATCH_STATE_DONE);
+  EXPECT_EQ(summary->total(), 5u);
+  EXPECT_EQ(summary->succeeded(), 4u);
+  EXPECT_EQ(summary->failed(), 1u);
+  EXPECT_EQ(summary->stored(), 5u);
+  EXPECT_EQ(summary->created_at().seconds(), 1'700'000'000);
+  EXPECT_EQ(summary->created_at().nanos(), 1000);
+  EXPECT_EQ(summary->finished_at().seconds(), 1'700'000'100);
+
+  std::vector<v1::FetchResult> read;
+  int64_t from = 0;
+  int pages = 0;
+  while (from >= 0) {
+    auto page = store->ListResults("rt", static_cast<uint32_t>(from), 2);
+    ASSERT_TRUE(page.ok()) << page.status();
+    for (auto& r : page->results) read.push_back(r);
+    from = page->next_index;
+    ++pages;
+  }
+  EXPECT_EQ(pages, 3);
+  ASSERT_EQ(read.size(), 5u);
+  for (uint32_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(read[i].SerializeAsString(), written[i]->SerializeAsString())
+        << read[i].ShortDebugString() << "\n"
+        << written[i]->ShortDebugString();
+  }
+}
+
+TEST_F(StoreTest, CreateBatchTwiceIsAlreadyExists) {
+  auto store = Open(Options());
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateBatch(Running("dup", 1)).ok());
+  absl::Status again = store->CreateBatch(Running("dup", 1));
+  EXPECT_TRUE(absl::IsAlreadyExists(again)) << again;
+  EXPECT_EQ(again.message(), "batch_id 'dup' already exists");
+}
+
+TEST_F(StoreTest, UnknownBatchIsNotFound) {
+  auto store = Open(Options());
+  ASSERT_NE(store, nullptr);
+  EXPECT_TRUE(absl::IsNotFound(store->GetBatch("nope").status()));
+  EXPECT_TRUE(absl::IsNotFound(store->ListResults("nope", 0, 10).status()));
+}
+
+TEST_F(StoreTest, AppendingTheSameIndexTwiceKeepsTheFirst) {
+  auto store = Open(Options());
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateBatch(Running("twice", 1)).ok());
+  ASSERT_TRUE(Append(*store, "twice", Result(0)).ok());
+  EXPECT_TRUE(Append(*store, "twice", Result(0, v1::OUTCOME_HTTP_ERROR)).ok());
+  auto page = store->ListResults("twice", 0, 10);
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->results.size(), 1u);
+  EXPECT_EQ(page->results[0].outcome(), v1::OUTCOME_OK);
+}
+
+// Fix e: the live count binds v1::OUTCOME_OK instead of "outcome = 1".
+TEST_F(StoreTest, RunningBatchCountsOutcomesLive) {
+  auto store = Open(Options());
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateBatch(Running("live", 10)).ok());
+  ASSERT_TRUE(Append(*store, "live", Result(0)).ok());
+  ASSERT_TRUE(Append(*store, "live", Result(1, v1::OUTCOME_HTTP_ERROR)).ok());
+  ASSERT_TRUE(Append(*store, "live", Result(2, v1::OUTCOME_TIMEOUT)).ok());
+  ASSERT_TRUE(Append(*store, "live", Result(3)).ok());
+  auto summary = store->GetBatch("live");
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->state(), v1::BATCH_STATE_RUNNING);
+  EXPECT_EQ(summary->stored(), 4u);
+  EXPECT_EQ(summary->succeeded(), 2u);
+  EXPECT_EQ(summary->failed(), 2u);
+  EXPECT_FALSE(summary->has_finished_at());
+}
+
+// Fix d: a DATETIME that is no valid time leaves the field unset instead of
+// giving an out-of-range Timestamp.
+TEST_F(StoreTest, ZeroDateLeavesTimestampUnset) {
+  auto store = Open(Options());
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateBatch(Running("zero", 1)).ok());
+  Sql("SET SESSION sql_mode = ''; UPDATE batches SET created_at = "
+      "'0000-00-00 00:00:00', finished_at = '0000-00-00 00:00:00', state = 2 "
+      "WHERE batch_id = 'zero'");
+  auto summary = store->GetBatch("zero");
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_FALSE(summary->has_created_at()) << summary->ShortDebugString();
+  EXPECT_FALSE(summary->has_finished_at()) << summary->ShortDebugString();
+  EXPECT_EQ(summary->total(), 1u);
+}
+
+TEST_F(StoreTest, MigrationsAreRecorded) {
+  auto store = Open(Options());
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(Sql("SELECT GROUP_CONCAT(version ORDER BY version) FROM "
+                "schema_migrations"),
+            "1,2");
+  EXPECT_EQ(MysqlResultStore::LatestSchemaVersion(), 2);
+}
+
+// Fix b: a crash between migration 2's DDL and its record (simulated by
+// deleting the record) used to make every later start fail with
+// "Duplicate column name".
+TEST_F(StoreTest, MigrationRerunsAfterItsRecordWasLost) {
+  Open(Options()).reset();
+  Sql("DELETE FROM schema_migrations WHERE version = 2");
+  auto store = Open(Options());
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(Sql("SELECT GROUP_CONCAT(version ORDER BY version) FROM "
+                "schema_migrations"),
+            "1,2");
+  EXPECT_EQ(Sql("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE "
+                "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'fetch_results'"),
+            "18");
+  ASSERT_TRUE(store->CreateBatch(Running("after", 1)).ok());
+  ASSERT_TRUE(Append(*store, "after", Result(0)).ok());
+  auto page = store->ListResults("after", 0, 10);
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->results.size(), 1u);
+  EXPECT_TRUE(page->results[0].has_timings());
+}
+
+// A crash in the middle of a multi-column step (some columns there).
+TEST_F(StoreTest, MigrationAddsOnlyTheMissingColumns) {
+  Open(Options()).reset();
+  Sql("ALTER TABLE fetch_results DROP COLUMN total_us, DROP COLUMN tls_us; "
+      "DELETE FROM schema_migrations WHERE version = 2");
+  auto store = Open(Options());
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(Sql("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE "
+                "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'fetch_results' "
+                "AND COLUMN_NAME IN ('tls_us', 'total_us')"),
+            "2");
+  EXPECT_EQ(Sql("SELECT COUNT(*) FROM schema_migrations"), "2");
+}
+
+TEST_F(StoreTest, ReopeningIsANoOp) {
+  Open(Options()).reset();
+  Open(Options()).reset();
+  auto store = Open(Options());
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(Sql("SELECT COUNT(*) FROM schema_migrations"), "2");
+}
+
+TEST_F(StoreTest, NewerSchemaIsRefused) {
+  Open(Options()).reset();
+  Sql("INSERT INTO schema_migrations VALUES (99, 'from the future', NOW(6))");
+  auto store = MysqlResultStore::Open(Options());
+  EXPECT_TRUE(absl::IsFailedPrecondition(store.status())) << store.status();
+}
+
+TEST_F(StoreTest, UnreachableDatabaseIsUnavailableAfterStartupWait) {
+  MysqlResultStore::Options o = Options(/*port=*/1);
+  o.startup_wait = absl::Seconds(1);
+  const absl::Time start = absl::Now();
+  auto store = MysqlResultStore::Open(o);
+  EXPECT_TRUE(absl::IsUnavailable(store.status())) << store.status();
+  EXPECT_LT(absl::Now() - start, absl::Seconds(10));
+}
+
+// One row the database refuses fails only its own result.
+TEST_F(StoreTest, PermanentErrorFailsOnlyTheBadRow) {
+  auto store = Open(Options());
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateBatch(Running("bad-row", 3)).ok());
+  std::vector<std::unique_ptr<DoneWaiter>> waiters;
+  for (uint32_t i = 0; i < 3; ++i) {
+    auto r = Result(i);
+    if (i == 1) r->set_url(std::string(70000, 'u'));  // TEXT holds 65535
+    waiters.push_back(std::make_unique<DoneWaiter>());
+    store->AppendResult("bad-row", r, absl::Now(), waiters.back()->Callback());
+  }
+  for (auto& w : waiters) ASSERT_TRUE(w->Wait(absl::Seconds(30)));
+  EXPECT_TRUE(waiters[0]->status().ok()) << waiters[0]->status();
+  EXPECT_TRUE(absl::IsInternal(waiters[1]->status())) << waiters[1]->status();
+  EXPECT_TRUE(waiters[2]->status().ok()) << waiters[2]->status();
+  EXPECT_EQ(Sql("SELECT GROUP_CONCAT(idx ORDER BY idx) FROM fetch_results "
+                "WHERE batch_id = 'bad-row'"),
+            "0,2");
+}
+
+TEST_F(StoreTest, ReconnectsAfterItsConnectionsAreKilled) {
+  auto store = Open(Options());
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateBatch(Running("killed", 2)).ok());
+  ASSERT_TRUE(Append(*store, "killed", Result(0)).ok());
+  auto ids = db_->Execute(
+      absl::StrCat("SELECT id FROM information_schema.processlist WHERE db='",
+                   database_, "' AND id <> CONNECTION_ID()"));
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  int killed = 0;
+  for (absl::string_view id : absl::StrSplit(*ids, '\n', absl::SkipEmpty())) {
+    if (db_->Execute(absl::StrCat("KILL ", id)).ok()) ++killed;
+  }
+  EXPECT_GE(killed, 2);  // the writer's and the pooled reader's
+  EXPECT_TRUE(Append(*store, "killed", Result(1)).ok());
+  auto summary = store->GetBatch("killed");
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->stored(), 2u);
+}
+
+TEST_F(StoreTest, ReadPoolNeverOpensMoreThanItsBound) {
+  Open(Options()).reset();  // migrate
+  MysqlReader::Options o;
+  o.session.host = db_->host();
+  o.session.port = db_->port();
+  o.session.user = db_->user();
+  o.session.password = db_->password();
+  o.session.database = database_;
+  o.max_read_connections = 2;
+  MysqlReader reader(o);
+  ASSERT_TRUE(reader.CreateBatch(Running("pool", 1)).ok());
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 25; ++i) {
+        if (!reader.GetBatch("pool").ok()) ++failures;
+        if (!reader.ListResults("pool", 0, 10).ok()) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_LE(reader.peak_open_connections(), 2);
+  EXPECT_GE(reader.peak_open_connections(), 1);
+  EXPECT_LE(reader.open_connections(), 2);
+}
+
+// The seam a spooling decorator will use: a group the writer gives up on
+// goes to the handler instead of failing.
+TEST_F(StoreTest, GivenUpGroupsGoToTheHandler) {
+  auto proxy = TcpBlackHoleProxy::Start(db_->port());
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  absl::Mutex mu;
+  std::vector<WriteOp> taken;
+  absl::Status given_up_with;
+  MysqlResultStore::Options o = Options((*proxy)->port());
+  o.io_timeout = absl::Seconds(1);
+  o.connect_timeout = absl::Seconds(1);
+  o.retry_budget = absl::Seconds(2);
+  o.on_group_given_up = [&](std::vector<WriteOp>&& group,
+                            const absl::Status& status) {
+    absl::MutexLock lock(&mu);
+    for (WriteOp& op : group) taken.push_back(std::move(op));
+    given_up_with = status;
+  };
+  auto store = Open(o);
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateBatch(Running("spool", 1)).ok());
+  (*proxy)->StartBlackHole();
+  DoneWaiter waiter;
+  store->AppendResult("spool", Result(0), absl::Now(), waiter.Callback());
+  {
+    absl::MutexLock lock(&mu);
+    EXPECT_TRUE(mu.AwaitWithTimeout(
+        absl::Condition(
+            +[](std::vector<WriteOp>* v) { return !v->empty(); }, &taken),
+        absl::Seconds(20)));
+    ASSERT_EQ(taken.size(), 1u);
+    EXPECT_EQ(taken[0].batch_id, "spool");
+    EXPECT_EQ(taken[0].result->index(), 0u);
+    EXPECT_TRUE(absl::IsUnavailable(given_up_with)) << given_up_with;
+  }
+  EXPECT_FALSE(waiter.Wait(absl::ZeroDuration()));  // the handler owns it now
+  std::move(taken[0].done)(absl::OkStatus());
+  EXPECT_TRUE(waiter.Wait(absl::ZeroDuration()));
+}
+
+// Fix a: without read/write timeouts a half-open connection hung the writer
+// (and with it the store's destructor) forever.
+TEST_F(StoreTest, BlackHoledDatabaseFailsWritesAndShutdownIsPrompt) {
+  auto proxy = TcpBlackHoleProxy::Start(db_->port());
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  MysqlResultStore::Options o = Options((*proxy)->port());
+  o.io_timeout = absl::Seconds(1);
+  o.connect_timeout = absl::Seconds(1);
+  o.retry_budget = absl::Seconds(3);
+  auto store = Open(o);
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateBatch(Running("hole", 2)).ok());
+  ASSERT_TRUE(Append(*store, "hole", Result(0)).ok());  // writer connected
+
+  (*proxy)->StartBlackHole();
+  const absl::Time start = absl::Now();
+  DoneWaiter waiter;
+  store->AppendResult("hole", Result(1), absl::Now(), waiter.Callback());
+  if (!waiter.Wait(absl::Seconds(20))) {
+    store.release();  // leaked: destroying it would hang too
+    FAIL() << "the writer hangs";
+  }
+  EXPECT_FALSE(waiter.status().ok());
+  EXPECT_TRUE(absl::IsUnavailable(waiter.status())) << waiter.status();
+  EXPECT_LT(waiter.at() - start, absl::Seconds(10));
+
+  // Reads fail too, instead of hanging on a pooled connection.
+  const absl::Time read_start = absl::Now();
+  auto summary = store->GetBatch("hole");
+  EXPECT_TRUE(absl::IsUnavailable(summary.status())) << summary.status();
+  EXPECT_LT(absl::Now() - read_start, absl::Seconds(10));
+
+  EXPECT_TRUE(DestroyWithin(std::move(store), absl::Seconds(5)))
+      << "~MysqlResultStore hangs";
+}
+
+// Shutdown while a write is stuck on a half-open connection: the drain is
+// bounded by about one retry budget.
+TEST_F(StoreTest, DestructorDrainsPromptlyWhileAWriteIsStuck) {
+  auto proxy = TcpBlackHoleProxy::Start(db_->port());
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  MysqlResultStore::Options o = Options((*proxy)->port());
+  o.io_timeout = absl::Seconds(1);
+  o.connect_timeout = absl::Seconds(1);
+  o.retry_budget = absl::Seconds(3);
+  // One op per group, so the drain has several groups to give up.
+  o.max_group_rows = 1;
+  auto store = Open(o);
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateBatch(Running("stuck", 3)).ok());
+  ASSERT_TRUE(Append(*store, "stuck", Result(0)).ok());
+
+  (*proxy)->StartBlackHole();
+  DoneWaiter first, second;
+  store->AppendResult("stuck", Result(1), absl::Now(), first.Callback());
+  store->AppendResult("stuck", Result(2), absl::Now(), second.Callback());
+  BatchRecord finish = Running("stuck", 3);
+  finish.state = v1::BATCH_STATE_DONE;
+  finish.finished_at = absl::Now();
+  DoneWaiter finished;
+  store->FinishBatch(finish, finished.Callback());
+
+  const absl::Time start = absl::Now();
+  ASSERT_TRUE(DestroyWithin(std::move(store), absl::Seconds(20)))
+      << "~MysqlResultStore hangs";
+  // About one budget plus one try's timeouts, not one budget per group.
+  EXPECT_LT(absl::Now() - start, absl::Seconds(8));
+  for (DoneWaiter* w : {&first, &second, &finished}) {
+    ASSERT_TRUE(w->Wait(absl::ZeroDuration()));
+    EXPECT_TRUE(absl::IsUnavailable(w->status())) << w->status();
+  }
+}
+
+}  // namespace
+}  // namespace batchfetch

@@ -1,0 +1,59 @@
+#ifndef BATCHFETCH_TESTS_SUPPORT_TCP_BLACK_HOLE_PROXY_H_
+#define BATCHFETCH_TESTS_SUPPORT_TCP_BLACK_HOLE_PROXY_H_
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+
+namespace batchfetch::testing {
+
+// A loopback TCP proxy that forwards to a target until told to become a
+// black hole, for testing what a half-open connection does to a client.
+//
+// Listens on 127.0.0.1 (ephemeral port). Each accepted connection gets its
+// own connection to the target and bytes are copied both ways. After
+// StartBlackHole(): nothing is forwarded any more in either direction;
+// whatever arrives is read and dropped; every socket stays open (no FIN, no
+// RST), so peers see a silent, live connection; new connections are
+// accepted and held the same way (never connected to the target). A
+// connection closed by its client is closed on both sides.
+//
+// One thread does all the work (poll). Thread-safety: every method may be
+// called from any thread. The destructor closes every socket and joins.
+class TcpBlackHoleProxy {
+ public:
+  static absl::StatusOr<std::unique_ptr<TcpBlackHoleProxy>> Start(
+      int target_port, const std::string& target_host = "127.0.0.1");
+
+  TcpBlackHoleProxy(const TcpBlackHoleProxy&) = delete;
+  TcpBlackHoleProxy& operator=(const TcpBlackHoleProxy&) = delete;
+  ~TcpBlackHoleProxy();
+
+  int port() const { return port_; }
+  void StartBlackHole() { black_hole_.store(true); }
+  bool black_hole() const { return black_hole_.load(); }
+  // Connections accepted so far.
+  int accepted() const { return accepted_.load(); }
+
+ private:
+  TcpBlackHoleProxy(int listen_fd, int wake_fd, int port,
+                    std::string target_host, int target_port);
+  void Run();
+
+  const int listen_fd_;
+  const int wake_fd_;  // eventfd: the destructor wakes the loop
+  const int port_;
+  const std::string target_host_;
+  const int target_port_;
+  std::atomic<bool> black_hole_{false};
+  std::atomic<bool> stop_{false};
+  std::atomic<int> accepted_{0};
+  std::thread thread_;
+};
+
+}  // namespace batchfetch::testing
+
+#endif  // BATCHFETCH_TESTS_SUPPORT_TCP_BLACK_HOLE_PROXY_H_
