@@ -12,7 +12,7 @@ namespace {
 using Kind = MysqlErrorKind;
 
 TEST(MysqlSessionClassifyTest, ConnectionErrorCodes) {
-  for (int code : {2002, 2003, 2006, 2013, 2055}) {
+  for (int code : {2002, 2003, 2006, 2013, 2055, 1927}) {
     EXPECT_EQ(MysqlSession::Classify(code, "HY000"), Kind::kConnectionLost)
         << code;
   }

@@ -1,5 +1,6 @@
 // MysqlResultStore and its parts against a real private MariaDB (started
 // once for the whole process; each test uses its own database).
+#include <cppconn/resultset.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -18,6 +19,7 @@
 #include "service/store/mysql/mysql_reader.h"
 #include "service/store/mysql/mysql_result_store.h"
 #include "service/store/mysql/mysql_schema.h"
+#include "service/store/mysql/mysql_session.h"
 #include "tests/support/local_mariadb.h"
 #include "tests/support/tcp_black_hole_proxy.h"
 
@@ -383,6 +385,77 @@ TEST_F(StoreTest, ReconnectsAfterItsConnectionsAreKilled) {
   auto summary = store->GetBatch("killed");
   ASSERT_TRUE(summary.ok()) << summary.status();
   EXPECT_EQ(summary->stored(), 2u);
+}
+
+// The connection drops while the writer sends COMMIT: the server rolls the
+// group back, so its rows must not be acknowledged; the writer reconnects
+// and replays them. Connector/C++ 1.1's sql::Connection::commit() ignores
+// the failure, and the writer used to ack every row OK although none was
+// stored (seen once as stored=60 in the summary but 57 rows in MySQL).
+TEST_F(StoreTest, CommitLostInFlightIsReplayedNotAcknowledged) {
+  auto proxy = TcpBlackHoleProxy::Start(db_->port());
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  auto store = Open(Options((*proxy)->port()));
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateBatch(Running("lost-commit", 3)).ok());
+  // COM_QUERY (0x03) "COMMIT": only the writer sends it.
+  const std::string commit_packet = std::string("\x03") + "COMMIT";
+
+  (*proxy)->CutOnClientBytes(commit_packet);
+  std::vector<std::unique_ptr<DoneWaiter>> waiters;
+  for (uint32_t i = 0; i < 3; ++i) {
+    waiters.push_back(std::make_unique<DoneWaiter>());
+    store->AppendResult("lost-commit", Result(i), absl::Now(),
+                        waiters.back()->Callback());
+  }
+  for (auto& w : waiters) {
+    ASSERT_TRUE(w->Wait(absl::Seconds(30)));
+    EXPECT_TRUE(w->status().ok()) << w->status();
+  }
+  EXPECT_EQ((*proxy)->cuts(), 1);
+  // Acked OK means committed: visible to any new connection.
+  EXPECT_EQ(Sql("SELECT GROUP_CONCAT(idx ORDER BY idx) FROM fetch_results "
+                "WHERE batch_id = 'lost-commit'"),
+            "0,1,2");
+
+  // The same for the final batch row.
+  (*proxy)->CutOnClientBytes(commit_packet);
+  BatchRecord finish = Running("lost-commit", 3);
+  finish.state = v1::BATCH_STATE_DONE;
+  finish.succeeded = 3;
+  finish.stored = 3;
+  finish.finished_at = absl::Now();
+  DoneWaiter finished;
+  store->FinishBatch(finish, finished.Callback());
+  ASSERT_TRUE(finished.Wait(absl::Seconds(30)));
+  EXPECT_TRUE(finished.status().ok()) << finished.status();
+  EXPECT_EQ((*proxy)->cuts(), 2);
+  EXPECT_EQ(Sql("SELECT state, `stored` FROM batches "
+                "WHERE batch_id = 'lost-commit'"),
+            absl::StrCat(static_cast<int>(v1::BATCH_STATE_DONE), "\t3"));
+}
+
+// autocommit = false is applied by a statement whose failure is seen, and
+// it holds on the session.
+TEST_F(StoreTest, SessionWithoutAutocommitReallyHasItOff) {
+  Open(Options()).reset();  // creates the database
+  MysqlSession::Options o;
+  o.host = db_->host();
+  o.port = db_->port();
+  o.user = db_->user();
+  o.password = db_->password();
+  o.database = database_;
+  o.autocommit = false;
+  auto session = MysqlSession::Connect(o);
+  ASSERT_TRUE(session.ok()) << session.status();
+  std::string autocommit;
+  MysqlStatus status = MysqlSession::Guard("reading @@autocommit", [&] {
+    auto rs = (*session)->Query("SELECT @@session.autocommit");
+    if (rs->next()) autocommit = rs->getString(1).asStdString();
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(status.ok()) << status.status;
+  EXPECT_EQ(autocommit, "0");
 }
 
 TEST_F(StoreTest, ReadPoolNeverOpensMoreThanItsBound) {

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -104,6 +105,11 @@ TcpBlackHoleProxy::~TcpBlackHoleProxy() {
   close(wake_fd_);
 }
 
+void TcpBlackHoleProxy::CutOnClientBytes(std::string pattern) {
+  std::lock_guard<std::mutex> lock(cut_mu_);
+  cut_pattern_ = std::move(pattern);
+}
+
 void TcpBlackHoleProxy::Run() {
   // A client connection and its target connection (-1: none / closed).
   struct Pair {
@@ -154,6 +160,18 @@ void TcpBlackHoleProxy::Run() {
           continue;
         }
         if (black_hole || to < 0) continue;  // dropped
+        if (side == 0) {
+          std::lock_guard<std::mutex> lock(cut_mu_);
+          if (!cut_pattern_.empty() &&
+              std::string_view(buffer.data(), static_cast<size_t>(n))
+                      .find(cut_pattern_) != std::string_view::npos) {
+            cut_pattern_.clear();
+            cuts_.fetch_add(1);
+            close_fd(p.client);
+            close_fd(p.target);
+            continue;
+          }
+        }
         if (!SendAll(to, buffer.data(), static_cast<size_t>(n))) {
           close_fd(p.client);
           close_fd(p.target);

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -21,6 +22,13 @@ namespace batchfetch::testing {
 // accepted and held the same way (never connected to the target). A
 // connection closed by its client is closed on both sides.
 //
+// CutOnClientBytes(pattern): the next chunk a client sends that contains
+// `pattern` is not forwarded; instead that connection is closed on both
+// sides, as when the network drops it while the client is sending (the
+// target sees EOF, the client sees EOF on its next read). Once only; a
+// pattern split across two reads is not seen, so use it for short requests
+// such as one MySQL command packet.
+//
 // One thread does all the work (poll). Thread-safety: every method may be
 // called from any thread. The destructor closes every socket and joins.
 class TcpBlackHoleProxy {
@@ -37,6 +45,10 @@ class TcpBlackHoleProxy {
   bool black_hole() const { return black_hole_.load(); }
   // Connections accepted so far.
   int accepted() const { return accepted_.load(); }
+  // Arms (or re-arms, replacing the pattern) the one-shot cut above.
+  void CutOnClientBytes(std::string pattern);
+  // Connections cut by CutOnClientBytes so far.
+  int cuts() const { return cuts_.load(); }
 
  private:
   TcpBlackHoleProxy(int listen_fd, int wake_fd, int port,
@@ -51,6 +63,9 @@ class TcpBlackHoleProxy {
   std::atomic<bool> black_hole_{false};
   std::atomic<bool> stop_{false};
   std::atomic<int> accepted_{0};
+  std::atomic<int> cuts_{0};
+  std::mutex cut_mu_;
+  std::string cut_pattern_;  // guarded by cut_mu_; empty: not armed
   std::thread thread_;
 };
 

@@ -45,8 +45,10 @@ absl::StatusOr<std::unique_ptr<MysqlSession>> MysqlSession::Connect(
     props["OPT_CHARSET_NAME"] = sql::SQLString("utf8mb4");
     session->conn_.reset(driver->connect(props));
     if (!options.database.empty()) session->conn_->setSchema(options.database);
-    session->Execute("SET SESSION time_zone = '+00:00'");
-    if (!options.autocommit) session->conn_->setAutoCommit(false);
+    // Not conn_->setAutoCommit(false): it ignores a failure.
+    session->Execute(options.autocommit
+                         ? "SET SESSION time_zone = '+00:00'"
+                         : "SET SESSION time_zone = '+00:00', autocommit = 0");
     return absl::OkStatus();
   });
   if (!status.ok()) return status.status;
@@ -74,6 +76,10 @@ std::unique_ptr<sql::ResultSet> MysqlSession::Query(const std::string& sql) {
   return std::unique_ptr<sql::ResultSet>(stmt->executeQuery(sql));
 }
 
+void MysqlSession::Commit() { Execute("COMMIT"); }
+
+void MysqlSession::Rollback() { Execute("ROLLBACK"); }
+
 MysqlErrorKind MysqlSession::Classify(int code, absl::string_view sql_state) {
   switch (code) {
     case kErrServerGone:
@@ -81,6 +87,7 @@ MysqlErrorKind MysqlSession::Classify(int code, absl::string_view sql_state) {
     case kErrCantConnect:
     case kErrConnHostError:
     case kErrServerLostExtended:
+    case kErrConnectionKilled:
       return MysqlErrorKind::kConnectionLost;
     case kErrDeadlock:
     case kErrLockWaitTimeout:

@@ -63,8 +63,14 @@ struct MysqlStatus {
 // are pure and safe from any thread.
 //
 // Exceptions: Connect(), Guard() and the static functions never throw.
-// conn(), Prepared() and Execute() throw sql::SQLException as Connector/C++
-// does; run them inside Guard().
+// conn(), Prepared(), Execute(), Query(), Commit() and Rollback() throw
+// sql::SQLException as Connector/C++ does; run them inside Guard().
+//
+// Transactions: use Commit()/Rollback(), never conn().commit(),
+// conn().rollback() or conn().setAutoCommit(). In Connector/C++ 1.1.12 those
+// three discard the result of mysql_commit/mysql_rollback/mysql_autocommit:
+// a COMMIT that fails because the connection was lost (the server rolled the
+// transaction back) returns normally, as if the rows were stored.
 class MysqlSession {
  public:
   struct Options {
@@ -78,6 +84,8 @@ class MysqlSession {
     // OPT_READ_TIMEOUT and OPT_WRITE_TIMEOUT (whole seconds, rounded up);
     // zero or infinite: none.
     absl::Duration io_timeout = absl::Seconds(30);
+    // false: SET SESSION autocommit = 0 (checked, unlike setAutoCommit());
+    // sql::Connection::getAutoCommit() then no longer tells the truth.
     bool autocommit = true;
   };
 
@@ -90,6 +98,8 @@ class MysqlSession {
   static constexpr int kErrServerGone = 2006;
   static constexpr int kErrServerLost = 2013;
   static constexpr int kErrServerLostExtended = 2055;
+  // MariaDB: "Connection was killed" (KILL of our connection).
+  static constexpr int kErrConnectionKilled = 1927;
 
   // Connects and configures a session. On failure the status is
   // UNAVAILABLE for a connection-level error, otherwise as ToStatus maps it
@@ -108,6 +118,10 @@ class MysqlSession {
   void Execute(const std::string& sql);
   // Runs one query; the caller owns the result set.
   std::unique_ptr<sql::ResultSet> Query(const std::string& sql);
+  // COMMIT / ROLLBACK as statements, so that a failure (e.g. 2013 when the
+  // connection was lost before the COMMIT reached the server) throws.
+  void Commit();
+  void Rollback();
 
   // Connector/C++ code 0 means "client-side error without a server code";
   // then only SQLSTATE class "08" (connection exception) is a lost

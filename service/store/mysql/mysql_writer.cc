@@ -178,7 +178,7 @@ MysqlStatus MysqlWriter::WriteWithRetries(const std::vector<WriteOp>& group) {
         session_.reset();
       } else {
         MysqlStatus rollback = MysqlSession::Guard("rolling back", [&] {
-          session_->conn().rollback();
+          session_->Rollback();
           return absl::OkStatus();
         });
         if (!rollback.ok()) session_.reset();
@@ -253,7 +253,9 @@ void MysqlWriter::WriteGroup(MysqlSession& s,
     ps.setString(6, b.batch_id);
     ps.executeUpdate();
   }
-  s.conn().commit();
+  // Checked: only a COMMIT that the server acknowledged lets the caller run
+  // the `done`s with OK (see MysqlSession on conn().commit()).
+  s.Commit();
 }
 
 }  // namespace batchfetch
