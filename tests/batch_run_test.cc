@@ -188,6 +188,10 @@ FetchedResponse Failed(uint32_t index, TransferResult result) {
 
 class BatchRunTest : public ::testing::Test {
  protected:
+  // The fakes may still be called (a slot released as the store's queue is
+  // destroyed) after run_ is gone: stop probing it first.
+  ~BatchRunTest() override { probe_.Watch(nullptr); }
+
   // A run of `total` requests; `with_store` false: --store=none.
   void Make(uint32_t total, bool with_store = true) {
     BatchRun::Params params;
