@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 
 #include <map>
 
@@ -370,6 +371,55 @@ TEST_F(FetchEngineTest, StatsCountTransfersAndResults) {
   EXPECT_EQ(stats.delivered[static_cast<int>(TransferResult::kInvalidRequest)],
             1);
   EXPECT_EQ(stats.transfers_in_flight, 0);
+}
+
+// CPU time this process has used so far.
+absl::Duration ProcessCpu() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return absl::DurationFromTimeval(usage.ru_utime) +
+         absl::DurationFromTimeval(usage.ru_stime);
+}
+
+TEST_F(FetchEngineTest, IdleConnectionClosedByTheServerCostsNoBusyLoop) {
+  // Idle keep-alive sockets stay in the epoll set (lazy epoll). When the
+  // server closes them, the engine must drop them, not spin on them.
+  auto engine = MakeEngine();
+  auto sink = std::make_shared<RecordingSink>();
+  BatchOptions options;
+  options.concurrency = 8;
+  engine->Submit(Urls(*upstream_, 16, ""), options, sink);
+  ASSERT_TRUE(sink->AwaitCount(16, absl::Seconds(10)));
+  upstream_.reset();  // closes every (idle) connection
+  absl::SleepFor(absl::Milliseconds(100));
+  const absl::Duration before = ProcessCpu();
+  absl::SleepFor(absl::Milliseconds(500));
+  EXPECT_LT(ProcessCpu() - before, absl::Milliseconds(150));
+  // And the engine still works.
+  auto other = TestUpstream::Start();
+  ASSERT_TRUE(other.ok());
+  auto second = std::make_shared<RecordingSink>();
+  engine->Submit(Urls(**other, 16, ""), options, second);
+  ASSERT_TRUE(second->AwaitCount(16, absl::Seconds(10)));
+  for (auto& [index, r] : second->responses()) {
+    EXPECT_EQ(r.http_status, 200) << index << " " << r.error;
+  }
+}
+
+TEST_F(FetchEngineTest, ReusesConnectionsAcrossManyBatchesWithOneMultiHandle) {
+  // The same engine logic with a single multi handle (the sharding is an
+  // optimization, not a behaviour).
+  FetchEngine::Options engine_options;
+  engine_options.curl_multi_handles = 1;
+  auto engine = MakeEngine(engine_options);
+  for (int round = 0; round < 3; ++round) {
+    auto sink = std::make_shared<RecordingSink>();
+    BatchOptions options;
+    options.concurrency = 4;
+    engine->Submit(Urls(*upstream_, 8, ""), options, sink);
+    ASSERT_TRUE(sink->AwaitCount(8, absl::Seconds(10)));
+  }
+  EXPECT_LE(upstream_->connections_accepted(), 4);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <memory>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -86,8 +87,11 @@ TransferResult MapCurlCode(int curl_code) {
   }
 }
 
+struct Shard;
+
 // One running attempt. Owned by the driver from Start to completion/Abort.
 struct DriverTransfer {
+  Shard* shard = nullptr;  // the multi handle running it
   TransferToken token;
   CurlDriver::TransferId id = 0;
   CURL* easy = nullptr;
@@ -103,41 +107,74 @@ struct DriverTransfer {
   char error[CURL_ERROR_SIZE] = {0};
 };
 
+// One multi handle (connection cache, DNS cache, timer) of the driver.
+// libcurl 7.88 walks a host's whole connection list on every transfer start
+// (ConnectionExists) and every curl_multi_remove_handle
+// (close_connect_only), so N smaller caches cost less per request than one.
+struct Shard {
+  void* impl = nullptr;  // the CurlDriver::Impl
+  uint32_t index = 0;
+  CURLM* multi = nullptr;
+  MonoTime deadline = MonoTime::max();  // curl's timer for this multi
+  int running = 0;                      // transfers in this multi
+};
+
+constexpr uint64_t kWakeData = ~uint64_t{0};
+uint64_t EventData(uint32_t shard, curl_socket_t fd) {
+  return (uint64_t{shard} << 32) | static_cast<uint32_t>(fd);
+}
+
 class CurlDriver::Impl {
  public:
   Impl(const Options& options, FetchStats* stats)
-      : options_(options), stats_(stats) {}
+      : options_(options),
+        stats_(stats),
+        shard_count_(std::max(1, options.multi_handles)),
+        lazy_epoll_(options.lazy_epoll) {}
 
   absl::Status Init() {
-    multi_ = curl_multi_init();
     epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
     wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (multi_ == nullptr || epoll_fd_ < 0 || wake_fd_ < 0) {
+    if (epoll_fd_ < 0 || wake_fd_ < 0) {
       return absl::InternalError(
           absl::StrCat("curl driver init failed: ", std::strerror(errno)));
     }
     epoll_event ev{};
     ev.events = EPOLLIN;
-    ev.data.fd = wake_fd_;
+    ev.data.u64 = kWakeData;
     if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev) != 0) {
       return absl::InternalError(
           absl::StrCat("epoll_ctl(eventfd): ", std::strerror(errno)));
     }
-    CURLMcode rc = CURLM_OK;
-    auto set = [&](CURLMoption option, auto value) {
-      if (rc == CURLM_OK) rc = curl_multi_setopt(multi_, option, value);
-    };
-    set(CURLMOPT_SOCKETFUNCTION, &Impl::OnSocket);
-    set(CURLMOPT_SOCKETDATA, this);
-    set(CURLMOPT_TIMERFUNCTION, &Impl::OnTimer);
-    set(CURLMOPT_TIMERDATA, this);
-    // Keep every connection our concurrency may use alive for reuse. The
-    // multi handle also holds the DNS cache shared by all its transfers.
-    set(CURLMOPT_MAXCONNECTS, static_cast<long>(options_.max_connections));
-    set(CURLMOPT_PIPELINING, static_cast<long>(CURLPIPE_MULTIPLEX));
-    if (rc != CURLM_OK) {
-      return absl::InternalError(
-          absl::StrCat("curl_multi_setopt: ", curl_multi_strerror(rc)));
+    for (int i = 0; i < shard_count_; ++i) {
+      auto shard = std::make_unique<Shard>();
+      shard->impl = this;
+      shard->index = static_cast<uint32_t>(i);
+      shard->multi = curl_multi_init();
+      if (shard->multi == nullptr) {
+        return absl::InternalError("curl_multi_init failed");
+      }
+      CURLM* multi = shard->multi;
+      Shard* data = shard.get();
+      shards_.push_back(std::move(shard));
+      CURLMcode rc = CURLM_OK;
+      auto set = [&](CURLMoption option, auto value) {
+        if (rc == CURLM_OK) rc = curl_multi_setopt(multi, option, value);
+      };
+      set(CURLMOPT_SOCKETFUNCTION, &Impl::OnSocket);
+      set(CURLMOPT_SOCKETDATA, data);
+      set(CURLMOPT_TIMERFUNCTION, &Impl::OnTimer);
+      set(CURLMOPT_TIMERDATA, data);
+      // Keep every connection our concurrency may use alive for reuse. The
+      // multi handle also holds the DNS cache shared by all its transfers.
+      set(CURLMOPT_MAXCONNECTS,
+          static_cast<long>((options_.max_connections + shard_count_ - 1) /
+                            shard_count_));
+      set(CURLMOPT_PIPELINING, static_cast<long>(CURLPIPE_MULTIPLEX));
+      if (rc != CURLM_OK) {
+        return absl::InternalError(
+            absl::StrCat("curl_multi_setopt: ", curl_multi_strerror(rc)));
+      }
     }
     default_headers_ = curl_slist_append(nullptr, "Accept: application/json");
     // No "Expect: 100-continue" round trip for request bodies.
@@ -151,14 +188,16 @@ class CurlDriver::Impl {
   ~Impl() {
     for (DriverTransfer* t : slots_) {
       if (t == nullptr) continue;
-      curl_multi_remove_handle(multi_, t->easy);
+      curl_multi_remove_handle(t->shard->multi, t->easy);
       curl_easy_cleanup(t->easy);
       curl_slist_free_all(t->headers);
       delete t;
     }
     for (CURL* easy : idle_easy_) curl_easy_cleanup(easy);
     curl_slist_free_all(default_headers_);
-    if (multi_ != nullptr) curl_multi_cleanup(multi_);
+    for (auto& shard : shards_) {
+      if (shard->multi != nullptr) curl_multi_cleanup(shard->multi);
+    }
     if (epoll_fd_ >= 0) close(epoll_fd_);
     if (wake_fd_ >= 0) close(wake_fd_);
   }
@@ -174,6 +213,13 @@ class CurlDriver::Impl {
     t->timeout = spec.timeout;
     t->timeout_is_deadline = spec.timeout_is_deadline;
     t->egress = options_.egress.get();
+    // The least busy multi: keeps each one's connection count (and what
+    // libcurl scans per request) near in-flight / shards, and idle
+    // connections reused across batches.
+    t->shard = shards_[0].get();
+    for (auto& shard : shards_) {
+      if (shard->running < t->shard->running) t->shard = shard.get();
+    }
     const FetchSpec& request = *spec.request;
     OptionSetter set(easy);
     // Options common to every transfer were set when the handle was made;
@@ -183,7 +229,9 @@ class CurlDriver::Impl {
     BF_SET(set, CURLOPT_URL, request.url.c_str());
     BF_SET(set, CURLOPT_WRITEDATA, t);
     BF_SET(set, CURLOPT_ERRORBUFFER, t->error);
-    if (t->egress != nullptr) BF_SET(set, CURLOPT_OPENSOCKETDATA, t);
+    if (t->egress != nullptr || lazy_epoll_) {
+      BF_SET(set, CURLOPT_OPENSOCKETDATA, t);
+    }
     BF_SET(set, CURLOPT_TIMEOUT_MS,
            static_cast<long>(std::max<int64_t>(
                1, absl::ToInt64Milliseconds(
@@ -234,7 +282,7 @@ class CurlDriver::Impl {
     }
     absl::Status status = set.status();
     if (status.ok()) {
-      const CURLMcode rc = curl_multi_add_handle(multi_, easy);
+      const CURLMcode rc = curl_multi_add_handle(t->shard->multi, easy);
       if (rc != CURLM_OK) {
         status = absl::InternalError(absl::StrCat("could not start transfer: ",
                                                   curl_multi_strerror(rc)));
@@ -245,6 +293,7 @@ class CurlDriver::Impl {
       return status;
     }
     t->id = Slot(t);
+    ++t->shard->running;
     if (stats_ != nullptr) {
       stats_->transfers_in_flight.fetch_add(1, std::memory_order_relaxed);
       stats_->transfers_started.fetch_add(1, std::memory_order_relaxed);
@@ -255,14 +304,17 @@ class CurlDriver::Impl {
   void Abort(TransferId id) {
     if (id >= slots_.size() || slots_[id] == nullptr) return;
     DriverTransfer* t = slots_[id];
-    curl_multi_remove_handle(multi_, t->easy);
+    curl_multi_remove_handle(t->shard->multi, t->easy);
     Finish(t);
   }
 
   void Poll(absl::Duration max_wait, std::vector<CompletedTransfer>* done) {
     absl::Duration left = std::min(max_wait, kMaxPollWait);
-    if (curl_deadline_ != MonoTime::max()) {
-      left = std::min(left, Since(curl_deadline_, SteadyNow()));
+    const MonoTime now = SteadyNow();
+    for (const auto& shard : shards_) {
+      if (shard->deadline != MonoTime::max()) {
+        left = std::min(left, Since(shard->deadline, now));
+      }
     }
     const int wait_ms = left <= absl::ZeroDuration()
                             ? 0
@@ -272,23 +324,35 @@ class CurlDriver::Impl {
     const int n = epoll_wait(epoll_fd_, events, kMaxEpollEvents, wait_ms);
     int still_running = 0;
     for (int i = 0; i < n; ++i) {
-      if (events[i].data.fd == wake_fd_) {
+      if (events[i].data.u64 == kWakeData) {
         uint64_t value;
         [[maybe_unused]] ssize_t r = read(wake_fd_, &value, sizeof(value));
+        continue;
+      }
+      const auto fd = static_cast<curl_socket_t>(events[i].data.u64);
+      Shard& shard = *shards_[events[i].data.u64 >> 32];
+      if (lazy_epoll_ && Ours(fd) && !Wanted(fd)) {
+        // An idle keep-alive connection left in the set spoke (usually:
+        // the server closed it). curl does not watch it: drop it now.
+        epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
+        registered_[static_cast<size_t>(fd)] = 0;
         continue;
       }
       int flags = 0;
       if (events[i].events & EPOLLIN) flags |= CURL_CSELECT_IN;
       if (events[i].events & EPOLLOUT) flags |= CURL_CSELECT_OUT;
       if (events[i].events & (EPOLLERR | EPOLLHUP)) flags |= CURL_CSELECT_ERR;
-      curl_multi_socket_action(multi_, events[i].data.fd, flags,
-                               &still_running);
+      curl_multi_socket_action(shard.multi, fd, flags, &still_running);
     }
-    if (curl_deadline_ <= SteadyNow()) {
-      curl_deadline_ = MonoTime::max();
-      curl_multi_socket_action(multi_, CURL_SOCKET_TIMEOUT, 0, &still_running);
+    const MonoTime after = SteadyNow();
+    for (auto& shard : shards_) {
+      if (shard->deadline <= after) {
+        shard->deadline = MonoTime::max();
+        curl_multi_socket_action(shard->multi, CURL_SOCKET_TIMEOUT, 0,
+                                 &still_running);
+      }
     }
-    Collect(done);
+    for (auto& shard : shards_) Collect(shard->multi, done);
   }
 
   void Wake() {
@@ -308,11 +372,57 @@ class CurlDriver::Impl {
   // re-announcing the same interest costs no system call.
   static constexpr uintptr_t kWatchIn = 1, kWatchOut = 2, kAssigned = 4;
 
+  // Lazy epoll applies only to connection sockets, whose whole life we see
+  // (CURLOPT_OPENSOCKETFUNCTION / CURLOPT_CLOSESOCKETFUNCTION). Others, such
+  // as the threaded resolver's socketpair, keep the eager path.
+  bool Ours(curl_socket_t fd) const {
+    return fd >= 0 && static_cast<size_t>(fd) < ours_.size() &&
+           ours_[static_cast<size_t>(fd)];
+  }
+  bool Wanted(curl_socket_t fd) const {
+    return wanted_[static_cast<size_t>(fd)];  // REQUIRES: Ours(fd)
+  }
+
+  // A new connection socket: nothing registered under its number yet.
+  void Opened(curl_socket_t fd) {
+    if (fd < 0) return;
+    const auto i = static_cast<size_t>(fd);
+    if (i >= ours_.size()) {
+      ours_.resize(i + 1, 0);
+      registered_.resize(i + 1, 0);
+      wanted_.resize(i + 1, 0);
+    }
+    ours_[i] = 1;
+    registered_[i] = 0;
+    wanted_[i] = 0;
+  }
+
+  // close() takes it out of the epoll set; its number may come back as
+  // anything.
+  static int OnCloseSocket(void* clientp, curl_socket_t fd) {
+    auto* self = static_cast<Impl*>(clientp);
+    if (self->Ours(fd)) {
+      const auto i = static_cast<size_t>(fd);
+      self->ours_[i] = 0;
+      self->registered_[i] = 0;
+      self->wanted_[i] = 0;
+    }
+    return close(fd);
+  }
+
   static int OnSocket(CURL*, curl_socket_t fd, int what, void* userp,
                       void* socketp) {
-    auto* self = static_cast<Impl*>(userp);
+    auto* shard = static_cast<Shard*>(userp);
+    Impl* self = static_cast<Impl*>(shard->impl);
     const uintptr_t current = reinterpret_cast<uintptr_t>(socketp);
+    const bool lazy = self->lazy_epoll_ && self->Ours(fd);
     if (what == CURL_POLL_REMOVE) {
+      if (lazy) {
+        // Usually an idle keep-alive connection that the next request will
+        // reuse: leave it in the set (Poll drops it if it speaks first).
+        self->wanted_[static_cast<size_t>(fd)] = 0;
+        return 0;
+      }
       // The descriptor may already be closed (and so gone from the set).
       epoll_ctl(self->epoll_fd_, EPOLL_CTL_DEL, fd, nullptr);
       return 0;
@@ -322,9 +432,24 @@ class CurlDriver::Impl {
                              ((what & CURL_POLL_OUT) ? kWatchOut : 0);
     if (wanted == current) return 0;
     epoll_event ev{};
-    ev.data.fd = fd;
+    ev.data.u64 = EventData(shard->index, fd);
     ev.events = ((wanted & kWatchIn) ? EPOLLIN : 0u) |
                 ((wanted & kWatchOut) ? EPOLLOUT : 0u);
+    if (lazy) {
+      const auto i = static_cast<size_t>(fd);
+      self->wanted_[i] = 1;
+      if (self->registered_[i] != ev.events) {
+        int op = self->registered_[i] == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
+        if (epoll_ctl(self->epoll_fd_, op, fd, &ev) != 0) {
+          if (errno != EEXIST && errno != ENOENT) return -1;
+          op = op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+          if (epoll_ctl(self->epoll_fd_, op, fd, &ev) != 0) return -1;
+        }
+        self->registered_[i] = ev.events;
+      }
+      curl_multi_assign(shard->multi, fd, reinterpret_cast<void*>(wanted));
+      return 0;
+    }
     int op = current == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
     if (epoll_ctl(self->epoll_fd_, op, fd, &ev) != 0) {
       // A descriptor number reused after close (EEXIST), or one curl
@@ -333,15 +458,15 @@ class CurlDriver::Impl {
       op = op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
       if (epoll_ctl(self->epoll_fd_, op, fd, &ev) != 0) return -1;
     }
-    curl_multi_assign(self->multi_, fd, reinterpret_cast<void*>(wanted));
+    curl_multi_assign(shard->multi, fd, reinterpret_cast<void*>(wanted));
     return 0;
   }
 
   static int OnTimer(CURLM*, long timeout_ms, void* userp) {
-    auto* self = static_cast<Impl*>(userp);
-    self->curl_deadline_ = timeout_ms < 0
-                               ? MonoTime::max()
-                               : SteadyNow() + absl::Milliseconds(timeout_ms);
+    auto* self = static_cast<Shard*>(userp);
+    self->deadline = timeout_ms < 0
+                         ? MonoTime::max()
+                         : SteadyNow() + absl::Milliseconds(timeout_ms);
     return 0;
   }
 
@@ -377,8 +502,12 @@ class CurlDriver::Impl {
         return CURL_SOCKET_BAD;
       }
     }
-    return socket(address->family, address->socktype | SOCK_CLOEXEC,
-                  address->protocol);
+    const curl_socket_t fd = socket(
+        address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+    if (t != nullptr && t->shard != nullptr) {
+      static_cast<Impl*>(t->shard->impl)->Opened(fd);
+    }
+    return fd;
   }
 
   absl::StatusOr<CURL*> TakeEasy() {
@@ -419,7 +548,11 @@ class CurlDriver::Impl {
     BF_SET(set, CURLOPT_WRITEFUNCTION, &Impl::OnWrite);
     BF_SET(set, CURLOPT_HTTP_VERSION,
            static_cast<long>(CURL_HTTP_VERSION_2TLS));
-    if (options_.egress != nullptr) {
+    if (lazy_epoll_) {
+      BF_SET(set, CURLOPT_CLOSESOCKETFUNCTION, &Impl::OnCloseSocket);
+      BF_SET(set, CURLOPT_CLOSESOCKETDATA, this);
+    }
+    if (options_.egress != nullptr || lazy_epoll_) {
       BF_SET(set, CURLOPT_OPENSOCKETFUNCTION, &Impl::OnOpenSocket);
     }
     if (!set.status().ok()) {
@@ -457,6 +590,7 @@ class CurlDriver::Impl {
 
   // Empties `t`'s slot and releases it. REQUIRES: removed from the multi.
   void Finish(DriverTransfer* t) {
+    --t->shard->running;
     slots_[t->id] = nullptr;
     free_slots_.push_back(t->id);
     --running_;
@@ -466,9 +600,9 @@ class CurlDriver::Impl {
     Release(t);
   }
 
-  void Collect(std::vector<CompletedTransfer>* done) {
+  void Collect(CURLM* multi, std::vector<CompletedTransfer>* done) {
     int pending = 0;
-    while (CURLMsg* msg = curl_multi_info_read(multi_, &pending)) {
+    while (CURLMsg* msg = curl_multi_info_read(multi, &pending)) {
       if (msg->msg != CURLMSG_DONE) continue;
       DriverTransfer* t = nullptr;
       curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &t);
@@ -548,7 +682,7 @@ class CurlDriver::Impl {
           }
         }
       }
-      curl_multi_remove_handle(multi_, easy);
+      curl_multi_remove_handle(multi, easy);
       Finish(t);
     }
   }
@@ -556,7 +690,14 @@ class CurlDriver::Impl {
   // Constant after construction.
   const Options options_;
   FetchStats* const stats_;
-  CURLM* multi_ = nullptr;
+  const int shard_count_;
+  const bool lazy_epoll_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  // lazy epoll, by descriptor: a connection socket of ours, the events
+  // registered for it (0: not in the set), and whether curl wants it.
+  std::vector<char> ours_;
+  std::vector<uint32_t> registered_;
+  std::vector<char> wanted_;
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
   curl_slist* default_headers_ = nullptr;
@@ -565,7 +706,6 @@ class CurlDriver::Impl {
   std::vector<DriverTransfer*> slots_;  // by TransferId; null when free
   std::vector<TransferId> free_slots_;
   std::vector<CURL*> idle_easy_;  // reusable, common options already set
-  MonoTime curl_deadline_ = MonoTime::max();  // curl's timer
   int running_ = 0;
 };
 

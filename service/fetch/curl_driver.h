@@ -64,7 +64,7 @@ TransferResult MapCurlCode(int curl_code);
 class CurlDriver {
  public:
   struct Options {
-    int max_connections = 1000;  // kept open for reuse
+    int max_connections = 1000;  // kept open for reuse, over all handles
     int64_t max_body_bytes = 8 << 20;
     int max_redirects = 5;
     absl::Duration connect_timeout = absl::Seconds(10);
@@ -74,6 +74,16 @@ class CurlDriver {
     std::string proxy;  // empty: no proxy, whatever the environment says
     // Asked for every new socket; null allows everything.
     std::shared_ptr<const EgressPolicy> egress;
+    // libcurl multi handles, all driven by the one thread; a transfer goes
+    // to the least busy. libcurl 7.88 walks a host's whole connection list
+    // on every transfer start and removal, so several smaller connection
+    // caches cost less per request than one large one (see
+    // docs/BENCHMARKS.md). Each has its own DNS and connection cache.
+    int multi_handles = 4;
+    // Leaves an idle keep-alive connection in the epoll set when curl stops
+    // watching it, so that reusing it costs no epoll_ctl; one that speaks
+    // while idle (the server closed it) is dropped then.
+    bool lazy_epoll = true;
   };
 
   // `stats` (may be null) receives the driver's counters; it must outlive

@@ -85,6 +85,7 @@ class FetchEngine::Impl {
     driver.user_agent = options_.user_agent;
     driver.proxy = options_.proxy;
     driver.egress = options_.egress;
+    driver.multi_handles = options_.curl_multi_handles;
     auto created = CurlDriver::Create(driver, &stats_);
     if (!created.ok()) return created.status();
     driver_ = *std::move(created);
@@ -171,23 +172,33 @@ class FetchEngine::Impl {
   void Run() {
     std::vector<CompletedTransfer> completed;
     std::vector<Scheduler::Decision> decisions;
+    // The last turn answered requests without starting I/O (invalid ones, a
+    // start that failed): nothing would wake us for the rest, so look again
+    // at once.
+    bool admit_again = false;
     while (true) {
       absl::Duration wait = absl::InfiniteDuration();
       const MonoTime next = scheduler_.NextTimer();
       if (next != MonoTime::max()) {
         wait = std::max(Since(next, clock_->MonoNow()), absl::ZeroDuration());
       }
+      if (admit_again) wait = absl::ZeroDuration();
       driver_->Poll(wait, &completed);
       for (CompletedTransfer& c : completed) OnCompleted(c);
       completed.clear();
       scheduler_.RunTimers(clock_->MonoNow(), &decisions);
       const bool stopping = TakeCommands(&decisions);
       Execute(decisions);
+      admit_again = false;
       if (!stopping) {
         const int free_slots = options_.max_in_flight - driver_->running();
         if (free_slots > 0) {
           scheduler_.Admit(clock_->MonoNow(), free_slots, &decisions);
+          const size_t decided = decisions.size();
+          const int running_before = driver_->running();
           Execute(decisions);
+          admit_again = decided > 0 && driver_->running() - running_before <
+                                           static_cast<int>(decided);
         }
       }
       stats_.requests_queued.store(scheduler_.queued(),

@@ -109,6 +109,8 @@ class FetchEngine {
     std::string proxy;
     // Asked before every new connection; null allows everything.
     std::shared_ptr<const EgressPolicy> egress;
+    // libcurl multi handles the event loop drives (CurlDriver::Options).
+    int curl_multi_handles = 4;
     // Where time comes from; null means Clock::Real(). Must outlive the
     // engine.
     Clock* clock = nullptr;
