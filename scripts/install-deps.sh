@@ -12,7 +12,7 @@ PACKAGES=(
   python3 curl
 )
 if [[ "${BATCHFETCH_BENCH_DEPS:-0}" == 1 ]]; then
-  PACKAGES+=(nginx-light libnginx-mod-http-echo python3-aiohttp gnuplot-nox)
+  PACKAGES+=(nginx-light libnginx-mod-http-echo python3-aiohttp gnuplot-nox linux-perf)
 fi
 
 missing=()
