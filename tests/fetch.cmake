@@ -16,3 +16,11 @@ add_executable(fetch_policy_test fetch_policy_test.cc)
 target_link_libraries(fetch_policy_test PRIVATE batchfetch_fetch batchfetch_test_support
   batchfetch_warnings GTest::gtest_main)
 gtest_discover_tests(fetch_policy_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 120)
+
+# epoll_ctl failures, injected by wrapping the symbol at link time.
+add_executable(curl_driver_epoll_failure_test curl_driver_epoll_failure_test.cc)
+target_link_libraries(curl_driver_epoll_failure_test PRIVATE batchfetch_fetch
+  batchfetch_test_support batchfetch_warnings GTest::gtest_main)
+target_link_options(curl_driver_epoll_failure_test PRIVATE -Wl,--wrap=epoll_ctl)
+gtest_discover_tests(curl_driver_epoll_failure_test DISCOVERY_TIMEOUT 60
+  PROPERTIES TIMEOUT 60)

@@ -126,6 +126,21 @@ TEST_F(SchedulerTest, UnreleasedResultsHoldTheWindowShut) {
   EXPECT_EQ(Admit(10).size(), 1u);
 }
 
+TEST_F(SchedulerTest, AnswersWithoutIoStillRespectTheWindow) {
+  // A batch of bad URLs is answered a window at a time, not all at once:
+  // undelivered answers hold window room like transfers in flight.
+  std::vector<std::string> urls(100, "ftp://a/");
+  Add(1, Specs(urls), Limits(2, /*window=*/4));
+  auto first = Admit(100);
+  EXPECT_EQ(first.size(), 4u);
+  for (const auto& d : first) EXPECT_EQ(d.kind, Kind::kInvalid);
+  EXPECT_TRUE(Admit(100).empty());
+  for (const auto& d : first) scheduler_.Delivered(d.batch, d.pos);
+  EXPECT_TRUE(Admit(100).empty());  // delivered, not yet released
+  windows_[1]->backlog.fetch_sub(4);
+  EXPECT_EQ(Admit(100).size(), 4u);
+}
+
 TEST_F(SchedulerTest, InvalidRequestsAreAnsweredWithoutASlot) {
   Add(1, Specs({"ftp://a/1", "http://a/2"}), Limits(1));
   auto d = Admit(1);

@@ -103,7 +103,8 @@ struct DriverTransfer {
   bool timeout_is_deadline = false;
   absl::Duration timeout;
   const EgressPolicy* egress = nullptr;
-  std::string blocked;  // why the egress policy refused a socket
+  std::string blocked;       // why the egress policy refused a socket
+  std::string socket_error;  // epoll_ctl refused its socket
   char error[CURL_ERROR_SIZE] = {0};
 };
 
@@ -353,6 +354,7 @@ class CurlDriver::Impl {
       }
     }
     for (auto& shard : shards_) Collect(shard->multi, done);
+    FailSockets(done);
   }
 
   void Wake() {
@@ -410,7 +412,7 @@ class CurlDriver::Impl {
     return close(fd);
   }
 
-  static int OnSocket(CURL*, curl_socket_t fd, int what, void* userp,
+  static int OnSocket(CURL* easy, curl_socket_t fd, int what, void* userp,
                       void* socketp) {
     auto* shard = static_cast<Shard*>(userp);
     Impl* self = static_cast<Impl*>(shard->impl);
@@ -441,9 +443,11 @@ class CurlDriver::Impl {
       if (self->registered_[i] != ev.events) {
         int op = self->registered_[i] == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
         if (epoll_ctl(self->epoll_fd_, op, fd, &ev) != 0) {
-          if (errno != EEXIST && errno != ENOENT) return -1;
+          if (errno != EEXIST && errno != ENOENT)
+            return self->SocketFailed(easy, errno);
           op = op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-          if (epoll_ctl(self->epoll_fd_, op, fd, &ev) != 0) return -1;
+          if (epoll_ctl(self->epoll_fd_, op, fd, &ev) != 0)
+            return self->SocketFailed(easy, errno);
         }
         self->registered_[i] = ev.events;
       }
@@ -454,12 +458,42 @@ class CurlDriver::Impl {
     if (epoll_ctl(self->epoll_fd_, op, fd, &ev) != 0) {
       // A descriptor number reused after close (EEXIST), or one curl
       // re-announces after it left the set (ENOENT): try the other way.
-      if (errno != EEXIST && errno != ENOENT) return -1;
+      if (errno != EEXIST && errno != ENOENT)
+        return self->SocketFailed(easy, errno);
       op = op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-      if (epoll_ctl(self->epoll_fd_, op, fd, &ev) != 0) return -1;
+      if (epoll_ctl(self->epoll_fd_, op, fd, &ev) != 0)
+        return self->SocketFailed(easy, errno);
     }
     curl_multi_assign(shard->multi, fd, reinterpret_cast<void*>(wanted));
     return 0;
+  }
+
+  // Never -1: libcurl 7.88 would mark the whole multi dead (every transfer
+  // in it fails, its timers stop, and it has been seen to crash). Only the
+  // transfer that owns the socket fails, after socket_action returns.
+  int SocketFailed(CURL* easy, int err) {
+    DriverTransfer* t = nullptr;
+    if (easy != nullptr) curl_easy_getinfo(easy, CURLINFO_PRIVATE, &t);
+    if (t != nullptr && t->socket_error.empty()) {
+      t->socket_error = absl::StrCat("epoll_ctl: ", std::strerror(err));
+      socket_failed_.push_back(t->id);
+    }
+    return 0;
+  }
+  void FailSockets(std::vector<CompletedTransfer>* done) {
+    std::vector<TransferId> ids;
+    ids.swap(socket_failed_);
+    for (TransferId id : ids) {
+      if (id >= slots_.size() || slots_[id] == nullptr) continue;
+      DriverTransfer* t = slots_[id];
+      if (t->socket_error.empty()) continue;
+      CompletedTransfer& c = done->emplace_back();
+      c.token = t->token;
+      c.response.result = TransferResult::kTransportError;
+      c.response.error = std::move(t->socket_error);
+      curl_multi_remove_handle(t->shard->multi, t->easy);
+      Finish(t);
+    }
   }
 
   static int OnTimer(CURLM*, long timeout_ms, void* userp) {
@@ -707,6 +741,7 @@ class CurlDriver::Impl {
   std::vector<TransferId> free_slots_;
   std::vector<CURL*> idle_easy_;  // reusable, common options already set
   int running_ = 0;
+  std::vector<TransferId> socket_failed_;
 };
 
 CurlDriver::CurlDriver(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -311,11 +311,13 @@ class FetchEngine::Impl {
       scheduler_.SetTransfer(batch, pos, *id);
       return;
     }
-    scheduler_.AttemptEnded(batch, pos);
-    FetchedResponse r;
-    r.result = TransferResult::kTransportError;
-    r.error = std::string(id.status().message());
-    Deliver(batch, pos, std::move(r));
+    // An attempt that failed to start ends like any other: the retry policy
+    // decides (RETRY_ON_TRANSPORT_ERROR).
+    CompletedTransfer failed;
+    failed.token = spec.token;
+    failed.response.result = TransferResult::kTransportError;
+    failed.response.error = std::string(id.status().message());
+    OnCompleted(failed);
   }
 
   void OnCompleted(CompletedTransfer& c) {

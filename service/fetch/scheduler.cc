@@ -23,7 +23,10 @@ struct SchedulerRequest {
   bool running = false;        // an attempt is in flight
   bool waiting_retry = false;  // on a retry timer
   bool ending = false;         // a terminal decision was issued
-  bool done = false;           // delivered
+  // Answered without I/O (invalid, out of time) and not yet delivered: it
+  // holds window room like a transfer in flight.
+  bool answered = false;
+  bool done = false;  // delivered
   MonoTime first_start;
   // The outcome of the last attempt while a retry waits (no body).
   std::unique_ptr<FetchedResponse> last;
@@ -49,6 +52,7 @@ class Scheduler::Batch {
   size_t host_cursor = 0;             // round-robin over ready_hosts
   size_t delivered = 0;
   int in_flight = 0;
+  int answered = 0;  // requests with `answered` set
   bool cancelled = false;
   bool deadline_passed = false;
   bool listed = false;  // in Scheduler::active_
@@ -106,7 +110,8 @@ void Scheduler::List(Batch& batch) {
 bool Scheduler::HasRoom(Batch& batch) {
   if (batch.in_flight >= batch.limits.concurrency) return false;
   auto fits = [&] {
-    return batch.in_flight + batch.window->backlog.load() < batch.limits.window;
+    return batch.in_flight + batch.answered + batch.window->backlog.load() <
+           batch.limits.window;
   };
   if (fits()) return true;
   // Publish that we wait before re-checking, so a concurrent release either
@@ -180,6 +185,8 @@ bool Scheduler::DecideOne(Batch& batch, MonoTime now,
     absl::StatusOr<ValidatedRequest> valid = ValidateRequest(request.spec);
     if (!valid.ok()) {
       request.ending = true;
+      request.answered = true;
+      ++batch.answered;
       out->push_back({Decision::Kind::kInvalid, &batch, pos, 0,
                       std::string(valid.status().message())});
       return true;
@@ -208,6 +215,8 @@ void Scheduler::Start(Batch& batch, uint32_t pos, MonoTime now,
   if (batch.limits.deadline != MonoTime::max() &&
       Since(batch.limits.deadline, now) < kMinUsefulTime) {
     request.ending = true;
+    request.answered = true;
+    ++batch.answered;
     out->push_back({Decision::Kind::kOutOfTime, &batch, pos, 0, {}});
     return;
   }
@@ -338,6 +347,10 @@ bool Scheduler::Delivered(Batch* batch, uint32_t pos) {
   SchedulerRequest& request = batch->requests[pos];
   request.done = true;
   request.ending = false;
+  if (request.answered) {
+    request.answered = false;
+    --batch->answered;
+  }
   request.waiting_retry = false;
   request.last.reset();
   request.spec = FetchSpec();

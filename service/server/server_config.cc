@@ -52,7 +52,8 @@ ABSL_FLAG(int, default_per_host_concurrency, 0,
           "Per-batch, per-host concurrency when the request says 0 (0 = no "
           "per-host cap)");
 ABSL_FLAG(absl::Duration, max_retry_after, absl::Seconds(60),
-          "Longest Retry-After honoured (longer ones are capped)");
+          "Longest Retry-After waited for: a longer one means no retry "
+          "(the host's cooldown is capped to it)");
 ABSL_FLAG(int, low_speed_bytes, 64,
           "A transfer slower than this many bytes/s for --low_speed_time ends "
           "as TIMEOUT (0 = off)");
