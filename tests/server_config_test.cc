@@ -44,6 +44,7 @@ const std::map<std::string, std::string>& Samples() {
       {"max_retry_after", "9s"},
       {"low_speed_bytes", "10"},
       {"low_speed_time", "4s"},
+      {"curl_multi_handles", "2"},
       {"proxy", "http://proxy.example:3128"},
       {"shutdown_grace", "3s"},
   };

@@ -54,6 +54,9 @@ ABSL_FLAG(int, default_per_host_concurrency, 0,
 ABSL_FLAG(absl::Duration, max_retry_after, absl::Seconds(60),
           "Longest Retry-After waited for: a longer one means no retry "
           "(the host's cooldown is capped to it)");
+ABSL_FLAG(int, curl_multi_handles, 4,
+          "libcurl multi handles the engine's one event loop drives (1-64); "
+          "several smaller connection caches cost libcurl less per request");
 ABSL_FLAG(int, low_speed_bytes, 64,
           "A transfer slower than this many bytes/s for --low_speed_time ends "
           "as TIMEOUT (0 = off)");
@@ -106,6 +109,7 @@ const std::vector<ServerFlag>& ServerFlags() {
           Bind(FLAGS_max_retry_after, "BATCHFETCH_MAX_RETRY_AFTER"),
           Bind(FLAGS_low_speed_bytes, "BATCHFETCH_LOW_SPEED_BYTES"),
           Bind(FLAGS_low_speed_time, "BATCHFETCH_LOW_SPEED_TIME"),
+          Bind(FLAGS_curl_multi_handles, "BATCHFETCH_CURL_MULTI_HANDLES"),
           Bind(FLAGS_proxy, "BATCHFETCH_PROXY"),
           Bind(FLAGS_shutdown_grace, "BATCHFETCH_SHUTDOWN_GRACE"),
       };
@@ -193,6 +197,12 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   config.engine.max_retry_after = absl::GetFlag(FLAGS_max_retry_after);
   config.engine.low_speed_bytes = absl::GetFlag(FLAGS_low_speed_bytes);
   config.engine.low_speed_time = absl::GetFlag(FLAGS_low_speed_time);
+  config.engine.curl_multi_handles = absl::GetFlag(FLAGS_curl_multi_handles);
+  if (config.engine.curl_multi_handles < 1 ||
+      config.engine.curl_multi_handles > 64) {
+    return absl::InvalidArgumentError(
+        "--curl_multi_handles must be between 1 and 64");
+  }
   config.engine.proxy = absl::GetFlag(FLAGS_proxy);
   if (absl::GetFlag(FLAGS_default_per_host_concurrency) < 0 ||
       config.engine.low_speed_bytes < 0) {
