@@ -392,6 +392,23 @@ TEST_F(StoreTest, ReconnectsAfterItsConnectionsAreKilled) {
 // and replays them. Connector/C++ 1.1's sql::Connection::commit() ignores
 // the failure, and the writer used to ack every row OK although none was
 // stored (seen once as stored=60 in the summary but 57 rows in MySQL).
+TEST_F(StoreTest, CreateBatchWhoseAnswerWasLostIsNotATakenId) {
+  // The INSERT reaches the server and commits, but its answer is lost: the
+  // retry on a fresh connection finds our own row, which is success, not
+  // ALREADY_EXISTS.
+  auto proxy = TcpBlackHoleProxy::Start(db_->port());
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  auto store = Open(Options((*proxy)->port()));
+  ASSERT_NE(store, nullptr);
+  // The execute packet carries the id (the prepare does not).
+  (*proxy)->CutAfterClientBytes("answer-lost");
+  EXPECT_TRUE(store->CreateBatch(Running("answer-lost", 2)).ok());
+  EXPECT_EQ((*proxy)->cuts(), 1);
+  // Someone else's row with that id is still taken.
+  BatchRecord other = Running("answer-lost", 5);
+  EXPECT_TRUE(absl::IsAlreadyExists(store->CreateBatch(other)));
+}
+
 TEST_F(StoreTest, CommitLostInFlightIsReplayedNotAcknowledged) {
   auto proxy = TcpBlackHoleProxy::Start(db_->port());
   ASSERT_TRUE(proxy.ok()) << proxy.status();

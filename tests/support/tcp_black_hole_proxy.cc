@@ -108,6 +108,13 @@ TcpBlackHoleProxy::~TcpBlackHoleProxy() {
 void TcpBlackHoleProxy::CutOnClientBytes(std::string pattern) {
   std::lock_guard<std::mutex> lock(cut_mu_);
   cut_pattern_ = std::move(pattern);
+  cut_after_ = false;
+}
+
+void TcpBlackHoleProxy::CutAfterClientBytes(std::string pattern) {
+  std::lock_guard<std::mutex> lock(cut_mu_);
+  cut_pattern_ = std::move(pattern);
+  cut_after_ = true;
 }
 
 void TcpBlackHoleProxy::Run() {
@@ -167,6 +174,10 @@ void TcpBlackHoleProxy::Run() {
                       .find(cut_pattern_) != std::string_view::npos) {
             cut_pattern_.clear();
             cuts_.fetch_add(1);
+            if (cut_after_) {
+              // The target gets the bytes before it sees the close.
+              SendAll(to, buffer.data(), static_cast<size_t>(n));
+            }
             close_fd(p.client);
             close_fd(p.target);
             continue;

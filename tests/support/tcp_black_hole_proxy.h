@@ -47,6 +47,9 @@ class TcpBlackHoleProxy {
   int accepted() const { return accepted_.load(); }
   // Arms (or re-arms, replacing the pattern) the one-shot cut above.
   void CutOnClientBytes(std::string pattern);
+  // The same, but the chunk is forwarded before the cut: the target acts on
+  // it, and its answer is lost (as when the network drops the reply).
+  void CutAfterClientBytes(std::string pattern);
   // Connections cut by CutOnClientBytes so far.
   int cuts() const { return cuts_.load(); }
 
@@ -66,6 +69,7 @@ class TcpBlackHoleProxy {
   std::atomic<int> cuts_{0};
   std::mutex cut_mu_;
   std::string cut_pattern_;  // guarded by cut_mu_; empty: not armed
+  bool cut_after_ = false;   // guarded by cut_mu_: forward, then cut
   std::thread thread_;
 };
 

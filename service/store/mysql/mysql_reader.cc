@@ -1,5 +1,6 @@
 #include "service/store/mysql/mysql_reader.h"
 
+#include <cppconn/exception.h>
 #include <cppconn/prepared_statement.h>
 #include <cppconn/resultset.h>
 
@@ -92,7 +93,9 @@ absl::Status MysqlReader::WithSession(absl::string_view what, Fn fn) {
 }
 
 absl::Status MysqlReader::CreateBatch(const BatchRecord& batch) {
+  int tries = 0;
   return WithSession("creating batch", [&](MysqlSession& s) {
+    ++tries;
     sql::PreparedStatement& ps = s.Prepared(
         "INSERT INTO batches (batch_id, state, total, created_at) "
         "VALUES (?, ?, ?, ?)");
@@ -100,9 +103,35 @@ absl::Status MysqlReader::CreateBatch(const BatchRecord& batch) {
     ps.setUInt(2, static_cast<uint32_t>(batch.state));
     ps.setUInt(3, batch.total);
     ps.setDateTime(4, FormatDateTime(batch.created_at));
-    ps.executeUpdate();
+    try {
+      ps.executeUpdate();
+    } catch (const sql::SQLException& e) {
+      // A retry after a lost connection may find the row the first try
+      // committed before its answer was lost: that row is ours, not a
+      // taken id, when it is exactly what we inserted.
+      if (tries < 2 || e.getErrorCode() != MysqlSession::kErrDupEntry ||
+          !IsRowWeInserted(s, batch)) {
+        throw;
+      }
+    }
     return absl::OkStatus();
   });
+}
+
+bool MysqlReader::IsRowWeInserted(MysqlSession& s, const BatchRecord& batch) {
+  sql::PreparedStatement& ps = s.Prepared(
+      "SELECT state, total, created_at FROM batches WHERE batch_id = ?");
+  ps.setString(1, batch.batch_id);
+  std::unique_ptr<sql::ResultSet> rs(ps.executeQuery());
+  if (!rs->next() ||
+      rs->getUInt("state") != static_cast<uint32_t>(batch.state) ||
+      rs->getUInt("total") != batch.total) {
+    return false;
+  }
+  absl::StatusOr<absl::Time> created =
+      ParseDateTime(rs->getString("created_at").asStdString());
+  return created.ok() &&
+         absl::ToUnixMicros(*created) == absl::ToUnixMicros(batch.created_at);
 }
 
 absl::StatusOr<v1::BatchSummary> MysqlReader::GetBatch(

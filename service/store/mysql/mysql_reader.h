@@ -89,6 +89,8 @@ class MysqlReader {
   int peak_open_connections() const;
 
  private:
+  // Whether `batch`'s row holds exactly what CreateBatch inserts for it.
+  static bool IsRowWeInserted(MysqlSession& s, const BatchRecord& batch);
   // Runs `fn(session)` on a pooled connection (see the class comment).
   template <typename Fn>
   absl::Status WithSession(absl::string_view what, Fn fn);
