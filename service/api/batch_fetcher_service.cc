@@ -18,6 +18,21 @@ namespace {
 const grpc::Status kNoStore(grpc::StatusCode::UNIMPLEMENTED,
                             "this server runs with --store=none");
 
+// Whether a read of `batch_id` may go to the store; if not, finishes
+// `reactor` with why (no store, or a malformed id).
+bool CheckReadable(const ResultStore* store, const std::string& batch_id,
+                   grpc::ServerUnaryReactor* reactor) {
+  if (store == nullptr) {
+    reactor->Finish(kNoStore);
+    return false;
+  }
+  if (absl::Status valid = ValidateBatchId(batch_id); !valid.ok()) {
+    reactor->Finish(ToGrpcStatus(valid));
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 BatchFetcherService::BatchFetcherService(const ServiceOptions& options,
@@ -92,14 +107,7 @@ grpc::ServerUnaryReactor* BatchFetcherService::GetBatch(
     grpc::CallbackServerContext* context, const v1::GetBatchRequest* request,
     v1::BatchSummary* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (store_ == nullptr) {
-    reactor->Finish(kNoStore);
-    return reactor;
-  }
-  if (absl::Status valid = ValidateBatchId(request->batch_id()); !valid.ok()) {
-    reactor->Finish(ToGrpcStatus(valid));
-    return reactor;
-  }
+  if (!CheckReadable(store_, request->batch_id(), reactor)) return reactor;
   // `request` and `response` stay valid until Finish.
   absl::Status queued = executor_.Submit([this, reactor, request, response]() {
     absl::StatusOr<v1::BatchSummary> summary =
@@ -115,14 +123,7 @@ grpc::ServerUnaryReactor* BatchFetcherService::ListResults(
     grpc::CallbackServerContext* context, const v1::ListResultsRequest* request,
     v1::ListResultsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (store_ == nullptr) {
-    reactor->Finish(kNoStore);
-    return reactor;
-  }
-  if (absl::Status valid = ValidateBatchId(request->batch_id()); !valid.ok()) {
-    reactor->Finish(ToGrpcStatus(valid));
-    return reactor;
-  }
+  if (!CheckReadable(store_, request->batch_id(), reactor)) return reactor;
   uint32_t from = 0;
   if (!request->page_token().empty() &&
       !absl::SimpleAtoi(request->page_token(), &from)) {
