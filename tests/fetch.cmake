@@ -1,7 +1,7 @@
 # Pure parts of the fetch engine: no network, no sleeps.
 add_executable(fetch_unit_tests
   retry_policy_test.cc request_validation_test.cc scheduler_test.cc
-  curl_driver_test.cc)
+  curl_driver_test.cc egress_rules_test.cc)
 target_link_libraries(fetch_unit_tests PRIVATE batchfetch_fetch batchfetch_warnings
   CURL::libcurl absl::random_random GTest::gtest_main)
 gtest_discover_tests(fetch_unit_tests DISCOVERY_TIMEOUT 60)

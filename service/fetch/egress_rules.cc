@@ -1,0 +1,278 @@
+#include "service/fetch/egress_rules.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+namespace batchfetch {
+namespace {
+
+struct NamedRange {
+  const char* cidr;
+  const char* name;
+};
+
+// Built-in denials. IPv4 first, then IPv6.
+constexpr NamedRange kBuiltIn[] = {
+    {"0.0.0.0/8", "\"this network\""},
+    {"10.0.0.0/8", "private"},
+    {"100.64.0.0/10", "carrier-grade NAT"},
+    {"127.0.0.0/8", "loopback"},
+    {"169.254.0.0/16", "link-local"},
+    {"172.16.0.0/12", "private"},
+    {"192.0.0.0/24", "IETF protocol assignments"},
+    {"192.0.2.0/24", "documentation"},
+    {"192.168.0.0/16", "private"},
+    {"198.18.0.0/15", "benchmarking"},
+    {"198.51.100.0/24", "documentation"},
+    {"203.0.113.0/24", "documentation"},
+    {"224.0.0.0/4", "multicast"},
+    {"240.0.0.0/4", "reserved"},
+    {"255.255.255.255/32", "broadcast"},
+    {"::/128", "unspecified"},
+    {"::1/128", "loopback"},
+    {"fc00::/7", "unique local"},
+    {"fe80::/10", "link-local"},
+    {"ff00::/8", "multicast"},
+    {"2001:db8::/32", "documentation"},
+};
+
+const std::vector<std::pair<IpNetwork, const char*>>& BuiltInRanges() {
+  static const auto* ranges = [] {
+    auto* out = new std::vector<std::pair<IpNetwork, const char*>>;
+    for (const NamedRange& r : kBuiltIn) {
+      out->emplace_back(*IpNetwork::Parse(r.cidr), r.name);
+    }
+    return out;
+  }();
+  return *ranges;
+}
+
+bool StartsWith(const IpAddress& a, std::initializer_list<uint8_t> prefix) {
+  size_t i = 0;
+  for (uint8_t b : prefix) {
+    if (a.bytes[i++] != b) return false;
+  }
+  return true;
+}
+
+IpAddress V4(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
+  IpAddress out;
+  out.v4 = true;
+  out.bytes[0] = a;
+  out.bytes[1] = b;
+  out.bytes[2] = c;
+  out.bytes[3] = d;
+  return out;
+}
+
+}  // namespace
+
+std::optional<IpAddress> IpAddress::FromSockaddr(const sockaddr* address,
+                                                 socklen_t length) {
+  IpAddress out;
+  if (address == nullptr) return std::nullopt;
+  if (address->sa_family == AF_INET &&
+      length >= static_cast<socklen_t>(sizeof(sockaddr_in))) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(address);
+    out.v4 = true;
+    std::memcpy(out.bytes.data(), &in->sin_addr, 4);
+    return out;
+  }
+  if (address->sa_family == AF_INET6 &&
+      length >= static_cast<socklen_t>(sizeof(sockaddr_in6))) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(address);
+    out.v4 = false;
+    std::memcpy(out.bytes.data(), &in6->sin6_addr, 16);
+    return out;
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<IpAddress> IpAddress::Parse(absl::string_view text) {
+  const std::string s(text);
+  IpAddress out;
+  if (inet_pton(AF_INET, s.c_str(), out.bytes.data()) == 1) {
+    out.v4 = true;
+    return out;
+  }
+  if (inet_pton(AF_INET6, s.c_str(), out.bytes.data()) == 1) {
+    out.v4 = false;
+    return out;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("'", text, "' is not an IP address"));
+}
+
+std::string IpAddress::ToString() const {
+  char buffer[INET6_ADDRSTRLEN] = {0};
+  inet_ntop(v4 ? AF_INET : AF_INET6, bytes.data(), buffer, sizeof(buffer));
+  return buffer;
+}
+
+std::optional<IpAddress> IpAddress::EmbeddedIpv4() const {
+  if (v4) return std::nullopt;
+  const auto& b = bytes;
+  const auto tail = [&](size_t at) {
+    return V4(b[at], b[at + 1], b[at + 2], b[at + 3]);
+  };
+  // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated).
+  if (StartsWith(*this, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0})) {
+    if (b[10] == 0xff && b[11] == 0xff) return tail(12);
+    if (b[10] == 0 && b[11] == 0) {
+      const bool unspecified_or_loopback =
+          b[12] == 0 && b[13] == 0 && b[14] == 0 && b[15] <= 1;
+      if (!unspecified_or_loopback) return tail(12);
+    }
+    return std::nullopt;
+  }
+  // 64:ff9b::a.b.c.d (NAT64 well-known prefix).
+  if (StartsWith(*this, {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0})) {
+    return tail(12);
+  }
+  // 2002:AABB:CCDD::/48 (6to4).
+  if (StartsWith(*this, {0x20, 0x02})) return tail(2);
+  // 2001:0000::/32 (Teredo): the client's address, inverted, in the last
+  // 32 bits.
+  if (StartsWith(*this, {0x20, 0x01, 0, 0})) {
+    IpAddress client = tail(12);
+    for (size_t i = 0; i < 4; ++i) client.bytes[i] ^= 0xff;
+    return client;
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<IpNetwork> IpNetwork::Parse(absl::string_view text) {
+  std::vector<absl::string_view> parts = absl::StrSplit(text, '/');
+  if (parts.size() > 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", text, "' is not a CIDR range"));
+  }
+  absl::StatusOr<IpAddress> base = IpAddress::Parse(parts[0]);
+  if (!base.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", text, "' is not a CIDR range"));
+  }
+  IpNetwork out;
+  out.base = *base;
+  const int bits = base->v4 ? 32 : 128;
+  out.prefix = bits;
+  if (parts.size() == 2 && (!absl::SimpleAtoi(parts[1], &out.prefix) ||
+                            out.prefix < 0 || out.prefix > bits)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("'", text, "': the prefix length must be 0 to ", bits));
+  }
+  // Canonical: host bits cleared.
+  for (int i = out.prefix; i < bits; ++i) {
+    out.base.bytes[static_cast<size_t>(i / 8)] &=
+        static_cast<uint8_t>(~(0x80 >> (i % 8)));
+  }
+  return out;
+}
+
+bool IpNetwork::Contains(const IpAddress& address) const {
+  if (address.v4 != base.v4) return false;
+  for (int i = 0; i < prefix; ++i) {
+    const size_t byte = static_cast<size_t>(i / 8);
+    const uint8_t mask = static_cast<uint8_t>(0x80 >> (i % 8));
+    if ((address.bytes[byte] & mask) != (base.bytes[byte] & mask)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+std::string IpNetwork::ToString() const {
+  return absl::StrCat(base.ToString(), "/", prefix);
+}
+
+std::optional<std::string> BuiltInDenial(const IpAddress& address) {
+  for (const auto& [network, name] : BuiltInRanges()) {
+    if (network.Contains(address)) {
+      return absl::StrCat(network.ToString(), " (", name, ")");
+    }
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<std::shared_ptr<EgressRules>> EgressRules::Create(
+    const Options& options) {
+  std::shared_ptr<EgressRules> rules(new EgressRules);
+  for (const auto& [list, out, flag] :
+       {std::tuple{&options.allow_cidrs, &rules->allow_, "egress_allow_cidr"},
+        std::tuple{&options.deny_cidrs, &rules->deny_, "egress_deny_cidr"}}) {
+    for (const std::string& text : *list) {
+      absl::StatusOr<IpNetwork> network = IpNetwork::Parse(text);
+      if (!network.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--", flag, ": ", network.status().message()));
+      }
+      out->push_back(*network);
+    }
+  }
+  for (int port : options.allow_ports) {
+    if (port < 1 || port > 65535) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--egress_allow_ports: ", port, " is not a TCP port"));
+    }
+  }
+  rules->allow_ports_ = options.allow_ports;
+  return rules;
+}
+
+std::optional<std::string> EgressRules::Denial(const IpAddress& address) const {
+  for (const IpNetwork& network : deny_) {
+    if (network.Contains(address)) {
+      return absl::StrCat(network.ToString(), " (--egress_deny_cidr)");
+    }
+  }
+  for (const IpNetwork& network : allow_) {
+    if (network.Contains(address)) return std::nullopt;
+  }
+  if (std::optional<std::string> why = BuiltInDenial(address)) return why;
+  if (std::optional<IpAddress> inner = address.EmbeddedIpv4()) {
+    if (std::optional<std::string> why = Denial(*inner)) {
+      return absl::StrCat("embedded IPv4 ", inner->ToString(), " in ", *why);
+    }
+  }
+  return std::nullopt;
+}
+
+absl::Status EgressRules::Check(const IpAddress& address, int port) const {
+  if (std::optional<std::string> why = Denial(address)) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("egress to ", address.ToString(), " denied by ", *why));
+  }
+  if (!allow_ports_.empty() &&
+      std::find(allow_ports_.begin(), allow_ports_.end(), port) ==
+          allow_ports_.end()) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("egress to ", address.ToString(), " port ", port,
+                     " denied: not in --egress_allow_ports"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EgressRules::CheckConnect(const sockaddr* address,
+                                       socklen_t length) const {
+  std::optional<IpAddress> ip = IpAddress::FromSockaddr(address, length);
+  if (!ip.has_value()) {
+    return absl::PermissionDeniedError(
+        "egress denied: not an IPv4 or IPv6 address");
+  }
+  int port = 0;
+  if (address->sa_family == AF_INET) {
+    port = ntohs(reinterpret_cast<const sockaddr_in*>(address)->sin_port);
+  } else {
+    port = ntohs(reinterpret_cast<const sockaddr_in6*>(address)->sin6_port);
+  }
+  return Check(*ip, port);
+}
+
+}  // namespace batchfetch

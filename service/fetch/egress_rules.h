@@ -1,0 +1,91 @@
+#ifndef BATCHFETCH_SERVICE_FETCH_EGRESS_RULES_H_
+#define BATCHFETCH_SERVICE_FETCH_EGRESS_RULES_H_
+
+// Address rules for the egress policy: which IP addresses a transfer may
+// connect to. Pure and immutable; thread-safe.
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "service/fetch/egress_policy.h"
+
+namespace batchfetch {
+
+// An IPv4 or IPv6 address. IPv4 is kept as such (not mapped), so rules and
+// messages show what was connected to.
+struct IpAddress {
+  bool v4 = true;
+  std::array<uint8_t, 16> bytes{};  // v4: the first 4 bytes
+
+  static std::optional<IpAddress> FromSockaddr(const sockaddr* address,
+                                               socklen_t length);
+  // "127.0.0.1", "::1" (no brackets, no port). INVALID_ARGUMENT otherwise.
+  static absl::StatusOr<IpAddress> Parse(absl::string_view text);
+  std::string ToString() const;
+  // The IPv4 address an IPv6 address carries in one of the forms that
+  // tunnel or translate to it: IPv4-mapped ::ffff:0:0/96, IPv4-compatible
+  // ::/96 (other than :: and ::1), NAT64 64:ff9b::/96, 6to4 2002::/16 and
+  // Teredo 2001::/32 (the client address). nullopt for IPv4 and others.
+  std::optional<IpAddress> EmbeddedIpv4() const;
+};
+
+// An address range, "10.0.0.0/8" or "fc00::/7" (a bare address means a
+// single host).
+struct IpNetwork {
+  IpAddress base;
+  int prefix = 32;
+
+  static absl::StatusOr<IpNetwork> Parse(absl::string_view text);
+  bool Contains(const IpAddress& address) const;
+  std::string ToString() const;
+};
+
+// The built-in deny list: loopback, private (RFC 1918), link-local,
+// CGNAT, "this network", multicast, reserved, broadcast, benchmark and
+// documentation ranges, and their IPv6 counterparts (::1, ::, ULA,
+// link-local, multicast, documentation). Returns the range that denies
+// `address` with its name, e.g. "127.0.0.0/8 (loopback)"; nullopt when
+// none does. Does not look into embedded IPv4 (see EgressRules).
+std::optional<std::string> BuiltInDenial(const IpAddress& address);
+
+// The policy: an explicit deny wins over everything; an explicit allow wins
+// over the built-in list; everything else the built-in list does not deny
+// is allowed. An IPv6 address that embeds an IPv4 address is denied when
+// that IPv4 address would be (unless the IPv6 address itself is allowed
+// explicitly). `allow_ports` empty means any port.
+class EgressRules final : public EgressPolicy {
+ public:
+  struct Options {
+    std::vector<std::string> allow_cidrs;
+    std::vector<std::string> deny_cidrs;
+    std::vector<int> allow_ports;
+  };
+  // INVALID_ARGUMENT naming the bad entry.
+  static absl::StatusOr<std::shared_ptr<EgressRules>> Create(
+      const Options& options);
+
+  // OK, or PERMISSION_DENIED naming the address and the rule.
+  absl::Status Check(const IpAddress& address, int port) const;
+  absl::Status CheckConnect(const sockaddr* address,
+                            socklen_t length) const override;
+
+ private:
+  EgressRules() = default;
+  // Why `address` is denied by the address rules, or nullopt.
+  std::optional<std::string> Denial(const IpAddress& address) const;
+
+  std::vector<IpNetwork> allow_;
+  std::vector<IpNetwork> deny_;
+  std::vector<int> allow_ports_;
+};
+
+}  // namespace batchfetch
+
+#endif  // BATCHFETCH_SERVICE_FETCH_EGRESS_RULES_H_

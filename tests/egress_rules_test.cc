@@ -1,0 +1,168 @@
+// The egress address classifier against classic SSRF bypass spellings. Each
+// URL's host is taken with libcurl's own URL parser and turned into the
+// address a connection would use (numeric forms only: no DNS, no traffic).
+#include "service/fetch/egress_rules.h"
+
+#include <curl/curl.h>
+#include <netdb.h>
+
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "gtest/gtest.h"
+
+namespace batchfetch {
+namespace {
+
+// The address a connection to `url` goes to, as curl would resolve a
+// numeric host (its parser normalizes IPv4 spellings; getaddrinfo with
+// AI_NUMERICHOST covers what it leaves).
+absl::StatusOr<IpAddress> AddressOf(const std::string& url) {
+  CURLU* parsed = curl_url();
+  char* host = nullptr;
+  std::string text;
+  if (curl_url_set(parsed, CURLUPART_URL, url.c_str(), 0) == CURLUE_OK &&
+      curl_url_get(parsed, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+    text = host;
+  }
+  curl_free(host);
+  curl_url_cleanup(parsed);
+  if (text.empty()) return absl::InvalidArgumentError("no host: " + url);
+  absl::string_view bare = text;
+  if (absl::ConsumePrefix(&bare, "[")) absl::ConsumeSuffix(&bare, "]");
+  if (auto ip = IpAddress::Parse(bare); ip.ok()) return ip;
+  addrinfo hints{};
+  hints.ai_flags = AI_NUMERICHOST;
+  addrinfo* result = nullptr;
+  const std::string host_only(bare);
+  if (getaddrinfo(host_only.c_str(), nullptr, &hints, &result) != 0) {
+    return absl::InvalidArgumentError("not numeric: " + host_only);
+  }
+  auto ip = IpAddress::FromSockaddr(result->ai_addr, result->ai_addrlen);
+  freeaddrinfo(result);
+  if (!ip.has_value()) return absl::InternalError("no address");
+  return *ip;
+}
+
+std::shared_ptr<EgressRules> Default() {
+  return *EgressRules::Create(EgressRules::Options{});
+}
+
+class DeniedByDefault : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(DeniedByDefault, BypassSpellingIsDenied) {
+  absl::StatusOr<IpAddress> ip = AddressOf(GetParam());
+  ASSERT_TRUE(ip.ok()) << ip.status();
+  absl::Status verdict = Default()->Check(*ip, 80);
+  EXPECT_EQ(verdict.code(), absl::StatusCode::kPermissionDenied)
+      << GetParam() << " -> " << ip->ToString();
+  // The message names the address and the rule.
+  EXPECT_TRUE(absl::StrContains(verdict.message(), ip->ToString()))
+      << verdict.message();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    ClassicSpellings, DeniedByDefault,
+    ::testing::Values(
+        "http://127.0.0.1/", "http://2130706433/", "http://0177.0.0.1/",
+        "http://0x7f.1/", "http://127.1/", "http://0/", "http://[::1]/",
+        "http://user@127.0.0.1/", "http://user:pw@127.0.0.1:8080/x",
+        "http://0x7f000001/", "http://017700000001/", "http://127.000.000.001/",
+        "http://[::ffff:127.0.0.1]/", "http://[::ffff:7f00:1]/",
+        "http://[::127.0.0.1]/", "http://[2002:a9fe:a9fe::]/",
+        "http://[64:ff9b::a9fe:a9fe]/", "http://0xA9FEA9FE/",
+        "http://169.254.169.254/latest/meta-data/", "http://100.64.0.1/",
+        "http://198.18.0.1/", "http://[fe80::1]/", "http://10.0.0.5/",
+        "http://[::ffff:10.0.0.5]/admin", "http://192.168.1.1/",
+        "http://172.16.0.1/", "http://172.31.255.255/", "http://[fc00::1]/",
+        "http://[fd12:3456::1]/", "http://224.0.0.1/",
+        "http://255.255.255.255/", "http://240.0.0.1/", "http://192.0.2.1/",
+        "http://203.0.113.5/", "http://198.51.100.7/", "http://[::]/",
+        "http://0.0.0.0/", "http://[ff02::1]/", "http://[2001:db8::1]/",
+        // Teredo whose client address (inverted in the last 32 bits) is
+        // 10.0.0.1.
+        "http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/",
+        "https://[::ffff:192.168.0.1]:8443/"));
+
+class AllowedByDefault : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(AllowedByDefault, PublicAddressIsAllowed) {
+  absl::StatusOr<IpAddress> ip = AddressOf(GetParam());
+  ASSERT_TRUE(ip.ok()) << ip.status();
+  EXPECT_TRUE(Default()->Check(*ip, 443).ok()) << GetParam();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    PublicAddresses, AllowedByDefault,
+    ::testing::Values("http://100.63.255.254/", "http://8.8.8.8/",
+                      "http://[2001:4860::8888]/", "http://1.1.1.1/",
+                      "http://172.32.0.1/", "http://100.128.0.1/",
+                      "http://[2606:4700::1111]/", "http://198.20.0.1/",
+                      "http://[::ffff:8.8.8.8]/"));
+
+TEST(EgressRules, AllowWinsOverBuiltInAndDenyWinsOverAllow) {
+  EgressRules::Options options;
+  options.allow_cidrs = {"127.0.0.0/8"};
+  options.deny_cidrs = {"127.0.0.2/32"};
+  auto rules = *EgressRules::Create(options);
+  EXPECT_TRUE(rules->Check(*IpAddress::Parse("127.0.0.1"), 80).ok());
+  absl::Status denied = rules->Check(*IpAddress::Parse("127.0.0.2"), 80);
+  EXPECT_EQ(denied.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(absl::StrContains(denied.message(), "--egress_deny_cidr"))
+      << denied.message();
+  // Opening 127.0.0.0/8 opens its IPv4-mapped spelling too, but not ::1.
+  EXPECT_TRUE(rules->Check(*IpAddress::Parse("::ffff:127.0.0.1"), 80).ok());
+  EXPECT_FALSE(rules->Check(*IpAddress::Parse("::1"), 80).ok());
+}
+
+TEST(EgressRules, EmbeddedIpv4IsJudgedAsIpv4) {
+  auto rules = Default();
+  absl::Status verdict =
+      rules->Check(*IpAddress::Parse("64:ff9b::a9fe:a9fe"), 80);
+  EXPECT_TRUE(absl::StrContains(verdict.message(), "embedded IPv4 169.254"))
+      << verdict.message();
+  EXPECT_EQ(IpAddress::Parse("2002:a9fe:a9fe::")->EmbeddedIpv4()->ToString(),
+            "169.254.169.254");
+  EXPECT_FALSE(IpAddress::Parse("::1")->EmbeddedIpv4().has_value());
+}
+
+TEST(EgressRules, PortsCanBeRestricted) {
+  EgressRules::Options options;
+  options.allow_ports = {80, 443};
+  auto rules = *EgressRules::Create(options);
+  EXPECT_TRUE(rules->Check(*IpAddress::Parse("8.8.8.8"), 443).ok());
+  absl::Status denied = rules->Check(*IpAddress::Parse("8.8.8.8"), 3306);
+  EXPECT_TRUE(absl::StrContains(denied.message(), "--egress_allow_ports"))
+      << denied.message();
+}
+
+TEST(EgressRules, RejectsBadRulesNamingTheFlag) {
+  EgressRules::Options options;
+  options.allow_cidrs = {"10.0.0.0/33"};
+  absl::StatusOr<std::shared_ptr<EgressRules>> rules =
+      EgressRules::Create(options);
+  ASSERT_FALSE(rules.ok());
+  EXPECT_TRUE(
+      absl::StrContains(rules.status().message(), "--egress_allow_cidr"));
+  options.allow_cidrs = {};
+  options.deny_cidrs = {"not-an-ip"};
+  EXPECT_FALSE(EgressRules::Create(options).ok());
+  options.deny_cidrs = {};
+  options.allow_ports = {70000};
+  EXPECT_FALSE(EgressRules::Create(options).ok());
+}
+
+TEST(IpNetwork, ParsesAndCanonicalizes) {
+  IpNetwork n = *IpNetwork::Parse("10.1.2.3/8");
+  EXPECT_EQ(n.ToString(), "10.0.0.0/8");
+  EXPECT_TRUE(n.Contains(*IpAddress::Parse("10.255.0.1")));
+  EXPECT_FALSE(n.Contains(*IpAddress::Parse("11.0.0.1")));
+  EXPECT_FALSE(n.Contains(*IpAddress::Parse("::ffff:10.0.0.1")));
+  EXPECT_EQ(IpNetwork::Parse("fe80::1/10")->ToString(), "fe80::/10");
+  EXPECT_EQ(IpNetwork::Parse("1.2.3.4")->prefix, 32);
+}
+
+}  // namespace
+}  // namespace batchfetch
