@@ -143,7 +143,10 @@ http {{
         cmd = [self.server_bin,
                f"--listen=127.0.0.1:{port}", f"--store={store}",
                "--max_in_flight=1000", "--max_batch_size=1000000",
-               "--max_request_mb=256"]
+               "--max_request_mb=256",
+               # The upstream is on loopback, which the server denies by
+               # default.
+               "--egress_allow_cidr=127.0.0.0/8"]
         if store == "mysql":
             cmd += [f"--mysql_port={self.db_port}",
                     f"--mysql_database=batchfetch_{database}"]

@@ -8,5 +8,8 @@ scripts/build.sh
 db_port=$(scripts/mariadb-local.sh start "$PWD/var/mariadb" "${BATCHFETCH_MARIADB_PORT:-}")
 echo "MariaDB on 127.0.0.1:$db_port (data in var/mariadb; stop: scripts/mariadb-local.sh stop var/mariadb)" >&2
 export BATCHFETCH_MYSQL_PASSWORD=${BATCHFETCH_MYSQL_PASSWORD:-batchfetch}
+# Loopback is opened so local test upstreams work; every other internal
+# range stays denied (see README, Egress). Drop the flag to deny loopback too.
 exec build/batchfetch_server --listen="0.0.0.0:${BATCHFETCH_PORT:-50051}" \
-  --mysql_host=127.0.0.1 --mysql_port="$db_port" "$@"
+  --mysql_host=127.0.0.1 --mysql_port="$db_port" \
+  --egress_allow_cidr=127.0.0.0/8 "$@"

@@ -46,6 +46,9 @@ const std::map<std::string, std::string>& Samples() {
       {"low_speed_time", "4s"},
       {"curl_multi_handles", "2"},
       {"proxy", "http://proxy.example:3128"},
+      {"egress_allow_cidr", "127.0.0.0/8,::1/128"},
+      {"egress_deny_cidr", "127.0.0.2/32"},
+      {"egress_allow_ports", "80,443"},
       {"shutdown_grace", "3s"},
   };
   return *samples;

@@ -770,11 +770,15 @@ class Child {
 
 class BinaryTest : public ServiceTest {
  protected:
-  void StartServerBinary(std::vector<std::string> extra = {}) {
+  // The binary denies internal destinations by default; the loopback
+  // upstream is opened explicitly unless `open_loopback` is false.
+  void StartServerBinary(std::vector<std::string> extra = {},
+                         bool open_loopback = true) {
     std::vector<std::string> args = {
         BATCHFETCH_SERVER_BINARY, "--listen=127.0.0.1:0",
         absl::StrCat("--mysql_port=", db_->port()),
         absl::StrCat("--mysql_database=", database_)};
+    if (open_loopback) args.push_back("--egress_allow_cidr=127.0.0.0/8");
     args.insert(args.end(), extra.begin(), extra.end());
     server_process_ = std::make_unique<Child>(
         args, std::vector<std::string>{"BATCHFETCH_MYSQL_PASSWORD=" +
@@ -809,6 +813,36 @@ class BinaryTest : public ServiceTest {
   std::unique_ptr<Child> server_process_;
   int port_ = 0;
 };
+
+TEST_F(BinaryTest, DefaultEgressPolicyReachesNoLoopbackSpelling) {
+  // The real binary with its default policy: every spelling of the loopback
+  // upstream ends BLOCKED, naming the address and the rule, and the
+  // upstream accepts not a single connection.
+  StartServerBinary({}, /*open_loopback=*/false);
+  const int port = upstream_->port();
+  std::vector<std::string> urls;
+  for (const char* host :
+       {"127.0.0.1", "2130706433", "0177.0.0.1", "0x7f.1", "127.1",
+        "0x7f000001", "017700000001", "127.000.000.001", "user@127.0.0.1",
+        "user:pw@127.0.0.1", "localhost", "127.0.0.2"}) {
+    urls.push_back(absl::StrCat("http://", host, ":", port, "/secret"));
+  }
+  v1::FetchBatchRequest request = Batch(urls, 4);
+  // Retries would not help, and must not be made.
+  request.mutable_retry()->set_max_attempts(3);
+  Streamed s = Fetch(request);
+  ASSERT_TRUE(s.status.ok()) << s.status.error_message();
+  auto results = s.results();
+  ASSERT_EQ(results.size(), urls.size());
+  for (const auto& [index, r] : results) {
+    EXPECT_EQ(r.outcome(), v1::OUTCOME_BLOCKED)
+        << urls[index] << " " << r.error();
+    EXPECT_TRUE(absl::StrContains(r.error(), "denied by")) << r.error();
+    EXPECT_TRUE(absl::StrContains(r.error(), "loopback")) << r.error();
+    EXPECT_LE(r.attempts(), 1u) << urls[index];
+  }
+  EXPECT_EQ(upstream_->connections_accepted(), 0);
+}
 
 TEST_F(BinaryTest, SlowReaderKeepsServerMemoryBounded) {
   StartServerBinary({"--max_body_bytes=2000000"});

@@ -2,8 +2,11 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <memory>
 #include <sstream>
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -11,8 +14,10 @@
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "service/fetch/egress_rules.h"
 
 // Every flag defined here must be in ServerFlags() below, with its variable.
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC listen address");
@@ -62,6 +67,15 @@ ABSL_FLAG(int, low_speed_bytes, 64,
           "as TIMEOUT (0 = off)");
 ABSL_FLAG(absl::Duration, low_speed_time, absl::Seconds(10),
           "Window for --low_speed_bytes");
+ABSL_FLAG(std::vector<std::string>, egress_allow_cidr, {},
+          "Comma-separated CIDR ranges transfers may connect to although the "
+          "built-in list denies them (e.g. 127.0.0.0/8 for local upstreams)");
+ABSL_FLAG(std::vector<std::string>, egress_deny_cidr, {},
+          "Comma-separated CIDR ranges transfers may never connect to (wins "
+          "over --egress_allow_cidr)");
+ABSL_FLAG(std::vector<std::string>, egress_allow_ports, {},
+          "Comma-separated TCP ports transfers may connect to (empty: any "
+          "port; public APIs live on many ports)");
 ABSL_FLAG(std::string, proxy, "",
           "Proxy for every transfer, in curl syntax (e.g. "
           "http://proxy:3128); empty: none, whatever http_proxy, https_proxy "
@@ -111,6 +125,9 @@ const std::vector<ServerFlag>& ServerFlags() {
           Bind(FLAGS_low_speed_time, "BATCHFETCH_LOW_SPEED_TIME"),
           Bind(FLAGS_curl_multi_handles, "BATCHFETCH_CURL_MULTI_HANDLES"),
           Bind(FLAGS_proxy, "BATCHFETCH_PROXY"),
+          Bind(FLAGS_egress_allow_cidr, "BATCHFETCH_EGRESS_ALLOW_CIDR"),
+          Bind(FLAGS_egress_deny_cidr, "BATCHFETCH_EGRESS_DENY_CIDR"),
+          Bind(FLAGS_egress_allow_ports, "BATCHFETCH_EGRESS_ALLOW_PORTS"),
           Bind(FLAGS_shutdown_grace, "BATCHFETCH_SHUTDOWN_GRACE"),
       };
   return *flags;
@@ -204,6 +221,22 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
         "--curl_multi_handles must be between 1 and 64");
   }
   config.engine.proxy = absl::GetFlag(FLAGS_proxy);
+  EgressRules::Options egress;
+  egress.allow_cidrs = absl::GetFlag(FLAGS_egress_allow_cidr);
+  egress.deny_cidrs = absl::GetFlag(FLAGS_egress_deny_cidr);
+  for (const std::string& port : absl::GetFlag(FLAGS_egress_allow_ports)) {
+    int value = 0;
+    if (!absl::SimpleAtoi(port, &value)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--egress_allow_ports: '", port, "' is not a port"));
+    }
+    egress.allow_ports.push_back(value);
+  }
+  // Internal destinations are denied unless opened explicitly.
+  absl::StatusOr<std::shared_ptr<EgressRules>> rules =
+      EgressRules::Create(egress);
+  if (!rules.ok()) return rules.status();
+  config.engine.egress = *std::move(rules);
   if (absl::GetFlag(FLAGS_default_per_host_concurrency) < 0 ||
       config.engine.low_speed_bytes < 0) {
     return absl::InvalidArgumentError(
