@@ -3,8 +3,10 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <map>
+#include <thread>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -420,6 +422,42 @@ TEST_F(FetchEngineTest, ReusesConnectionsAcrossManyBatchesWithOneMultiHandle) {
     ASSERT_TRUE(sink->AwaitCount(8, absl::Seconds(10)));
   }
   EXPECT_LE(upstream_->connections_accepted(), 4);
+}
+
+TEST_F(FetchEngineTest, NonHttpReplyIsATransportErrorNotBlocked) {
+  // A peer that speaks another protocol (here: an SSH-like banner, then
+  // close). BLOCKED is kept for the egress policy and refused schemes.
+  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(
+      bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)),
+      0);
+  ASSERT_EQ(listen(listener, 4), 0);
+  socklen_t length = sizeof(address);
+  getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length);
+  std::thread peer([listener] {
+    const int connection = accept(listener, nullptr, nullptr);
+    if (connection < 0) return;
+    const char banner[] = "SSH-2.0-OpenSSH_9.2\r\n";
+    [[maybe_unused]] ssize_t n = write(connection, banner, sizeof(banner) - 1);
+    absl::SleepFor(absl::Milliseconds(100));
+    close(connection);
+  });
+  auto engine = MakeEngine();
+  auto sink = std::make_shared<RecordingSink>();
+  std::vector<FetchSpec> specs(1);
+  specs[0].url =
+      absl::StrCat("http://127.0.0.1:", ntohs(address.sin_port), "/");
+  engine->Submit(specs, BatchOptions(), sink);
+  ASSERT_TRUE(sink->AwaitCount(1, absl::Seconds(10)));
+  peer.join();
+  close(listener);
+  const FetchedResponse r = sink->responses()[0];
+  EXPECT_EQ(r.result, TransferResult::kTransportError) << r.error;
+  EXPECT_TRUE(absl::StrContains(r.error, "not HTTP")) << r.error;
 }
 
 }  // namespace

@@ -683,6 +683,15 @@ class CurlDriver::Impl {
         r.result = TransferResult::kTooLarge;
       } else {
         r.result = MapCurlCode(code);
+        if (r.result == TransferResult::kBlocked &&
+            (status < 300 || status > 399)) {
+          // Not a refused redirect: the peer's reply was not HTTP (libcurl
+          // refuses HTTP/0.9), e.g. a database or SSH port.
+          r.result = TransferResult::kTransportError;
+          r.error = absl::StrCat(
+              "the upstream's reply is not HTTP/1.x or HTTP/2 (",
+              t->error[0] != '\0' ? t->error : curl_easy_strerror(code), ")");
+        }
       }
       if (r.result == TransferResult::kTooLarge) {
         r.error = absl::StrCat("response body exceeds ",
@@ -692,7 +701,7 @@ class CurlDriver::Impl {
         r.error = t->error[0] != '\0' ? std::string(t->error)
                                       : std::string(curl_easy_strerror(code));
       } else if (r.result != TransferResult::kResponse &&
-                 r.result != TransferResult::kBlocked) {
+                 r.result != TransferResult::kBlocked && r.error.empty()) {
         r.error = t->error[0] != '\0' ? std::string(t->error)
                                       : std::string(curl_easy_strerror(code));
         // A timeout shortened to the deadline that ran (nearly) its full
