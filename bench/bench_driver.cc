@@ -110,7 +110,8 @@ int main(int argc, char** argv) {
   }
   std::cout << "{\"seconds\":" << seconds << ",\"results\":" << results
             << ",\"ok\":" << ok << ",\"http_error\":" << http_error
-            << ",\"attempts\":" << attempts << ",\"stored\":" << summary.stored()
+            << ",\"attempts\":" << attempts
+            << ",\"stored\":" << summary.stored()
             << ",\"urls_per_s\":" << results / seconds << ",\"peak_rss_kb\":"
             << (pid > 0 ? ProcStatusKb(pid, "VmHWM:") : -1)
             << ",\"rss_start_kb\":" << rss_start_kb

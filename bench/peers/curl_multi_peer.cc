@@ -76,8 +76,8 @@ uint64_t EventData(uint32_t shard, curl_socket_t fd) {
 int OnSocket(CURL*, curl_socket_t fd, int what, void* userp, void* socketp) {
   auto* loop = static_cast<Loop*>(userp);
   Shared& sh = *loop->shared;
-  const bool lazy = sh.lazy && fd >= 0 &&
-                    static_cast<size_t>(fd) < sh.registered.size();
+  const bool lazy =
+      sh.lazy && fd >= 0 && static_cast<size_t>(fd) < sh.registered.size();
   if (what == CURL_POLL_REMOVE) {
     if (lazy) {
       sh.wanted[fd] = 0;  // stays registered until it reports something
@@ -138,11 +138,12 @@ int OnTimer(CURLM*, long timeout_ms, void* userp) {
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    std::fprintf(stderr,
-                 "usage: %s URL COUNT CONCURRENCY [--engine_opts] "
-                 "[--socket_action] [--maxconnects=N] [--no_proxy_env] [--skip=..] "
-                 "[--shards=N] [--lazy_epoll]\n",
-                 argv[0]);
+    std::fprintf(
+        stderr,
+        "usage: %s URL COUNT CONCURRENCY [--engine_opts] "
+        "[--socket_action] [--maxconnects=N] [--no_proxy_env] [--skip=..] "
+        "[--shards=N] [--lazy_epoll]\n",
+        argv[0]);
     return 2;
   }
   const std::string base = argv[1];
@@ -205,13 +206,15 @@ int main(int argc, char** argv) {
     }
   }
   CURLM* multi = loops[0].multi;  // the only one without --shards
-  auto multi_of = [&](int slot) { return loops[static_cast<size_t>(slot % shards)].multi; };
+  auto multi_of = [&](int slot) {
+    return loops[static_cast<size_t>(slot % shards)].multi;
+  };
   curl_slist* headers = curl_slist_append(nullptr, "Accept: application/json");
   headers = curl_slist_append(headers, "Expect:");
   std::vector<std::string> bodies(concurrency);
   std::vector<CURL*> handles(concurrency);
-  std::vector<std::vector<char>> errors(
-      concurrency, std::vector<char>(CURL_ERROR_SIZE));
+  std::vector<std::vector<char>> errors(concurrency,
+                                        std::vector<char>(CURL_ERROR_SIZE));
   std::vector<std::string> urls(count);
   for (int i = 0; i < count; ++i)
     urls[i] = base + sep + "i=" + std::to_string(i);
@@ -308,8 +311,8 @@ int main(int argc, char** argv) {
       const auto now = std::chrono::steady_clock::now();
       for (const Loop& loop : loops) {
         if (loop.timeout_ms < 0) continue;
-        const auto due = loop.timer_set +
-                         std::chrono::milliseconds(loop.timeout_ms);
+        const auto due =
+            loop.timer_set + std::chrono::milliseconds(loop.timeout_ms);
         const auto left =
             std::chrono::duration_cast<std::chrono::milliseconds>(due - now);
         const int ms = left.count() <= 0 ? 0 : static_cast<int>(left.count());
@@ -334,8 +337,8 @@ int main(int argc, char** argv) {
       const auto after = std::chrono::steady_clock::now();
       for (Loop& loop : loops) {
         if (loop.timeout_ms >= 0 &&
-            after >= loop.timer_set +
-                         std::chrono::milliseconds(loop.timeout_ms)) {
+            after >=
+                loop.timer_set + std::chrono::milliseconds(loop.timeout_ms)) {
           loop.timeout_ms = -1;
           curl_multi_socket_action(loop.multi, CURL_SOCKET_TIMEOUT, 0,
                                    &running);
