@@ -70,9 +70,7 @@ void FillResult(FetchedResponse& response, const JsonCleaner& cleaner,
   if (status < 200 || status > 299) {
     result->set_outcome(v1::OUTCOME_HTTP_ERROR);
     // The engine's text, when it has one, says more (e.g. why no retry).
-    result->set_error(response.error.empty()
-                          ? absl::StrCat("upstream answered HTTP ", status)
-                          : std::move(response.error));
+    result->set_error(DescribeFailure(response));
     result->set_body(std::move(response.body));
     return;
   }

@@ -379,13 +379,7 @@ class FetchEngine::Impl {
       Deliver(batch, pos, std::move(r));
       return;
     }
-    last->error = absl::StrCat(
-        last->error.empty()
-            ? absl::StrCat("upstream answered HTTP ", last->http_status)
-            : last->error,
-        "; not retried: the batch deadline came before attempt ",
-        scheduler_.attempts(batch, pos) + 1, " could start");
-    last->end_reason = EndReason::kNoTimeForRetry;
+    ExplainRetryOvertaken(scheduler_.attempts(batch, pos), *last);
     Deliver(batch, pos, *std::move(last));
   }
 

@@ -8,6 +8,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 
 namespace batchfetch {
@@ -79,6 +80,15 @@ struct FetchedResponse {
   absl::Duration elapsed;
   TransferTimings timings;  // of the last attempt
 };
+
+// What went wrong with `response`, for people: its error, or for a response
+// without one, "upstream answered HTTP <status>". The one wording every
+// layer uses.
+inline std::string DescribeFailure(const FetchedResponse& response) {
+  return response.error.empty()
+             ? absl::StrCat("upstream answered HTTP ", response.http_status)
+             : response.error;
+}
 
 }  // namespace batchfetch
 

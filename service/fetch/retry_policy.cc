@@ -115,10 +115,7 @@ RetryPlan PlanRetry(const RetryInput& input, const FetchedResponse& attempt,
 
 void ExplainNoRetry(const RetryPlan& plan, int attempts_made,
                     absl::Time wall_now, FetchedResponse& attempt) {
-  std::string why =
-      attempt.error.empty()
-          ? absl::StrCat("upstream answered HTTP ", attempt.http_status)
-          : attempt.error;
+  std::string why = DescribeFailure(attempt);
   switch (plan.kind) {
     case RetryPlan::Kind::kNoTimeForRetry:
       absl::StrAppend(&why,
@@ -144,6 +141,14 @@ void ExplainNoRetry(const RetryPlan& plan, int attempts_made,
       return;
   }
   attempt.error = std::move(why);
+}
+
+void ExplainRetryOvertaken(int attempts_made, FetchedResponse& last) {
+  last.error =
+      absl::StrCat(DescribeFailure(last),
+                   "; not retried: the batch deadline came before attempt ",
+                   attempts_made + 1, " could start");
+  last.end_reason = EndReason::kNoTimeForRetry;
 }
 
 }  // namespace batchfetch

@@ -96,6 +96,11 @@ RetryPlan PlanRetry(const RetryInput& input, const FetchedResponse& attempt,
 void ExplainNoRetry(const RetryPlan& plan, int attempts_made,
                     absl::Time wall_now, FetchedResponse& attempt);
 
+// The same for a retry that was scheduled but that the batch deadline
+// overtook before it could start: `last` is the outcome kept while it
+// waited.
+void ExplainRetryOvertaken(int attempts_made, FetchedResponse& last);
+
 }  // namespace batchfetch
 
 #endif  // BATCHFETCH_SERVICE_FETCH_RETRY_POLICY_H_
