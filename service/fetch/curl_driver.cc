@@ -363,7 +363,10 @@ class CurlDriver::Impl {
     [[maybe_unused]] ssize_t n = write(wake_fd_, &one, sizeof(one));
   }
 
-  int running() const { return running_; }
+  // Every occupied slot is a running transfer.
+  int running() const {
+    return static_cast<int>(slots_.size() - free_slots_.size());
+  }
 
  private:
   // curl's timer runs on the monotonic clock, so a wall-clock step cannot
@@ -606,7 +609,6 @@ class CurlDriver::Impl {
       id = static_cast<TransferId>(slots_.size());
       slots_.push_back(t);
     }
-    ++running_;
     return id;
   }
 
@@ -627,11 +629,64 @@ class CurlDriver::Impl {
     --t->shard->running;
     slots_[t->id] = nullptr;
     free_slots_.push_back(t->id);
-    --running_;
     if (stats_ != nullptr) {
       stats_->transfers_in_flight.fetch_sub(1, std::memory_order_relaxed);
     }
     Release(t);
+  }
+
+  // How an attempt ended (result, end reason, error) from curl's code, the
+  // last status and what the transfer itself saw. One branch per case.
+  void ClassifyEnd(CURLcode code, long status, DriverTransfer& t,
+                   FetchedResponse& r) const {
+    const auto curl_error = [&] {
+      return t.error[0] != '\0' ? std::string(t.error)
+                                : std::string(curl_easy_strerror(code));
+    };
+    if (!t.blocked.empty()) {  // the egress policy refused a socket
+      r.result = TransferResult::kBlocked;
+      r.end_reason = EndReason::kBlockedByPolicy;
+      r.error = std::move(t.blocked);
+      return;
+    }
+    r.result = code == CURLE_WRITE_ERROR && t.too_large
+                   ? TransferResult::kTooLarge
+                   : MapCurlCode(code);
+    switch (r.result) {
+      case TransferResult::kResponse:
+        return;
+      case TransferResult::kTooLarge:
+        r.error = absl::StrCat("response body exceeds ",
+                               options_.max_body_bytes, " bytes");
+        return;
+      case TransferResult::kBlocked:
+        if (status >= 300 && status <= 399) {  // a redirect's scheme refused
+          r.end_reason = EndReason::kBlockedByPolicy;
+          r.error = curl_error();
+          return;
+        }
+        // Otherwise the peer's reply was not HTTP (libcurl refuses
+        // HTTP/0.9), e.g. a database or SSH port.
+        r.result = TransferResult::kTransportError;
+        r.error =
+            absl::StrCat("the upstream's reply is not HTTP/1.x or HTTP/2 (",
+                         curl_error(), ")");
+        return;
+      case TransferResult::kTimeout:
+        // A timeout shortened to the deadline that ran (nearly) its full
+        // length was cut by the deadline, not by the request's own timeout.
+        if (t.timeout_is_deadline &&
+            r.timings.total + absl::Milliseconds(5) >= t.timeout) {
+          r.end_reason = EndReason::kDeadlineCut;
+          r.error = absl::StrCat("batch deadline reached: ", curl_error());
+          return;
+        }
+        r.error = curl_error();
+        return;
+      default:
+        r.error = curl_error();
+        return;
+    }
   }
 
   void Collect(CURLM* multi, std::vector<CompletedTransfer>* done) {
@@ -675,43 +730,8 @@ class CurlDriver::Impl {
       curl_easy_getinfo(easy, CURLINFO_REDIRECT_COUNT, &redirects);
       c.redirected = redirects > 0;
       r.body_expected = !t->head;
-      if (!t->blocked.empty()) {
-        r.result = TransferResult::kBlocked;
-        r.end_reason = EndReason::kBlockedByPolicy;
-        r.error = std::move(t->blocked);
-      } else if (code == CURLE_WRITE_ERROR && t->too_large) {
-        r.result = TransferResult::kTooLarge;
-      } else {
-        r.result = MapCurlCode(code);
-        if (r.result == TransferResult::kBlocked &&
-            (status < 300 || status > 399)) {
-          // Not a refused redirect: the peer's reply was not HTTP (libcurl
-          // refuses HTTP/0.9), e.g. a database or SSH port.
-          r.result = TransferResult::kTransportError;
-          r.error = absl::StrCat(
-              "the upstream's reply is not HTTP/1.x or HTTP/2 (",
-              t->error[0] != '\0' ? t->error : curl_easy_strerror(code), ")");
-        }
-      }
-      if (r.result == TransferResult::kTooLarge) {
-        r.error = absl::StrCat("response body exceeds ",
-                               options_.max_body_bytes, " bytes");
-      } else if (r.result == TransferResult::kBlocked && r.error.empty()) {
-        r.end_reason = EndReason::kBlockedByPolicy;
-        r.error = t->error[0] != '\0' ? std::string(t->error)
-                                      : std::string(curl_easy_strerror(code));
-      } else if (r.result != TransferResult::kResponse &&
-                 r.result != TransferResult::kBlocked && r.error.empty()) {
-        r.error = t->error[0] != '\0' ? std::string(t->error)
-                                      : std::string(curl_easy_strerror(code));
-        // A timeout shortened to the deadline that ran (nearly) its full
-        // length was cut by the deadline, not by the request's own timeout.
-        if (r.result == TransferResult::kTimeout && t->timeout_is_deadline &&
-            r.timings.total + absl::Milliseconds(5) >= t->timeout) {
-          r.end_reason = EndReason::kDeadlineCut;
-          r.error = absl::StrCat("batch deadline reached: ", r.error);
-        }
-      } else if (r.result == TransferResult::kResponse) {
+      ClassifyEnd(code, status, *t, r);
+      if (r.result == TransferResult::kResponse) {
         if (stats_ != nullptr) {
           stats_->response_bytes.fetch_add(static_cast<int64_t>(t->body.size()),
                                            std::memory_order_relaxed);
@@ -749,7 +769,6 @@ class CurlDriver::Impl {
   std::vector<DriverTransfer*> slots_;  // by TransferId; null when free
   std::vector<TransferId> free_slots_;
   std::vector<CURL*> idle_easy_;  // reusable, common options already set
-  int running_ = 0;
   std::vector<TransferId> socket_failed_;
 };
 
