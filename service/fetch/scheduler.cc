@@ -20,15 +20,15 @@ struct SchedulerRequest {
   uint32_t host = 0;  // index into Batch::hosts, once validated
   uint32_t transfer = 0;
   int attempts = 0;
-  bool running = false;        // an attempt is in flight
-  bool waiting_retry = false;  // on a retry timer
-  bool ending = false;         // a terminal decision was issued
+  bool running = false;  // an attempt is in flight
+  bool ending = false;   // a terminal decision was issued
   // Answered without I/O (invalid, out of time) and not yet delivered: it
   // holds window room like a transfer in flight.
   bool answered = false;
   bool done = false;  // delivered
   MonoTime first_start;
-  // The outcome of the last attempt while a retry waits (no body).
+  // The outcome of the last attempt while a retry waits (no body); set
+  // exactly while the request waits on a retry timer.
   std::unique_ptr<FetchedResponse> last;
 };
 
@@ -221,7 +221,6 @@ void Scheduler::Start(Batch& batch, uint32_t pos, MonoTime now,
     return;
   }
   request.last.reset();
-  request.waiting_retry = false;
   if (request.attempts == 0) request.first_start = now;
   ++request.attempts;
   request.running = true;
@@ -256,7 +255,8 @@ void Scheduler::RunTimers(MonoTime now, std::vector<Decision>* out) {
       continue;
     }
     SchedulerRequest& request = batch->requests[timer.pos];
-    if (!request.waiting_retry || request.ending || batch->cancelled) {
+    // Still waiting for this retry: it keeps its last outcome until then.
+    if (request.last == nullptr || request.ending || batch->cancelled) {
       continue;
     }
     // The retry goes first in its host's queue.
@@ -329,7 +329,6 @@ void Scheduler::AttemptEnded(Batch* batch, uint32_t pos) {
 void Scheduler::ScheduleRetry(Batch* batch, uint32_t pos, MonoTime at,
                               FetchedResponse last) {
   SchedulerRequest& request = batch->requests[pos];
-  request.waiting_retry = true;
   request.last = std::make_unique<FetchedResponse>(std::move(last));
   timers_.Push(at, Timer{batch->key, pos, Timer::kRetry});
 }
@@ -351,7 +350,6 @@ bool Scheduler::Delivered(Batch* batch, uint32_t pos) {
     request.answered = false;
     --batch->answered;
   }
-  request.waiting_retry = false;
   request.last.reset();
   request.spec = FetchSpec();
   --queued_;
