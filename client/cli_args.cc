@@ -18,6 +18,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 
 namespace batchfetch::cli {
 
@@ -42,6 +44,24 @@ Common flags:
                          else localhost:50051)
   --connect-timeout DUR  give up when not connected within DUR (default 5s)
   --deadline DUR         gRPC deadline for the whole command (default: none)
+  --tls                  connect with TLS, trusting the system's CA
+                         certificates ($BATCHFETCH_TLS=1)
+  --tls-ca FILE          connect with TLS, trusting the CA certificates in
+                         PEM FILE instead ($BATCHFETCH_TLS_CA)
+  --tls-cert FILE        client certificate (PEM) for a server that requires
+                         one (mTLS); needs --tls-key ($BATCHFETCH_TLS_CERT)
+  --tls-key FILE         private key of --tls-cert (PEM; $BATCHFETCH_TLS_KEY)
+  --tls-server-name NAME name the server certificate must carry when it
+                         differs from the --server host, e.g. when
+                         connecting by IP ($BATCHFETCH_TLS_SERVER_NAME)
+                         Each --tls* flag wins over its variable; any of
+                         them turns TLS on (default: plaintext).
+  --token-file FILE      send 'authorization: Bearer <token>' with every
+                         call, the token read from FILE: its first line
+                         that is not blank or a '#' comment, holding the
+                         token alone or a '<name> <token>' line of the
+                         server's --auth_token_file ($BATCHFETCH_TOKEN_FILE;
+                         default: no token)
 
 fetch flags:
   -f, --file FILE        read URLs from FILE ('-' = stdin); repeatable
@@ -80,6 +100,13 @@ constexpr FlagSpec kConnectionFlags[] = {
     {"--server", nullptr, true},
     {"--connect-timeout", nullptr, true},
     {"--deadline", nullptr, true},
+    // Transport security, resolved with its variables by ResolveTls.
+    {"--tls", nullptr, false},
+    {"--tls-ca", nullptr, true},
+    {"--tls-cert", nullptr, true},
+    {"--tls-key", nullptr, true},
+    {"--tls-server-name", nullptr, true},
+    {"--token-file", nullptr, true},
     {"--help", "-h", false},
 };
 
@@ -118,13 +145,175 @@ absl::StatusOr<bool> ApplyConnectionFlag(const Arg& arg,
     absl::StatusOr<absl::Duration> d = ParseDurationFlag(arg, false);
     if (!d.ok()) return d.status();
     options->deadline = *d;
+  } else if (arg.flag == "--token-file") {
+    if (arg.value.empty()) {
+      return absl::InvalidArgumentError("--token-file must not be empty");
+    }
+    options->token_file = arg.value;
+  } else if (arg.flag == "--tls") {
+    options->tls.tls = true;
+  } else if (arg.flag == "--tls-ca" || arg.flag == "--tls-cert" ||
+             arg.flag == "--tls-key" || arg.flag == "--tls-server-name") {
+    if (arg.value.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(arg.flag, " must not be empty"));
+    }
+    std::optional<std::string>& field =
+        arg.flag == "--tls-ca"     ? options->tls.ca_file
+        : arg.flag == "--tls-cert" ? options->tls.cert_file
+        : arg.flag == "--tls-key"  ? options->tls.key_file
+                                   : options->tls.server_name;
+    field = arg.value;
   } else {
     return false;
   }
   return true;
 }
 
+// One --tls* setting after resolution: its value and where it came from
+// (the flag, or the variable when the flag was not given), for messages.
+struct TlsSetting {
+  std::string value;  // Empty: neither given.
+  const char* source = nullptr;
+};
+
+TlsSetting ResolveTlsSetting(const std::optional<std::string>& flag_value,
+                             const char* flag, const char* variable,
+                             const EnvLookup& env) {
+  if (flag_value.has_value()) return {*flag_value, flag};
+  const char* value = env(variable);
+  if (value != nullptr && *value != '\0') return {value, variable};
+  return {};
+}
+
+// The PEM file of `setting`, which must hold a "-----BEGIN ...`marker`-----"
+// block. Messages name the setting's source and the path, never the
+// contents.
+absl::StatusOr<std::string> ReadPemFile(const TlsSetting& setting,
+                                        const char* marker) {
+  std::ifstream file(setting.value, std::ios::binary);
+  if (!file) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read ", setting.source, " file '", setting.value,
+                     "': ", std::strerror(errno)));
+  }
+  std::string pem((std::istreambuf_iterator<char>(file)),
+                  std::istreambuf_iterator<char>());
+  if (file.bad()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot read ", setting.source, " file '", setting.value, "'"));
+  }
+  const size_t begin = pem.find("-----BEGIN ");
+  if (begin == std::string::npos ||
+      pem.find(absl::StrCat(marker, "-----"), begin) == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(setting.source, " file '", setting.value,
+                     "' holds no PEM ", marker, " block"));
+  }
+  return pem;
+}
+
 }  // namespace
+
+absl::StatusOr<TlsSettings> ResolveTls(const TlsFlags& flags,
+                                       const EnvLookup& env) {
+  TlsSettings settings;
+  settings.enabled = flags.tls;
+  if (const char* value = env("BATCHFETCH_TLS");
+      !flags.tls && value != nullptr && *value != '\0') {
+    const std::string lower = absl::AsciiStrToLower(value);
+    if (lower == "1" || lower == "true" || lower == "yes" || lower == "on") {
+      settings.enabled = true;
+    } else if (lower != "0" && lower != "false" && lower != "no" &&
+               lower != "off") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("bad value for BATCHFETCH_TLS: '", value,
+                       "' (expected 1, true, yes, on, 0, false, no or off)"));
+    }
+  }
+  const TlsSetting ca =
+      ResolveTlsSetting(flags.ca_file, "--tls-ca", "BATCHFETCH_TLS_CA", env);
+  const TlsSetting cert = ResolveTlsSetting(flags.cert_file, "--tls-cert",
+                                            "BATCHFETCH_TLS_CERT", env);
+  const TlsSetting key =
+      ResolveTlsSetting(flags.key_file, "--tls-key", "BATCHFETCH_TLS_KEY", env);
+  const TlsSetting server_name =
+      ResolveTlsSetting(flags.server_name, "--tls-server-name",
+                        "BATCHFETCH_TLS_SERVER_NAME", env);
+  if (cert.value.empty() != key.value.empty()) {
+    return absl::InvalidArgumentError(
+        cert.value.empty()
+            ? absl::StrCat(key.source,
+                           " needs --tls-cert (or BATCHFETCH_TLS_CERT)")
+            : absl::StrCat(cert.source,
+                           " needs --tls-key (or BATCHFETCH_TLS_KEY)"));
+  }
+  if (!ca.value.empty()) {
+    absl::StatusOr<std::string> pem = ReadPemFile(ca, "CERTIFICATE");
+    if (!pem.ok()) return pem.status();
+    settings.root_certs_pem = *std::move(pem);
+  }
+  if (!cert.value.empty()) {
+    absl::StatusOr<std::string> pem = ReadPemFile(cert, "CERTIFICATE");
+    if (!pem.ok()) return pem.status();
+    settings.cert_chain_pem = *std::move(pem);
+    pem = ReadPemFile(key, "PRIVATE KEY");
+    if (!pem.ok()) return pem.status();
+    settings.private_key_pem = *std::move(pem);
+  }
+  settings.server_name = server_name.value;
+  settings.enabled = settings.enabled || !ca.value.empty() ||
+                     !cert.value.empty() || !server_name.value.empty();
+  return settings;
+}
+
+absl::StatusOr<std::string> ParseTokenFileContents(absl::string_view contents) {
+  for (absl::string_view line : absl::StrSplit(contents, '\n')) {
+    line = absl::StripAsciiWhitespace(line);
+    if (line.empty() || line[0] == '#') continue;
+    std::vector<absl::string_view> fields =
+        absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    if (fields.size() > 2) {
+      return absl::InvalidArgumentError(
+          "its first line has more than two fields (expected '<token>' or "
+          "'<name> <token>')");
+    }
+    return std::string(fields.back());
+  }
+  return absl::InvalidArgumentError("it holds no token");
+}
+
+absl::StatusOr<std::string> ResolveToken(
+    const std::optional<std::string>& token_file, const EnvLookup& env) {
+  std::string path;
+  const char* source = "--token-file";
+  if (token_file.has_value()) {
+    path = *token_file;
+  } else if (const char* value = env("BATCHFETCH_TOKEN_FILE");
+             value != nullptr && *value != '\0') {
+    path = value;
+    source = "BATCHFETCH_TOKEN_FILE";
+  } else {
+    return std::string();
+  }
+  std::ifstream file(path, std::ios::binary);
+  if (!file) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot read ", source, " file '", path, "': ", std::strerror(errno)));
+  }
+  std::string contents((std::istreambuf_iterator<char>(file)),
+                       std::istreambuf_iterator<char>());
+  if (file.bad()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read ", source, " file '", path, "'"));
+  }
+  absl::StatusOr<std::string> token = ParseTokenFileContents(contents);
+  if (!token.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, " file '", path, "': ", token.status().message()));
+  }
+  return token;
+}
 
 std::string DefaultServer(const char* env_value) {
   return (env_value != nullptr && *env_value != '\0') ? env_value

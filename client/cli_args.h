@@ -7,6 +7,7 @@
 #define BATCHFETCH_CLIENT_CLI_ARGS_H_
 
 #include <cstdint>
+#include <functional>
 #include <istream>
 #include <optional>
 #include <string>
@@ -98,9 +99,65 @@ absl::Status ReadUrlSource(const std::string& source,
                            std::istream& stdin_stream,
                            std::vector<std::string>* urls);
 
+// The --tls* flags as given on the command line (unset: not given, so its
+// BATCHFETCH_* variable may apply; see ResolveTls).
+struct TlsFlags {
+  bool tls = false;                        // --tls
+  std::optional<std::string> ca_file;      // --tls-ca
+  std::optional<std::string> cert_file;    // --tls-cert
+  std::optional<std::string> key_file;     // --tls-key
+  std::optional<std::string> server_name;  // --tls-server-name
+};
+
+// How to secure the channel: the flags and variables resolved and the PEM
+// files read. Holds the client's private key: never print it.
+struct TlsSettings {
+  bool enabled = false;
+  std::string root_certs_pem;  // Empty: the system's trusted roots.
+  // The client certificate for servers that require one (mTLS): both or
+  // neither.
+  std::string cert_chain_pem;
+  std::string private_key_pem;
+  // The name the server's certificate must carry; empty: the host of
+  // --server.
+  std::string server_name;
+};
+
+// The value of an environment variable, or null when it is unset.
+using EnvLookup = std::function<const char*(const char*)>;
+
+// Resolves `flags` against BATCHFETCH_TLS (1/true/yes/on or 0/false/no/off),
+// BATCHFETCH_TLS_CA, BATCHFETCH_TLS_CERT, BATCHFETCH_TLS_KEY and
+// BATCHFETCH_TLS_SERVER_NAME, looked up with `env`: a flag wins over its
+// variable and an empty variable counts as unset. A CA, client certificate
+// or server name implies TLS. Reads the PEM files. Fails with
+// INVALID_ARGUMENT naming the flag (or the variable it came from) for an
+// unreadable file or one without its PEM block, a certificate without a key
+// or a key without a certificate, or a bad BATCHFETCH_TLS value.
+absl::StatusOr<TlsSettings> ResolveTls(const TlsFlags& flags,
+                                       const EnvLookup& env);
+
+// The bearer token in the contents of a --token-file: the first line that
+// is neither blank nor a '#' comment, trimmed, holding either just the token
+// or the server's `<name> <token>` line (the token is then the second
+// field), so a line of the server's --auth_token_file can be used as it is.
+// INVALID_ARGUMENT, never quoting the file, when there is no such line or
+// it has more than two fields.
+absl::StatusOr<std::string> ParseTokenFileContents(absl::string_view contents);
+
+// The bearer token to send: read from --token-file (`token_file`, when
+// given) or else from the file BATCHFETCH_TOKEN_FILE names (looked up with
+// `env`; empty counts as unset). "" when neither is given: no token is
+// sent. INVALID_ARGUMENT naming the flag or variable and the path for an
+// unreadable file or one without a token (see ParseTokenFileContents).
+absl::StatusOr<std::string> ResolveToken(
+    const std::optional<std::string>& token_file, const EnvLookup& env);
+
 // Flags shared by every command that talks to the server.
 struct ConnectionOptions {
   std::string server;
+  TlsFlags tls;
+  std::optional<std::string> token_file;  // --token-file
   absl::Duration connect_timeout = kDefaultConnectTimeout;
   std::optional<absl::Duration> deadline;  // Bounds the whole command.
 };

@@ -19,13 +19,23 @@
 
 namespace batchfetch::cli {
 
-// The single place that decides transport security (TLS comes later).
-std::shared_ptr<grpc::ChannelCredentials> MakeChannelCredentials();
+// The single place that decides transport security: plaintext unless
+// `tls.enabled`; then TLS trusting tls.root_certs_pem (empty: the system's
+// roots), presenting the client certificate when one is given (mTLS).
+std::shared_ptr<grpc::ChannelCredentials> MakeChannelCredentials(
+    const TlsSettings& tls);
 
-// A channel to `server` ("host:port") that accepts messages of up to 256 MiB:
-// a single result or results page can carry large bodies, which the 4 MiB
-// gRPC default would turn into an error. Does not connect yet.
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server);
+// A channel to `server` ("host:port") secured as `tls` says (with TLS, the
+// server's certificate must carry tls.server_name, else the host of
+// `server`), that accepts messages of up to 256 MiB: a single result or
+// results page can carry large bodies, which the 4 MiB gRPC default would
+// turn into an error. Does not connect yet.
+std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server,
+                                           const TlsSettings& tls);
+
+// Adds `authorization: Bearer <token>` to the call's metadata (see
+// ResolveToken); nothing when `token` is empty.
+void AttachBearerToken(grpc::ClientContext* context, const std::string& token);
 
 // Connects `channel`, giving up with UNAVAILABLE "no connection within ..."
 // after options.connect_timeout (or options.deadline, if shorter). A refused

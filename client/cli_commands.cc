@@ -99,24 +99,69 @@ std::string DefaultServerFromEnvironment() {
   return DefaultServer(std::getenv("BATCHFETCH_SERVER"));
 }
 
-// Applies the per-call deadline; every RPC of `get` needs a fresh context.
-void PrepareContext(grpc::ClientContext* context,
-                    const CallDeadline& deadline) {
-  if (deadline.has_value()) context->set_deadline(*deadline);
+// The --tls* flags resolved against their BATCHFETCH_* variables.
+absl::StatusOr<TlsSettings> TlsFromEnvironment(const TlsFlags& flags) {
+  return ResolveTls(
+      flags, [](const char* name) -> const char* { return std::getenv(name); });
+}
+
+// The --token-file (or BATCHFETCH_TOKEN_FILE) token; "" for none.
+absl::StatusOr<std::string> TokenFromEnvironment(
+    const std::optional<std::string>& token_file) {
+  return ResolveToken(token_file, [](const char* name) -> const char* {
+    return std::getenv(name);
+  });
+}
+
+// What every RPC of one command needs: a stub on the connected channel, the
+// deadline for the calls and the bearer token.
+struct Session {
+  std::unique_ptr<pb::BatchFetcher::Stub> stub;
+  CallDeadline deadline;
+  std::string token;  // "" for none.
+
+  // Applies the per-call deadline and the bearer token; every RPC (each page
+  // of `get --results`) needs a fresh context.
+  void PrepareContext(grpc::ClientContext* context) const {
+    if (deadline.has_value()) context->set_deadline(*deadline);
+    AttachBearerToken(context, token);
+  }
+};
+
+// Resolves the TLS settings and the token (flags, then BATCHFETCH_*
+// variables) and connects to connection.server. Returns kExitOk with
+// `*session` filled in; otherwise prints why and returns the exit code: a
+// usage error for bad TLS or token settings, and for a failed connection
+// `rpc`'s error (the RPC the command was about to make, e.g. "FetchBatch").
+int OpenSession(const ConnectionOptions& connection, const char* rpc,
+                Session* session) {
+  absl::StatusOr<TlsSettings> tls = TlsFromEnvironment(connection.tls);
+  if (!tls.ok()) return UsageError(tls.status());
+  absl::StatusOr<std::string> token =
+      TokenFromEnvironment(connection.token_file);
+  if (!token.ok()) return UsageError(token.status());
+  std::shared_ptr<grpc::Channel> channel = MakeChannel(connection.server, *tls);
+  if (grpc::Status s = Connect(*channel, connection, &session->deadline);
+      !s.ok()) {
+    return ReportRpcError(rpc, connection.server, s);
+  }
+  session->stub = pb::BatchFetcher::NewStub(channel);
+  session->token = *std::move(token);
+  return kExitOk;
 }
 
 // Prints every stored result of `options.batch_id`, page by page, in index
 // order.
-int PrintStoredResults(pb::BatchFetcher::Stub& stub, const GetOptions& options,
-                       const CallDeadline& deadline) {
+int PrintStoredResults(const Session& session, const GetOptions& options) {
   pb::ListResultsRequest request;
   request.set_batch_id(options.batch_id);
   request.set_page_size(options.page_size);
   do {
     grpc::ClientContext context;
-    PrepareContext(&context, deadline);
+    session.PrepareContext(&context);
     pb::ListResultsResponse response;
-    grpc::Status status = stub.ListResults(&context, request, &response);
+    grpc::Status status =
+        session.stub->ListResults(&context, request, &response);
     if (!status.ok()) {
       return ReportRpcError("ListResults", options.connection.server, status);
     }
@@ -147,24 +192,21 @@ int RunFetch(const std::vector<std::string>& args) {
   const std::string& server = options->connection.server;
   const uint32_t requested = options->request.requests_size();
 
-  std::shared_ptr<grpc::Channel> channel = MakeChannel(server);
-  CallDeadline deadline;
-  if (grpc::Status s = Connect(*channel, options->connection, &deadline);
-      !s.ok()) {
-    return ReportRpcError("FetchBatch", server, s);
+  Session session;
+  if (int code = OpenSession(options->connection, "FetchBatch", &session);
+      code != kExitOk) {
+    return code;
   }
-  std::unique_ptr<pb::BatchFetcher::Stub> stub =
-      pb::BatchFetcher::NewStub(channel);
 
   grpc::ClientContext context;
-  if (deadline.has_value()) context.set_deadline(*deadline);
+  session.PrepareContext(&context);
   InterruptCanceller canceller(&context);
   Reporter reporter(/*show_progress=*/!options->quiet && isatty(2) != 0);
   reporter.SetTotal(requested);
 
   const absl::Time start = absl::Now();
   std::unique_ptr<grpc::ClientReader<pb::FetchBatchEvent>> reader =
-      stub->FetchBatch(&context, options->request);
+      session.stub->FetchBatch(&context, options->request);
   std::string batch_id;
   uint32_t total = requested;
   std::optional<pb::BatchSummary> summary;
@@ -246,21 +288,18 @@ int RunGet(const std::vector<std::string>& args) {
     return kExitOk;
   }
   const std::string& server = options->connection.server;
-  std::shared_ptr<grpc::Channel> channel = MakeChannel(server);
-  CallDeadline deadline;
-  if (grpc::Status s = Connect(*channel, options->connection, &deadline);
-      !s.ok()) {
-    return ReportRpcError("GetBatch", server, s);
+  Session session;
+  if (int code = OpenSession(options->connection, "GetBatch", &session);
+      code != kExitOk) {
+    return code;
   }
-  std::unique_ptr<pb::BatchFetcher::Stub> stub =
-      pb::BatchFetcher::NewStub(channel);
 
   grpc::ClientContext context;
-  PrepareContext(&context, deadline);
+  session.PrepareContext(&context);
   pb::GetBatchRequest request;
   request.set_batch_id(options->batch_id);
   pb::BatchSummary summary;
-  grpc::Status status = stub->GetBatch(&context, request, &summary);
+  grpc::Status status = session.stub->GetBatch(&context, request, &summary);
   if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
     std::fprintf(stderr, "batchfetch: batch %s not found\n",
                  options->batch_id.c_str());
@@ -269,7 +308,7 @@ int RunGet(const std::vector<std::string>& args) {
   if (!status.ok()) return ReportRpcError("GetBatch", server, status);
   if (!WriteStdoutLine(SummaryToJson(summary, false))) return kExitError;
   if (!options->results) return kExitOk;
-  return PrintStoredResults(*stub, *options, deadline);
+  return PrintStoredResults(session, *options);
 }
 
 }  // namespace batchfetch::cli

@@ -10,6 +10,9 @@ echo "MariaDB on 127.0.0.1:$db_port (data in var/mariadb; stop: scripts/mariadb-
 export BATCHFETCH_MYSQL_PASSWORD=${BATCHFETCH_MYSQL_PASSWORD:-batchfetch}
 # Loopback is opened so local test upstreams work; every other internal
 # range stays denied (see README, Egress). Drop the flag to deny loopback too.
-exec build/batchfetch_server --listen="0.0.0.0:${BATCHFETCH_PORT:-50051}" \
+# It serves plaintext on loopback only: to expose it, pass e.g.
+# --listen=0.0.0.0:50051 with --tls_cert/--tls_key (README, TLS and mTLS);
+# a later flag wins.
+exec build/batchfetch_server --listen="127.0.0.1:${BATCHFETCH_PORT:-50051}" \
   --mysql_host=127.0.0.1 --mysql_port="$db_port" \
   --egress_allow_cidr=127.0.0.0/8 "$@"

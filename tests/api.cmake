@@ -1,5 +1,10 @@
 # End to end: in-process and spawned servers, MariaDB, upstream, the CLI.
 batchfetch_e2e_test(service_test service_test.cc)
+# Bearer tokens, SIGHUP reload, tenancy, active-batch limits, CLI token.
+batchfetch_e2e_test(auth_e2e_test auth_e2e_test.cc)
+# Request safety: smuggling headers, control characters, credentials in
+# URLs, message size; against the in-process server and a loopback upstream.
+batchfetch_e2e_test(request_safety_e2e_test request_safety_e2e_test.cc)
 
 # service/api: request translation, the executor, the reactor's deadline
 # rule. No server, no network.
@@ -10,3 +15,12 @@ add_executable(api_unit_tests
 target_link_libraries(api_unit_tests PRIVATE batchfetch_api batchfetch_warnings
   GTest::gtest_main)
 gtest_discover_tests(api_unit_tests DISCOVERY_TIMEOUT 60)
+
+# service/api auth and admission: the token file and authenticator, the
+# active-batch limiter. No server, no network.
+add_executable(auth_unit_tests
+  active_batch_limiter_test.cc
+  token_authenticator_test.cc)
+target_link_libraries(auth_unit_tests PRIVATE batchfetch_api
+  batchfetch_warnings GTest::gtest_main)
+gtest_discover_tests(auth_unit_tests DISCOVERY_TIMEOUT 60)

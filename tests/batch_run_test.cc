@@ -7,7 +7,9 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "gtest/gtest.h"
+#include "service/base/log.h"
 #include "tests/support/fake_clock.h"
 
 namespace batchfetch {
@@ -94,11 +96,12 @@ class FakeStore : public ResultStore {
     }
     finishes.push_back({batch, std::move(done)});
   }
-  absl::StatusOr<v1::BatchSummary> GetBatch(const std::string&) override {
+  absl::StatusOr<v1::BatchSummary> GetBatch(const std::string&,
+                                            const ReadScope&) override {
     return absl::UnimplementedError("not used");
   }
-  absl::StatusOr<ResultPage> ListResults(const std::string&, uint32_t,
-                                         uint32_t) override {
+  absl::StatusOr<ResultPage> ListResults(const std::string&, const ReadScope&,
+                                         uint32_t, uint32_t) override {
     return absl::UnimplementedError("not used");
   }
 
@@ -452,6 +455,63 @@ TEST_F(BatchRunTest, ABatchWithNoObserverIsStillRecorded) {
   EXPECT_EQ(store_.records[0].state, v1::BATCH_STATE_DONE);
   store_.AckFinish();
   EXPECT_EQ(run_->snapshot().phase, BatchRun::Phase::kFinished);
+}
+
+TEST_F(BatchRunTest,
+       ABlockedRequestWritesOneRequestBlockedLineWithoutItsSecret) {
+  std::vector<std::string> lines;
+  SetLogSinkForTest([&](std::string_view line) { lines.emplace_back(line); });
+  Make(3, /*with_store=*/false);
+  Start(&observer_);
+  FetchedResponse blocked = Failed(1, TransferResult::kBlocked);
+  blocked.url = "http://user:pw@Internal.example:8080/admin?token=t0p";
+  blocked.error =
+      "egress denied: 10.0.0.5 is in 10.0.0.0/8 (built-in: private range)";
+  Deliver(Ok(0));
+  Deliver(std::move(blocked));
+  Deliver(Failed(2, TransferResult::kConnectError));
+  SetLogSinkForTest(nullptr);
+
+  ASSERT_EQ(lines.size(), 1u) << "one line, for the blocked request only";
+  const std::string& line = lines[0];
+  EXPECT_TRUE(
+      absl::StrContains(line, R"("level":"warning","event":"request_blocked")"))
+      << line;
+  EXPECT_TRUE(absl::StrContains(line, R"("batch_id":"b-1")")) << line;
+  EXPECT_TRUE(absl::StrContains(line, R"("index":1)")) << line;
+  EXPECT_TRUE(
+      absl::StrContains(line, R"("host":"http://internal.example:8080")"))
+      << line;
+  EXPECT_TRUE(absl::StrContains(
+      line,
+      "\"error\":\"egress denied: 10.0.0.5 is in 10.0.0.0/8 (built-in: "
+      "private range)\""))
+      << line;
+  EXPECT_FALSE(absl::StrContains(line, "pw")) << line;
+  EXPECT_FALSE(absl::StrContains(line, "t0p"))
+      << line;  // no path or query either
+  ASSERT_EQ(observer_.results.size(), 3u);
+  EXPECT_EQ(observer_.results[1].outcome(), v1::OUTCOME_BLOCKED);
+}
+
+TEST_F(BatchRunTest, ABlockedRedirectHopIsLoggedAsTheFinalHost) {
+  std::vector<std::string> lines;
+  SetLogSinkForTest([&](std::string_view line) { lines.emplace_back(line); });
+  Make(1, /*with_store=*/false);
+  Start(&observer_);
+  FetchedResponse blocked = Failed(0, TransferResult::kBlocked);
+  blocked.url = "https://public.example/start";
+  blocked.final_url = "http://u:p@169.254.169.254/latest/meta-data/";
+  blocked.error = "egress to 169.254.169.254 denied by link-local";
+  Deliver(std::move(blocked));
+  SetLogSinkForTest(nullptr);
+
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_TRUE(absl::StrContains(
+      lines[0], R"("host":"https://public.example:443",)"
+                R"("final_host":"http://169.254.169.254:80","error":)"))
+      << lines[0];
+  EXPECT_FALSE(absl::StrContains(lines[0], "meta-data")) << lines[0];
 }
 
 }  // namespace

@@ -7,8 +7,10 @@
 
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -496,6 +498,210 @@ TEST(CliArgs, GetAcceptsABatchIdStartingWithDashAfterDoubleDash) {
   absl::StatusOr<GetOptions> options = ParseGet({"--", "-odd-id"});
   ASSERT_TRUE(options.ok()) << options.status();
   EXPECT_EQ(options->batch_id, "-odd-id");
+}
+
+// --- TLS flags and variables -------------------------------------------------
+
+// PEM-shaped stand-ins: ResolveTls checks the blocks are there; gRPC parses
+// them (tests/tls_e2e_test.cc uses real ones).
+constexpr char kCaPem[] =
+    "-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n";
+constexpr char kCertPem[] =
+    "-----BEGIN CERTIFICATE-----\nCLIENT\n-----END CERTIFICATE-----\n";
+constexpr char kKeyPem[] =
+    "-----BEGIN PRIVATE KEY-----\nsecret-key-bytes\n-----END PRIVATE "
+    "KEY-----\n";
+
+// An environment for ResolveTls: only these variables are set.
+EnvLookup FakeEnv(std::map<std::string, std::string> variables) {
+  return [variables = std::move(variables)](const char* name) -> const char* {
+    auto it = variables.find(name);
+    return it == variables.end() ? nullptr : it->second.c_str();
+  };
+}
+
+absl::StatusOr<TlsSettings> ResolveTlsArgs(
+    const std::vector<std::string>& args,
+    std::map<std::string, std::string> variables = {}) {
+  std::vector<std::string> with_url(args);
+  with_url.push_back("http://a/");
+  absl::StatusOr<FetchOptions> options = ParseFetch(with_url);
+  if (!options.ok()) return options.status();
+  return ResolveTls(options->connection.tls, FakeEnv(std::move(variables)));
+}
+
+std::string MissingFile() {
+  return absl::StrCat(testing::TempDir(), "cli_args_test_missing.pem");
+}
+
+TEST(CliTls, UsageDocumentsTheTlsFlagsAndTheirVariables) {
+  const std::string usage = kUsage;
+  for (const char* text :
+       {"--tls ", "--tls-ca FILE", "--tls-cert FILE", "--tls-key FILE",
+        "--tls-server-name NAME", "$BATCHFETCH_TLS=1", "$BATCHFETCH_TLS_CA",
+        "$BATCHFETCH_TLS_CERT", "$BATCHFETCH_TLS_KEY",
+        "$BATCHFETCH_TLS_SERVER_NAME"}) {
+    EXPECT_NE(usage.find(text), std::string::npos) << text;
+  }
+}
+
+TEST(CliTls, PlaintextWithoutFlagsOrVariables) {
+  absl::StatusOr<TlsSettings> tls = ResolveTlsArgs({});
+  ASSERT_TRUE(tls.ok()) << tls.status();
+  EXPECT_FALSE(tls->enabled);
+}
+
+TEST(CliTls, TlsFlagTrustsTheSystemRoots) {
+  absl::StatusOr<TlsSettings> tls = ResolveTlsArgs({"--tls"});
+  ASSERT_TRUE(tls.ok()) << tls.status();
+  EXPECT_TRUE(tls->enabled);
+  EXPECT_EQ(tls->root_certs_pem, "");
+  EXPECT_EQ(tls->cert_chain_pem, "");
+  EXPECT_EQ(tls->server_name, "");
+}
+
+TEST(CliTls, TlsFlagIsTakenByGetToo) {
+  absl::StatusOr<GetOptions> options =
+      ParseGet({"id", "--tls", "--tls-server-name=name.example"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_TRUE(options->connection.tls.tls);
+  EXPECT_EQ(options->connection.tls.server_name, "name.example");
+}
+
+TEST(CliTls, CaFileImpliesTlsAndIsRead) {
+  TempFile ca("ca.pem", kCaPem);
+  absl::StatusOr<TlsSettings> tls = ResolveTlsArgs({"--tls-ca", ca.path()});
+  ASSERT_TRUE(tls.ok()) << tls.status();
+  EXPECT_TRUE(tls->enabled);
+  EXPECT_EQ(tls->root_certs_pem, kCaPem);
+}
+
+TEST(CliTls, ClientCertificateAndKeyAreReadAndImplyTls) {
+  TempFile cert("cert.pem", kCertPem), key("key.pem", kKeyPem);
+  absl::StatusOr<TlsSettings> tls =
+      ResolveTlsArgs({"--tls-cert=" + cert.path(), "--tls-key=" + key.path()});
+  ASSERT_TRUE(tls.ok()) << tls.status();
+  EXPECT_TRUE(tls->enabled);
+  EXPECT_EQ(tls->root_certs_pem, "");
+  EXPECT_EQ(tls->cert_chain_pem, kCertPem);
+  EXPECT_EQ(tls->private_key_pem, kKeyPem);
+}
+
+TEST(CliTls, ServerNameImpliesTls) {
+  absl::StatusOr<TlsSettings> tls =
+      ResolveTlsArgs({"--tls-server-name=localhost"});
+  ASSERT_TRUE(tls.ok()) << tls.status();
+  EXPECT_TRUE(tls->enabled);
+  EXPECT_EQ(tls->server_name, "localhost");
+}
+
+TEST(CliTls, VariablesApplyWhenTheFlagsAreAbsent) {
+  TempFile ca("ca.pem", kCaPem), cert("cert.pem", kCertPem),
+      key("key.pem", kKeyPem);
+  absl::StatusOr<TlsSettings> tls =
+      ResolveTlsArgs({}, {{"BATCHFETCH_TLS_CA", ca.path()},
+                          {"BATCHFETCH_TLS_CERT", cert.path()},
+                          {"BATCHFETCH_TLS_KEY", key.path()},
+                          {"BATCHFETCH_TLS_SERVER_NAME", "localhost"}});
+  ASSERT_TRUE(tls.ok()) << tls.status();
+  EXPECT_TRUE(tls->enabled);
+  EXPECT_EQ(tls->root_certs_pem, kCaPem);
+  EXPECT_EQ(tls->cert_chain_pem, kCertPem);
+  EXPECT_EQ(tls->private_key_pem, kKeyPem);
+  EXPECT_EQ(tls->server_name, "localhost");
+}
+
+TEST(CliTls, AFlagWinsOverItsVariable) {
+  TempFile ca("ca.pem", kCaPem);
+  absl::StatusOr<TlsSettings> tls = ResolveTlsArgs(
+      {"--tls-ca", ca.path(), "--tls-server-name", "flag.example"},
+      {{"BATCHFETCH_TLS_CA", MissingFile()},
+       {"BATCHFETCH_TLS_SERVER_NAME", "env.example"}});
+  ASSERT_TRUE(tls.ok()) << tls.status();
+  EXPECT_EQ(tls->root_certs_pem, kCaPem);
+  EXPECT_EQ(tls->server_name, "flag.example");
+}
+
+TEST(CliTls, EmptyVariablesCountAsUnset) {
+  absl::StatusOr<TlsSettings> tls =
+      ResolveTlsArgs({}, {{"BATCHFETCH_TLS", ""},
+                          {"BATCHFETCH_TLS_CA", ""},
+                          {"BATCHFETCH_TLS_CERT", ""},
+                          {"BATCHFETCH_TLS_SERVER_NAME", ""}});
+  ASSERT_TRUE(tls.ok()) << tls.status();
+  EXPECT_FALSE(tls->enabled);
+}
+
+TEST(CliTls, TlsVariableTakesYesAndNoWords) {
+  for (const char* on : {"1", "true", "TRUE", "yes", "on"}) {
+    absl::StatusOr<TlsSettings> tls =
+        ResolveTlsArgs({}, {{"BATCHFETCH_TLS", on}});
+    ASSERT_TRUE(tls.ok()) << tls.status();
+    EXPECT_TRUE(tls->enabled) << on;
+  }
+  for (const char* off : {"0", "false", "no", "Off"}) {
+    absl::StatusOr<TlsSettings> tls =
+        ResolveTlsArgs({}, {{"BATCHFETCH_TLS", off}});
+    ASSERT_TRUE(tls.ok()) << tls.status();
+    EXPECT_FALSE(tls->enabled) << off;
+  }
+  EXPECT_EQ(ErrorOf(ResolveTlsArgs({}, {{"BATCHFETCH_TLS", "maybe"}})),
+            "bad value for BATCHFETCH_TLS: 'maybe' (expected 1, true, yes, "
+            "on, 0, false, no or off)");
+}
+
+TEST(CliTls, EmptyTlsFileFlagsAreRejected) {
+  for (const char* flag :
+       {"--tls-ca", "--tls-cert", "--tls-key", "--tls-server-name"}) {
+    EXPECT_EQ(ErrorOf(ParseFetch({absl::StrCat(flag, "="), "http://a/"})),
+              absl::StrCat(flag, " must not be empty"));
+  }
+}
+
+TEST(CliTls, TlsTakesNoValue) {
+  EXPECT_EQ(ErrorOf(ParseFetch({"--tls=yes", "http://a/"})),
+            "flag --tls takes no value");
+}
+
+TEST(CliTls, HalfAClientCertificatePairIsRejectedNamingTheMissingFlag) {
+  TempFile cert("cert.pem", kCertPem), key("key.pem", kKeyPem);
+  EXPECT_EQ(ErrorOf(ResolveTlsArgs({"--tls-cert", cert.path()})),
+            "--tls-cert needs --tls-key (or BATCHFETCH_TLS_KEY)");
+  EXPECT_EQ(ErrorOf(ResolveTlsArgs({"--tls-key", key.path()})),
+            "--tls-key needs --tls-cert (or BATCHFETCH_TLS_CERT)");
+  EXPECT_EQ(ErrorOf(ResolveTlsArgs({}, {{"BATCHFETCH_TLS_KEY", key.path()}})),
+            "BATCHFETCH_TLS_KEY needs --tls-cert (or BATCHFETCH_TLS_CERT)");
+}
+
+TEST(CliTls, AnUnreadableFileIsRejectedNamingWhereItCameFrom) {
+  TempFile cert("cert.pem", kCertPem), key("key.pem", kKeyPem);
+  const std::string missing = MissingFile();
+  EXPECT_EQ(ErrorOf(ResolveTlsArgs({"--tls-ca", missing})),
+            absl::StrCat("cannot read --tls-ca file '", missing,
+                         "': No such file or directory"));
+  EXPECT_EQ(ErrorOf(ResolveTlsArgs({}, {{"BATCHFETCH_TLS_CA", missing}})),
+            absl::StrCat("cannot read BATCHFETCH_TLS_CA file '", missing,
+                         "': No such file or directory"));
+  EXPECT_EQ(
+      ErrorOf(ResolveTlsArgs({"--tls-cert", missing, "--tls-key", key.path()})),
+      absl::StrCat("cannot read --tls-cert file '", missing,
+                   "': No such file or directory"));
+  EXPECT_EQ(ErrorOf(ResolveTlsArgs(
+                {"--tls-cert", cert.path(), "--tls-key", missing})),
+            absl::StrCat("cannot read --tls-key file '", missing,
+                         "': No such file or directory"));
+}
+
+TEST(CliTls, AFileWithoutItsPemBlockIsRejectedWithoutEchoingIt) {
+  TempFile cert("cert.pem", kCertPem), key("key.pem", kKeyPem);
+  // The key given as the CA, and the certificate given as the key.
+  EXPECT_EQ(ErrorOf(ResolveTlsArgs({"--tls-ca", key.path()})),
+            absl::StrCat("--tls-ca file '", key.path(),
+                         "' holds no PEM CERTIFICATE block"));
+  EXPECT_EQ(ErrorOf(ResolveTlsArgs(
+                {"--tls-cert", cert.path(), "--tls-key", cert.path()})),
+            absl::StrCat("--tls-key file '", cert.path(),
+                         "' holds no PEM PRIVATE KEY block"));
 }
 
 }  // namespace

@@ -3,8 +3,11 @@
 // address a connection would use (numeric forms only: no DNS, no traffic).
 #include "service/fetch/egress_rules.h"
 
+#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <sys/un.h>
 
 #include <string>
 
@@ -162,6 +165,64 @@ TEST(IpNetwork, ParsesAndCanonicalizes) {
   EXPECT_FALSE(n.Contains(*IpAddress::Parse("::ffff:10.0.0.1")));
   EXPECT_EQ(IpNetwork::Parse("fe80::1/10")->ToString(), "fe80::/10");
   EXPECT_EQ(IpNetwork::Parse("1.2.3.4")->prefix, 32);
+}
+
+// The two ways CurlDriver asks (a socket address before connect, the
+// connection's address text before each request) reach the one Check.
+TEST(EgressPolicy, CheckPeerJudgesTheConnectionsAddressText) {
+  EgressRules::Options options;
+  options.allow_ports = {443};
+  auto rules = *EgressRules::Create(options);
+  EXPECT_TRUE(rules->CheckPeer("8.8.8.8", 443).ok());
+  EXPECT_TRUE(rules->CheckPeer("2001:4860::8888", 443).ok());
+  absl::Status port = rules->CheckPeer("8.8.8.8", 80);
+  EXPECT_EQ(port.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(absl::StrContains(port.message(), "port 80")) << port;
+  absl::Status loopback = rules->CheckPeer("::ffff:127.0.0.1", 443);
+  EXPECT_EQ(loopback.message(),
+            "egress to ::ffff:127.0.0.1 denied by embedded IPv4 127.0.0.1 in "
+            "127.0.0.0/8 (loopback)");
+}
+
+TEST(EgressPolicy, CheckPeerRefusesTextThatIsNoAddress) {
+  auto rules = Default();
+  for (const char* text : {"", "localhost", "127.0.0.1:80", "[::1]"}) {
+    absl::Status verdict = rules->CheckPeer(text, 80);
+    EXPECT_EQ(verdict.code(), absl::StatusCode::kPermissionDenied) << text;
+    EXPECT_TRUE(
+        absl::StrContains(verdict.message(), "is not an IPv4 or IPv6 address"))
+        << verdict;
+  }
+}
+
+TEST(EgressPolicy, CheckSocketAddressReadsAddressAndPort) {
+  EgressRules::Options options;
+  options.allow_ports = {443};
+  auto rules = *EgressRules::Create(options);
+  sockaddr_in in{};
+  in.sin_family = AF_INET;
+  in.sin_port = htons(443);
+  ASSERT_EQ(inet_pton(AF_INET, "8.8.8.8", &in.sin_addr), 1);
+  const auto* address = reinterpret_cast<const sockaddr*>(&in);
+  EXPECT_TRUE(rules->CheckSocketAddress(address, sizeof(in)).ok());
+  in.sin_port = htons(80);
+  EXPECT_FALSE(rules->CheckSocketAddress(address, sizeof(in)).ok());
+
+  sockaddr_in6 in6{};
+  in6.sin6_family = AF_INET6;
+  in6.sin6_port = htons(443);
+  ASSERT_EQ(inet_pton(AF_INET6, "::1", &in6.sin6_addr), 1);
+  absl::Status loopback = rules->CheckSocketAddress(
+      reinterpret_cast<const sockaddr*>(&in6), sizeof(in6));
+  EXPECT_EQ(loopback.message(), "egress to ::1 denied by ::1/128 (loopback)");
+
+  sockaddr_un local{};
+  local.sun_family = AF_UNIX;
+  EXPECT_EQ(rules
+                ->CheckSocketAddress(reinterpret_cast<const sockaddr*>(&local),
+                                     sizeof(local))
+                .code(),
+            absl::StatusCode::kPermissionDenied);
 }
 
 }  // namespace

@@ -1,7 +1,7 @@
 # Pure parts of the fetch engine: no network, no sleeps.
 add_executable(fetch_unit_tests
   retry_policy_test.cc request_validation_test.cc scheduler_test.cc
-  curl_driver_test.cc egress_rules_test.cc)
+  curl_driver_test.cc egress_rules_test.cc url_redaction_test.cc)
 target_link_libraries(fetch_unit_tests PRIVATE batchfetch_fetch batchfetch_warnings
   CURL::libcurl absl::random_random GTest::gtest_main)
 gtest_discover_tests(fetch_unit_tests DISCOVERY_TIMEOUT 60)
@@ -24,3 +24,6 @@ target_link_libraries(curl_driver_epoll_failure_test PRIVATE batchfetch_fetch
 target_link_options(curl_driver_epoll_failure_test PRIVATE -Wl,--wrap=epoll_ctl)
 gtest_discover_tests(curl_driver_epoll_failure_test DISCOVERY_TIMEOUT 60
   PROPERTIES TIMEOUT 60)
+# The egress policy end to end: reused connections, redirects, pinned names,
+# upstream TLS and --ca_bundle.
+batchfetch_e2e_test(egress_e2e_test egress_e2e_test.cc)

@@ -10,59 +10,15 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
+#include "tests/support/collecting_sink.h"
 #include "tests/support/test_upstream.h"
 
 namespace batchfetch {
 namespace {
 
+using testing::CollectingSink;
 using testing::TestUpstream;
-
-// Collects responses; releases each at once unless told to hold them.
-class RecordingSink : public FetchSink {
- public:
-  explicit RecordingSink(bool hold = false) : hold_(hold) {}
-
-  void OnFetched(FetchedResponse response,
-                 const std::shared_ptr<FetchBatchHandle>& batch) override {
-    absl::MutexLock lock(&mu_);
-    handle_ = batch;
-    if (hold_) {
-      ++held_;
-    } else {
-      batch->Release(1);
-    }
-    responses_[response.index] = std::move(response);
-  }
-
-  bool AwaitCount(size_t n, absl::Duration timeout) {
-    absl::MutexLock lock(&mu_);
-    auto enough = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return responses_.size() >= n;
-    };
-    return mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
-  }
-
-  void ReleaseHeld() {
-    absl::MutexLock lock(&mu_);
-    hold_ = false;
-    handle_->Release(held_);
-    held_ = 0;
-  }
-
-  std::map<uint32_t, FetchedResponse> responses() {
-    absl::MutexLock lock(&mu_);
-    return responses_;
-  }
-
- private:
-  absl::Mutex mu_;
-  bool hold_ ABSL_GUARDED_BY(mu_);
-  int held_ ABSL_GUARDED_BY(mu_) = 0;
-  std::shared_ptr<FetchBatchHandle> handle_ ABSL_GUARDED_BY(mu_);
-  std::map<uint32_t, FetchedResponse> responses_ ABSL_GUARDED_BY(mu_);
-};
 
 // Gives each spec its position as its index.
 std::vector<FetchSpec> Numbered(std::vector<FetchSpec> specs) {
@@ -101,7 +57,7 @@ class FetchEngineTest : public ::testing::Test {
 
 TEST_F(FetchEngineTest, RespectsConcurrencyCap) {
   auto engine = MakeEngine();
-  auto sink = std::make_shared<RecordingSink>();
+  auto sink = std::make_shared<CollectingSink>();
   BatchOptions options;
   options.concurrency = 5;
   options.window = 10;
@@ -119,8 +75,8 @@ TEST_F(FetchEngineTest, ServerWideCapHoldsAcrossBatches) {
   FetchEngine::Options engine_options;
   engine_options.max_in_flight = 6;
   auto engine = MakeEngine(engine_options);
-  auto a = std::make_shared<RecordingSink>();
-  auto b = std::make_shared<RecordingSink>();
+  auto a = std::make_shared<CollectingSink>();
+  auto b = std::make_shared<CollectingSink>();
   BatchOptions options;
   options.concurrency = 5;
   options.window = 10;
@@ -133,7 +89,7 @@ TEST_F(FetchEngineTest, ServerWideCapHoldsAcrossBatches) {
 
 TEST_F(FetchEngineTest, UnreleasedResponsesStopNewTransfers) {
   auto engine = MakeEngine();
-  auto sink = std::make_shared<RecordingSink>(/*hold=*/true);
+  auto sink = std::make_shared<CollectingSink>(/*hold=*/true);
   BatchOptions options;
   options.concurrency = 2;
   options.window = 4;
@@ -148,7 +104,7 @@ TEST_F(FetchEngineTest, UnreleasedResponsesStopNewTransfers) {
 
 TEST_F(FetchEngineTest, ValidatesRequestsWithoutNetworkIo) {
   auto engine = MakeEngine();
-  auto sink = std::make_shared<RecordingSink>();
+  auto sink = std::make_shared<CollectingSink>();
   std::vector<FetchSpec> specs(6);
   specs[0].url = "ftp://127.0.0.1/file";
   specs[1].url = "http://exa mple.com/";
@@ -172,7 +128,7 @@ TEST_F(FetchEngineTest, MapsTransportFailures) {
   FetchEngine::Options engine_options;
   engine_options.max_body_bytes = 1000;
   auto engine = MakeEngine(engine_options);
-  auto sink = std::make_shared<RecordingSink>();
+  auto sink = std::make_shared<CollectingSink>();
   std::vector<FetchSpec> specs(4);
   specs[0].url = "http://127.0.0.1:1/refused";
   specs[1].url = upstream_->Url("/slow?delay_ms=3000");
@@ -192,7 +148,7 @@ TEST_F(FetchEngineTest, MapsTransportFailures) {
 
 TEST_F(FetchEngineTest, SendsMethodHeadersAndBody) {
   auto engine = MakeEngine();
-  auto sink = std::make_shared<RecordingSink>();
+  auto sink = std::make_shared<CollectingSink>();
   std::vector<FetchSpec> specs(1);
   specs[0].url = upstream_->Url("/echo");
   specs[0].method = "post";
@@ -208,7 +164,7 @@ TEST_F(FetchEngineTest, SendsMethodHeadersAndBody) {
 
 TEST_F(FetchEngineTest, ReusedHandlesSendEachRequestsOwnMethod) {
   auto engine = MakeEngine();
-  auto sink = std::make_shared<RecordingSink>();
+  auto sink = std::make_shared<CollectingSink>();
   std::vector<FetchSpec> specs(5);
   const char* methods[] = {"POST", "", "HEAD", "PUT", "GET"};
   for (int i = 0; i < 5; ++i) {
@@ -235,7 +191,7 @@ TEST_F(FetchEngineTest, HandlesOutliveTheEngineSafely) {
   // Results can still be held (e.g. queued for the database) when the engine
   // is destroyed; releasing or cancelling through their handle is a no-op.
   std::shared_ptr<FetchBatchHandle> handle;
-  auto sink = std::make_shared<RecordingSink>(/*hold=*/true);
+  auto sink = std::make_shared<CollectingSink>(/*hold=*/true);
   {
     auto engine = MakeEngine();
     BatchOptions options;
@@ -252,7 +208,7 @@ TEST_F(FetchEngineTest, HandlesOutliveTheEngineSafely) {
 
 TEST_F(FetchEngineTest, RedirectedPutKeepsItsMethodAndBody) {
   auto engine = MakeEngine();
-  auto sink = std::make_shared<RecordingSink>();
+  auto sink = std::make_shared<CollectingSink>();
   std::vector<FetchSpec> specs(1);
   specs[0].url = upstream_->Url("/redirect?to=%2Fecho%3Fecho%3D1&status=302");
   specs[0].method = "PUT";
@@ -269,7 +225,7 @@ TEST_F(FetchEngineTest, RedirectedPutKeepsItsMethodAndBody) {
 
 TEST_F(FetchEngineTest, CancelStopsTransfersPromptly) {
   auto engine = MakeEngine();
-  auto sink = std::make_shared<RecordingSink>();
+  auto sink = std::make_shared<CollectingSink>();
   BatchOptions options;
   options.concurrency = 4;
   auto handle =
@@ -291,8 +247,8 @@ TEST_F(FetchEngineTest, SmallBatchIsNotStarvedByLargeOne) {
   FetchEngine::Options engine_options;
   engine_options.max_in_flight = 4;
   auto engine = MakeEngine(engine_options);
-  auto large = std::make_shared<RecordingSink>();
-  auto small = std::make_shared<RecordingSink>();
+  auto large = std::make_shared<CollectingSink>();
+  auto small = std::make_shared<CollectingSink>();
   BatchOptions options;
   options.concurrency = 4;
   options.window = 8;
@@ -311,10 +267,8 @@ TEST_F(FetchEngineTest, SmallBatchIsNotStarvedByLargeOne) {
 class DenyPortEgress : public EgressPolicy {
  public:
   explicit DenyPortEgress(int port) : port_(port) {}
-  absl::Status CheckConnect(const sockaddr* address, socklen_t) const override {
-    if (address->sa_family == AF_INET &&
-        ntohs(reinterpret_cast<const sockaddr_in*>(address)->sin_port) ==
-            port_) {
+  absl::Status Check(const IpAddress&, int port) const override {
+    if (port == port_) {
       return absl::PermissionDeniedError(
           absl::StrCat("port ", port_, " is denied by the test policy"));
     }
@@ -329,7 +283,7 @@ TEST_F(FetchEngineTest, EgressPolicyRefusesBeforeAnyConnection) {
   FetchEngine::Options options;
   options.egress = std::make_shared<DenyPortEgress>(upstream_->port());
   auto engine = MakeEngine(options);
-  auto sink = std::make_shared<RecordingSink>();
+  auto sink = std::make_shared<CollectingSink>();
   engine->Submit(Urls(*upstream_, 2, ""), BatchOptions(), sink);
   ASSERT_TRUE(sink->AwaitCount(2, absl::Seconds(10)));
   for (auto& [index, r] : sink->responses()) {
@@ -343,7 +297,7 @@ TEST_F(FetchEngineTest, EgressPolicyRefusesBeforeAnyConnection) {
 
 TEST_F(FetchEngineTest, AcceptsASubsetOfABatchUnderItsOriginalIndices) {
   auto engine = MakeEngine();
-  auto sink = std::make_shared<RecordingSink>();
+  auto sink = std::make_shared<CollectingSink>();
   std::vector<FetchSpec> specs = Urls(*upstream_, 3, "");
   specs[0].index = 1000;
   specs[1].index = 7;
@@ -361,7 +315,7 @@ TEST_F(FetchEngineTest, AcceptsASubsetOfABatchUnderItsOriginalIndices) {
 
 TEST_F(FetchEngineTest, StatsCountTransfersAndResults) {
   auto engine = MakeEngine();
-  auto sink = std::make_shared<RecordingSink>();
+  auto sink = std::make_shared<CollectingSink>();
   std::vector<FetchSpec> specs = Urls(*upstream_, 3, "bytes=100");
   specs[2].url = "ftp://nope/";
   engine->Submit(specs, BatchOptions(), sink);
@@ -387,7 +341,7 @@ TEST_F(FetchEngineTest, IdleConnectionClosedByTheServerCostsNoBusyLoop) {
   // Idle keep-alive sockets stay in the epoll set (lazy epoll). When the
   // server closes them, the engine must drop them, not spin on them.
   auto engine = MakeEngine();
-  auto sink = std::make_shared<RecordingSink>();
+  auto sink = std::make_shared<CollectingSink>();
   BatchOptions options;
   options.concurrency = 8;
   engine->Submit(Urls(*upstream_, 16, ""), options, sink);
@@ -400,7 +354,7 @@ TEST_F(FetchEngineTest, IdleConnectionClosedByTheServerCostsNoBusyLoop) {
   // And the engine still works.
   auto other = TestUpstream::Start();
   ASSERT_TRUE(other.ok());
-  auto second = std::make_shared<RecordingSink>();
+  auto second = std::make_shared<CollectingSink>();
   engine->Submit(Urls(**other, 16, ""), options, second);
   ASSERT_TRUE(second->AwaitCount(16, absl::Seconds(10)));
   for (auto& [index, r] : second->responses()) {
@@ -415,7 +369,7 @@ TEST_F(FetchEngineTest, ReusesConnectionsAcrossManyBatchesWithOneMultiHandle) {
   engine_options.curl_multi_handles = 1;
   auto engine = MakeEngine(engine_options);
   for (int round = 0; round < 3; ++round) {
-    auto sink = std::make_shared<RecordingSink>();
+    auto sink = std::make_shared<CollectingSink>();
     BatchOptions options;
     options.concurrency = 4;
     engine->Submit(Urls(*upstream_, 8, ""), options, sink);
@@ -447,7 +401,7 @@ TEST_F(FetchEngineTest, NonHttpReplyIsATransportErrorNotBlocked) {
     close(connection);
   });
   auto engine = MakeEngine();
-  auto sink = std::make_shared<RecordingSink>();
+  auto sink = std::make_shared<CollectingSink>();
   std::vector<FetchSpec> specs(1);
   specs[0].url =
       absl::StrCat("http://127.0.0.1:", ntohs(address.sin_port), "/");

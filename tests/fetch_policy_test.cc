@@ -6,39 +6,17 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
 #include "service/fetch/fetch_engine.h"
+#include "tests/support/collecting_sink.h"
 #include "tests/support/proc_status.h"
 #include "tests/support/test_upstream.h"
 
 namespace batchfetch {
 namespace {
 
+using testing::CollectingSink;
 using testing::TestUpstream;
-
-class Sink : public FetchSink {
- public:
-  void OnFetched(FetchedResponse response,
-                 const std::shared_ptr<FetchBatchHandle>& batch) override {
-    batch->Release(1);
-    absl::MutexLock lock(&mu_);
-    responses_[response.index] = std::move(response);
-  }
-  std::map<uint32_t, FetchedResponse> Await(size_t n) {
-    absl::MutexLock lock(&mu_);
-    auto enough = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return responses_.size() >= n;
-    };
-    EXPECT_TRUE(
-        mu_.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(30)));
-    return responses_;
-  }
-
- private:
-  absl::Mutex mu_;
-  std::map<uint32_t, FetchedResponse> responses_ ABSL_GUARDED_BY(mu_);
-};
 
 class FetchPolicyTest : public ::testing::Test {
  protected:
@@ -53,7 +31,7 @@ class FetchPolicyTest : public ::testing::Test {
       FetchEngine::Options engine_options = {}) {
     auto engine = FetchEngine::Create(engine_options);
     EXPECT_TRUE(engine.ok());
-    auto sink = std::make_shared<Sink>();
+    auto sink = std::make_shared<CollectingSink>();
     const size_t n = specs.size();
     (*engine)->Submit(std::move(specs), options, sink);
     return sink->Await(n);
@@ -329,7 +307,7 @@ TEST_F(FetchPolicyTest, ReusesConnectionsAcrossBatchesAndReportsTimings) {
   options.concurrency = 4;
   std::vector<std::string> urls(8, upstream_->Url("/k?delay_ms=20"));
   for (int round = 0; round < 2; ++round) {
-    auto sink = std::make_shared<Sink>();
+    auto sink = std::make_shared<CollectingSink>();
     (*engine)->Submit(Specs(urls), options, sink);
     for (const auto& [index, response] : sink->Await(8)) {
       EXPECT_EQ(response.result, TransferResult::kResponse);
@@ -382,7 +360,7 @@ TEST_F(FetchPolicyTest, ServerEnvironmentProxyIsIgnored) {
 TEST_F(FetchPolicyTest, EndAtDeadlineCutsRunningTransfersAsTimeout) {
   auto engine = FetchEngine::Create({});
   ASSERT_TRUE(engine.ok());
-  auto sink = std::make_shared<Sink>();
+  auto sink = std::make_shared<CollectingSink>();
   BatchOptions options;
   options.concurrency = 2;
   auto handle = (*engine)->Submit(

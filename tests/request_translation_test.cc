@@ -90,6 +90,27 @@ TEST(TranslateRequest, RequestsMustBeThereAndNotTooMany) {
   EXPECT_TRUE(Translate(Request(2), options).ok());
 }
 
+TEST(TranslateRequest, BatchSizeIsAcceptedAtTheLimitAndRejectedJustOver) {
+  ServiceOptions options;
+  options.max_batch_size = 5;
+  absl::StatusOr<BatchPlan> plan = Translate(Request(5), options);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->total, 5u);
+  absl::StatusOr<BatchPlan> over = Translate(Request(6), options);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(over.status().message(),
+            "requests: the batch has 6 requests; at most 5 are allowed "
+            "(--max_batch_size)");
+}
+
+TEST(TranslateRequest, DefaultBatchSizeLimitIsAHundredThousand) {
+  const ServiceOptions defaults;
+  EXPECT_EQ(defaults.max_batch_size, 100000u);
+  EXPECT_TRUE(Translate(Request(100000)).ok());
+  ExpectRejected(Request(100001), "at most 100000 are allowed");
+}
+
 TEST(TranslateRequest, ClampsConcurrency) {
   ServiceOptions options;
   options.max_concurrency = 50;

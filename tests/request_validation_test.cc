@@ -1,6 +1,9 @@
 #include "service/fetch/request_validation.h"
 
+#include <string>
+
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
 namespace batchfetch {
@@ -46,7 +49,7 @@ TEST(RequestValidation, RejectsEachBadRequestWithItsReason) {
   ExpectInvalid(Spec("http://exa mple.com/"), "malformed url");
   ExpectInvalid(Spec("not a url"), "malformed url");
   ExpectInvalid(Spec("http://h/" + std::string(kMaxUrlLength, 'a')),
-                "longer than");
+                "longer than the limit of 8192 bytes");
   ExpectInvalid(Spec("http://h/", "BREW"), "method 'BREW'");
   FetchSpec head = Spec("http://h/", "HEAD");
   head.body = "x";
@@ -56,15 +59,153 @@ TEST(RequestValidation, RejectsEachBadRequestWithItsReason) {
 TEST(RequestValidation, RejectsBadHeaders) {
   FetchSpec spec = Spec("http://h/");
   spec.headers = {{"X-Bad", "a\r\nInjected: 1"}};
-  ExpectInvalid(spec, "contains CR, LF or NUL");
+  ExpectInvalid(spec, "header 'X-Bad' value contains CR (0x0D) at byte 1");
   spec.headers = {{"Bad Name", "v"}};
-  ExpectInvalid(spec, "not allowed in a token");
-  spec.headers = {{std::string("A\0B", 3), "v"}};
-  ExpectInvalid(spec, "not allowed in a token");
+  ExpectInvalid(spec, "header name 'Bad Name' has a character (0x20)");
   spec.headers = {{"", "v"}};
-  ExpectInvalid(spec, "empty or too long");
-  spec.headers.assign(kMaxHeaders + 1, {"X-A", "1"});
-  ExpectInvalid(spec, "more than 100 headers");
+  ExpectInvalid(spec, "header name is empty");
+}
+
+TEST(RequestValidation, RejectsCrLfNulOrAnyControlCharacterInAHeaderName) {
+  for (const std::string& name :
+       {std::string("A\0B", 3), std::string("A\rB"), std::string("A\nB"),
+        std::string("X-A\r\nX-B"), std::string("A\x01"),
+        std::string("A\x7f")}) {
+    FetchSpec spec = Spec("http://h/");
+    spec.headers = {{name, "v"}};
+    // Shown escaped, so the message itself holds no control character.
+    ExpectInvalid(spec, "not allowed in a token");
+    absl::StatusOr<ValidatedRequest> v = ValidateRequest(spec);
+    for (char c : v.status().message()) {
+      EXPECT_GE(static_cast<unsigned char>(c), 0x20) << v.status().message();
+    }
+  }
+}
+
+TEST(RequestValidation, RejectsCrLfNulOrAnyControlCharacterInAHeaderValue) {
+  const struct {
+    std::string value;
+    const char* says;
+  } cases[] = {
+      {"a\rb", "value contains CR (0x0D) at byte 1"},
+      {"a\nb", "value contains LF (0x0A) at byte 1"},
+      {std::string("ab\0c", 4), "value contains NUL (0x00) at byte 2"},
+      {"\x01", "value contains a control character (0x01) at byte 0"},
+      {"x\x1f", "value contains a control character (0x1F) at byte 1"},
+      {"x\x7f", "value contains a control character (0x7F) at byte 1"},
+  };
+  for (const auto& c : cases) {
+    FetchSpec spec = Spec("http://h/");
+    spec.headers = {{"X-Token", c.value}};
+    ExpectInvalid(spec, absl::StrCat("header 'X-Token' ", c.says));
+  }
+  // HTAB and bytes above 0x7F (obs-text) are allowed in a value.
+  FetchSpec spec = Spec("http://h/");
+  spec.headers = {{"X-Token", "a\tb \xc3\xa9"}};
+  EXPECT_TRUE(ValidateRequest(spec).ok());
+}
+
+TEST(RequestValidation, RejectsHeadersTheServiceOwnsInAnyCase) {
+  for (const char* name : {"Content-Length",
+                           "content-length",
+                           "CONTENT-LENGTH",
+                           "Transfer-Encoding",
+                           "transfer-encoding",
+                           "Connection",
+                           "connection",
+                           "Keep-Alive",
+                           "Upgrade",
+                           "upgrade",
+                           "TE",
+                           "te",
+                           "Trailer",
+                           "trailer",
+                           "Proxy-Authorization",
+                           "proxy-authorization",
+                           "Proxy-Connection",
+                           "PROXY-anything",
+                           "Host",
+                           "host",
+                           "Expect",
+                           "expect"}) {
+    FetchSpec spec = Spec("http://h/", "POST");
+    spec.body = "{}";
+    spec.headers = {{"X-Ok", "1"}, {name, "0"}};
+    ExpectInvalid(spec, absl::StrCat("header '", name, "' may not be set"));
+  }
+}
+
+TEST(RequestValidation, AcceptsOrdinaryHeadersCloseToTheOwnedOnes) {
+  FetchSpec spec = Spec("http://h/", "POST");
+  spec.body = "{}";
+  spec.headers = {{"Content-Type", "application/json"},
+                  {"Authorization", "Bearer x"},
+                  {"Accept", "application/json"},
+                  {"X-Content-Length", "3"},
+                  {"Proxy", "not a Proxy-* header"},
+                  {"Hostname", "h"},
+                  {"Tea", "earl grey"},
+                  {"Expected", "x"},
+                  {"Cookie", "a=b"}};
+  absl::StatusOr<ValidatedRequest> v = ValidateRequest(spec);
+  EXPECT_TRUE(v.ok()) << v.status();
+}
+
+TEST(RequestValidation, RejectsANulOrAnyControlCharacterInTheUrl) {
+  // What curl would otherwise have fetched as "http://h/nulpath".
+  ExpectInvalid(Spec(std::string("http://h/nulpath\0/../../etc/passwd", 34)),
+                "url contains a control character (0x00) at byte 16");
+  ExpectInvalid(Spec("http://h/a\rb"),
+                "url contains a control character (0x0D) at byte 10");
+  ExpectInvalid(Spec("http://h/a\nGET / HTTP/1.1"),
+                "url contains a control character (0x0A) at byte 10");
+  ExpectInvalid(Spec("http://h/\ta"),
+                "url contains a control character (0x09) at byte 9");
+  ExpectInvalid(Spec("http://h/a\x1f"),
+                "url contains a control character (0x1F) at byte 10");
+  ExpectInvalid(Spec("http://h/a\x7f"),
+                "url contains a control character (0x7F) at byte 10");
+  ExpectInvalid(Spec(std::string("\0http://h/", 10)),
+                "url contains a control character (0x00) at byte 0");
+  ExpectInvalid(Spec(std::string("http://h\0.evil/", 15)),
+                "url contains a control character (0x00) at byte 8");
+  // A redirect target is checked the same way.
+  EXPECT_FALSE(HostKeyOf(std::string("http://h/\0", 10)).ok());
+}
+
+TEST(RequestValidation, UrlLengthIsAcceptedAtTheLimitAndRejectedJustOver) {
+  const std::string prefix = "http://h/";
+  const std::string at_limit =
+      prefix + std::string(kMaxUrlLength - prefix.size(), 'a');
+  ASSERT_EQ(at_limit.size(), kMaxUrlLength);
+  absl::StatusOr<ValidatedRequest> v = ValidateRequest(Spec(at_limit));
+  EXPECT_TRUE(v.ok()) << v.status();
+  ExpectInvalid(Spec(at_limit + "a"),
+                "url is 8193 bytes, longer than the limit of 8192 bytes");
+}
+
+TEST(RequestValidation, HeaderCountIsAcceptedAtTheLimitAndRejectedJustOver) {
+  FetchSpec spec = Spec("http://h/");
+  for (size_t i = 0; i < kMaxHeaders; ++i) {
+    spec.headers.emplace_back(absl::StrCat("X-H", i), "1");
+  }
+  absl::StatusOr<ValidatedRequest> v = ValidateRequest(spec);
+  EXPECT_TRUE(v.ok()) << v.status();
+  spec.headers.emplace_back("X-One-More", "1");
+  ExpectInvalid(spec, "headers: 101 headers, more than the limit of 100");
+}
+
+TEST(RequestValidation, HeaderLengthIsAcceptedAtTheLimitAndRejectedJustOver) {
+  // The limit counts name and value together.
+  const std::string name = "X-Big";
+  FetchSpec spec = Spec("http://h/");
+  spec.headers = {{name, std::string(kMaxHeaderLength - name.size(), 'v')}};
+  absl::StatusOr<ValidatedRequest> v = ValidateRequest(spec);
+  EXPECT_TRUE(v.ok()) << v.status();
+  spec.headers[0].second.push_back('v');
+  ExpectInvalid(spec,
+                "header 'X-Big' is 8193 bytes (name and value), longer than "
+                "the limit of 8192");
 }
 
 TEST(RequestValidation, HostKeyOfARedirectTarget) {

@@ -158,6 +158,46 @@ TEST(FillResult, HttpErrorKeepsTheEngineText) {
             "upstream answered HTTP 503; not retried: no time left");
 }
 
+TEST(FillResult, NeverEchoesUserinfoInUrlOrFinalUrl) {
+  FetchedResponse r = Response(200, "{}");
+  r.url = "http://user:pw@example.test/x?q=a@b";
+  r.final_url = "https://other:secret@example.test:8443/y";
+  v1::FetchResult out = Fill(std::move(r));
+  EXPECT_EQ(out.url(), "http://***@example.test/x?q=a@b");
+  EXPECT_EQ(out.final_url(), "https://***@example.test:8443/y");
+  EXPECT_EQ(out.outcome(), v1::OUTCOME_OK);
+}
+
+TEST(FillResult, NeverEchoesUserinfoInAnError) {
+  // A transfer error quoting URLs (e.g. a refused redirect).
+  FetchedResponse r = Response(0, "");
+  r.result = TransferResult::kBlocked;
+  r.url = "http://user:pw@a.test/";
+  r.final_url = "http://user:pw@a.test/";
+  r.error =
+      "redirect from http://user:pw@a.test/ to ftp://u2:p2@b.test/ refused";
+  v1::FetchResult out = Fill(std::move(r));
+  EXPECT_EQ(out.url(), "http://***@a.test/");
+  EXPECT_EQ(out.error(),
+            "redirect from http://***@a.test/ to ftp://***@b.test/ refused");
+
+  // The request's own user:password, even quoted without a scheme.
+  r = Response(0, "");
+  r.result = TransferResult::kConnectError;
+  r.url = "http://alice:s3cret@a.test/";
+  r.error = "login alice:s3cret@a.test failed";
+  EXPECT_EQ(Fill(std::move(r)).error(), "login ***@a.test failed");
+
+  // An HTTP error's engine text too.
+  r = Response(503, "busy");
+  r.url = "http://user:pw@a.test/";
+  r.error = "not retried: http://user:pw@a.test/ said Retry-After 9999";
+  out = Fill(std::move(r));
+  EXPECT_EQ(out.outcome(), v1::OUTCOME_HTTP_ERROR);
+  EXPECT_EQ(out.error(),
+            "not retried: http://***@a.test/ said Retry-After 9999");
+}
+
 TEST(DurationConversion, ToProtoTruncatesToMicros) {
   google::protobuf::Duration d =
       ToProtoDuration(absl::Seconds(3) + absl::Nanoseconds(1'234'567));

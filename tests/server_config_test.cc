@@ -1,11 +1,16 @@
 #include "service/server/server_config.h"
 
 #include <stdlib.h>
+#include <unistd.h>
 
+#include <cstdio>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include "absl/flags/reflection.h"
 #include "absl/strings/ascii.h"
@@ -20,6 +25,9 @@ namespace {
 const std::map<std::string, std::string>& Samples() {
   static const auto* samples = new std::map<std::string, std::string>{
       {"listen", "127.0.0.1:6000"},
+      {"tls_cert", "/run/secrets/server.crt"},
+      {"tls_key", "/run/secrets/server.key"},
+      {"tls_client_ca", "/run/secrets/client-ca.crt"},
       {"store", "none"},
       {"mysql_host", "db.example"},
       {"mysql_port", "3307"},
@@ -49,7 +57,12 @@ const std::map<std::string, std::string>& Samples() {
       {"egress_allow_cidr", "127.0.0.0/8,::1/128"},
       {"egress_deny_cidr", "127.0.0.2/32"},
       {"egress_allow_ports", "80,443"},
+      {"egress_enforced_by_proxy", "true"},
+      {"ca_bundle", "/etc/batchfetch/private-ca.pem"},
       {"shutdown_grace", "3s"},
+      {"auth_token_file", "/run/secrets/tokens"},
+      {"max_active_batches", "12"},
+      {"max_active_batches_per_caller", "3"},
   };
   return *samples;
 }
@@ -117,6 +130,7 @@ TEST(ServerFlags, VariablesReachTheConfig) {
   absl::FlagSaver saver;
   ScopedEnv env;
   env.Set("BATCHFETCH_PROXY", "http://proxy.example:3128");
+  env.Set("BATCHFETCH_EGRESS_ENFORCED_BY_PROXY", "true");
   env.Set("BATCHFETCH_MYSQL_IO_TIMEOUT", "7s");
   env.Set("BATCHFETCH_SHUTDOWN_GRACE", "3s");
   env.Set("BATCHFETCH_MYSQL_HOST", "db.example");
@@ -162,6 +176,241 @@ TEST(ServerFlags, RangesAreChecked) {
     absl::StatusOr<ServerConfig> config = ServerConfigFromFlags();
     EXPECT_FALSE(config.ok()) << env_name;
     EXPECT_TRUE(absl::StrContains(config.status().message(), flag))
+        << config.status();
+  }
+}
+
+TEST(ServerFlags, AuthAndActiveBatchLimitsReachTheConfig) {
+  absl::FlagSaver saver;
+  {
+    absl::StatusOr<ServerConfig> defaults = ServerConfigFromFlags();
+    ASSERT_TRUE(defaults.ok()) << defaults.status();
+    EXPECT_EQ(defaults->auth_token_file, "");  // auth off
+    EXPECT_EQ(defaults->service.max_active_batches, 256);
+    EXPECT_EQ(defaults->service.max_active_batches_per_caller, 64);
+  }
+  ScopedEnv env;
+  env.Set("BATCHFETCH_AUTH_TOKEN_FILE", "/run/secrets/tokens");
+  env.Set("BATCHFETCH_MAX_ACTIVE_BATCHES", "12");
+  env.Set("BATCHFETCH_MAX_ACTIVE_BATCHES_PER_CALLER", "0");
+  ASSERT_TRUE(ApplyEnvironmentToFlags().ok());
+  absl::StatusOr<ServerConfig> config = ServerConfigFromFlags();
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->auth_token_file, "/run/secrets/tokens");
+  EXPECT_EQ(config->service.max_active_batches, 12);
+  EXPECT_EQ(config->service.max_active_batches_per_caller, 0);
+}
+
+TEST(ServerFlags, NegativeActiveBatchLimitsAreRefused) {
+  for (const char* env_name : {"BATCHFETCH_MAX_ACTIVE_BATCHES",
+                               "BATCHFETCH_MAX_ACTIVE_BATCHES_PER_CALLER"}) {
+    absl::FlagSaver saver;
+    ScopedEnv env;
+    env.Set(env_name, "-1");
+    ASSERT_TRUE(ApplyEnvironmentToFlags().ok());
+    absl::StatusOr<ServerConfig> config = ServerConfigFromFlags();
+    EXPECT_FALSE(config.ok()) << env_name;
+    EXPECT_TRUE(
+        absl::StrContains(config.status().message(), "--max_active_batches"))
+        << config.status();
+  }
+}
+
+// --- TLS flags (--tls_cert, --tls_key, --tls_client_ca) -------------------
+
+// PEM-shaped stand-ins: the configuration checks the blocks are there; gRPC
+// parses them when it listens (tests/tls_e2e_test.cc uses real ones).
+constexpr char kCertPem[] =
+    "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+constexpr char kKeyPem[] =
+    "-----BEGIN PRIVATE KEY-----\nsecret-key-bytes\n-----END PRIVATE "
+    "KEY-----\n";
+constexpr char kCaPem[] =
+    "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n";
+
+// A file in the test's temporary directory, removed at the end of the test.
+class TempFile {
+ public:
+  TempFile(const std::string& name, const std::string& contents)
+      : path_(absl::StrCat(::testing::TempDir(), "server_config_test_",
+                           getpid(), "_", name)) {
+    std::ofstream(path_) << contents;
+  }
+  ~TempFile() { std::remove(path_.c_str()); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// Builds the configuration from the given BATCHFETCH_* variables.
+absl::StatusOr<ServerConfig> ConfigFromEnv(
+    const std::map<std::string, std::string>& variables) {
+  ScopedEnv env;
+  for (const auto& [name, value] : variables) env.Set(name, value);
+  if (absl::Status s = ApplyEnvironmentToFlags(); !s.ok()) return s;
+  return ServerConfigFromFlags();
+}
+
+TEST(ServerTls, IsOffWithoutTheFlags) {
+  absl::FlagSaver saver;
+  absl::StatusOr<ServerConfig> config = ServerConfigFromFlags();
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_FALSE(config->tls.enabled());
+  EXPECT_FALSE(config->tls.mutual());
+  EXPECT_EQ(TlsDescription(config->tls), "tls: off");
+}
+
+TEST(ServerTls, CertAndKeyTurnTlsOnWithTheFileContents) {
+  absl::FlagSaver saver;
+  TempFile cert("cert.pem", kCertPem), key("key.pem", kKeyPem);
+  absl::StatusOr<ServerConfig> config =
+      ConfigFromEnv({{"BATCHFETCH_TLS_CERT", cert.path()},
+                     {"BATCHFETCH_TLS_KEY", key.path()}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->tls.enabled());
+  EXPECT_FALSE(config->tls.mutual());
+  EXPECT_EQ(config->tls.cert_chain_pem, kCertPem);
+  EXPECT_EQ(config->tls.private_key_pem, kKeyPem);
+  EXPECT_EQ(TlsDescription(config->tls), "tls: on");
+}
+
+TEST(ServerTls, ClientCaTurnsMutualTlsOn) {
+  absl::FlagSaver saver;
+  TempFile cert("cert.pem", kCertPem), key("key.pem", kKeyPem),
+      ca("ca.pem", kCaPem);
+  absl::StatusOr<ServerConfig> config =
+      ConfigFromEnv({{"BATCHFETCH_TLS_CERT", cert.path()},
+                     {"BATCHFETCH_TLS_KEY", key.path()},
+                     {"BATCHFETCH_TLS_CLIENT_CA", ca.path()}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_TRUE(config->tls.mutual());
+  EXPECT_EQ(config->tls.client_ca_pem, kCaPem);
+  EXPECT_EQ(TlsDescription(config->tls),
+            "tls: on, client certificates required (mtls)");
+}
+
+TEST(ServerTls, HalfPairsAndAClientCaAloneAreRejectedNamingTheFlag) {
+  TempFile cert("cert.pem", kCertPem), key("key.pem", kKeyPem),
+      ca("ca.pem", kCaPem);
+  for (const auto& [variables, message] :
+       std::vector<std::pair<std::map<std::string, std::string>, std::string>>{
+           {{{"BATCHFETCH_TLS_CERT", cert.path()}},
+            "--tls_cert needs --tls_key"},
+           {{{"BATCHFETCH_TLS_KEY", key.path()}}, "--tls_key needs --tls_cert"},
+           {{{"BATCHFETCH_TLS_CLIENT_CA", ca.path()}},
+            "--tls_client_ca needs --tls_cert and --tls_key"},
+           {{{"BATCHFETCH_TLS_CLIENT_CA", ca.path()},
+             {"BATCHFETCH_TLS_CERT", cert.path()}},
+            "--tls_cert needs --tls_key"},
+       }) {
+    absl::FlagSaver saver;
+    absl::StatusOr<ServerConfig> config = ConfigFromEnv(variables);
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument)
+        << message;
+    EXPECT_TRUE(absl::StartsWith(config.status().message(), message))
+        << config.status();
+  }
+}
+
+TEST(ServerTls, AnUnreadableFileIsRejectedNamingItsFlag) {
+  TempFile cert("cert.pem", kCertPem), key("key.pem", kKeyPem);
+  const std::string missing =
+      absl::StrCat(::testing::TempDir(), "server_config_test_missing.pem");
+  for (const auto& [variables, flag] :
+       std::vector<std::pair<std::map<std::string, std::string>, std::string>>{
+           {{{"BATCHFETCH_TLS_CERT", missing},
+             {"BATCHFETCH_TLS_KEY", key.path()}},
+            "--tls_cert"},
+           {{{"BATCHFETCH_TLS_CERT", cert.path()},
+             {"BATCHFETCH_TLS_KEY", missing}},
+            "--tls_key"},
+           {{{"BATCHFETCH_TLS_CERT", cert.path()},
+             {"BATCHFETCH_TLS_KEY", key.path()},
+             {"BATCHFETCH_TLS_CLIENT_CA", missing}},
+            "--tls_client_ca"},
+       }) {
+    absl::FlagSaver saver;
+    absl::StatusOr<ServerConfig> config = ConfigFromEnv(variables);
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(config.status().message(),
+              absl::StrCat("cannot read ", flag, " file '", missing,
+                           "': No such file or directory"));
+  }
+}
+
+TEST(ServerTls, AFileWithoutItsPemBlockIsRejectedWithoutEchoingIt) {
+  // A certificate given as the key, and a key given as the certificate.
+  TempFile cert("cert.pem", kCertPem), key("key.pem", kKeyPem);
+  for (const auto& [cert_path, key_path, flag] :
+       {std::tuple{cert.path(), cert.path(), "--tls_key"},
+        {key.path(), key.path(), "--tls_cert"}}) {
+    absl::FlagSaver saver;
+    absl::StatusOr<ServerConfig> config = ConfigFromEnv(
+        {{"BATCHFETCH_TLS_CERT", cert_path}, {"BATCHFETCH_TLS_KEY", key_path}});
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE(absl::StartsWith(config.status().message(), flag))
+        << config.status();
+    EXPECT_TRUE(absl::StrContains(config.status().message(), "holds no PEM"))
+        << config.status();
+    EXPECT_FALSE(absl::StrContains(config.status().message(), "secret-key"))
+        << config.status();
+  }
+}
+
+// --- Upstream egress: --proxy, --ca_bundle ---------------------------------
+
+TEST(ServerEgress, ProxyIsRefusedUnlessTheOperatorSaysItEnforcesEgress) {
+  absl::FlagSaver saver;
+  absl::StatusOr<ServerConfig> refused =
+      ConfigFromEnv({{"BATCHFETCH_PROXY", "http://proxy.example:3128"}});
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "--proxy"))
+      << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(),
+                                "--egress_enforced_by_proxy"))
+      << refused.status();
+}
+
+TEST(ServerEgress, ProxyWithEgressEnforcedByProxyKeepsThePolicyOnTheProxy) {
+  absl::FlagSaver saver;
+  absl::StatusOr<ServerConfig> config =
+      ConfigFromEnv({{"BATCHFETCH_PROXY", "http://proxy.example:3128"},
+                     {"BATCHFETCH_EGRESS_ENFORCED_BY_PROXY", "true"}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->engine.proxy, "http://proxy.example:3128");
+  // The policy still judges the address connected to: the proxy's.
+  ASSERT_NE(config->engine.egress, nullptr);
+  EXPECT_FALSE(config->engine.egress->CheckPeer("10.0.0.1", 3128).ok());
+}
+
+TEST(ServerEgress, CaBundleDefaultsToTheSystemBundle) {
+  absl::FlagSaver saver;
+  absl::StatusOr<ServerConfig> config = ServerConfigFromFlags();
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->engine.ca_bundle, "");
+}
+
+TEST(ServerEgress, AReadableCaBundleReachesTheEngine) {
+  absl::FlagSaver saver;
+  TempFile bundle("ca-bundle.pem", kCaPem);
+  absl::StatusOr<ServerConfig> config =
+      ConfigFromEnv({{"BATCHFETCH_CA_BUNDLE", bundle.path()}});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->engine.ca_bundle, bundle.path());
+}
+
+TEST(ServerEgress, AnUnreadableCaBundleStopsTheServerNamingTheFlag) {
+  absl::FlagSaver saver;
+  TempFile not_pem("not-a-bundle.txt", "hello\n");
+  for (const std::string& path :
+       {std::string("/nonexistent/ca.pem"), not_pem.path()}) {
+    absl::StatusOr<ServerConfig> config =
+        ConfigFromEnv({{"BATCHFETCH_CA_BUNDLE", path}});
+    ASSERT_FALSE(config.ok()) << path;
+    EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_TRUE(absl::StrContains(config.status().message(), "--ca_bundle"))
         << config.status();
   }
 }

@@ -18,7 +18,6 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "batchfetch/v1/batchfetch.grpc.pb.h"
-#include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "service/server/batchfetch_server.h"
@@ -26,6 +25,7 @@
 #include "tests/support/local_mariadb.h"
 #include "tests/support/proc_status.h"
 #include "tests/support/service_fixture.h"
+#include "tests/support/standard_services.h"
 #include "tests/support/test_upstream.h"
 
 extern char** environ;
@@ -503,79 +503,12 @@ TEST_F(ServiceTest, StoreNoneStreamsButDoesNotStore) {
             absl::StatusCode::kUnimplemented);
 }
 
-std::string ToBytes(const grpc::ByteBuffer& buffer) {
-  std::vector<grpc::Slice> slices;
-  EXPECT_TRUE(buffer.Dump(&slices).ok());
-  std::string out;
-  for (const auto& slice : slices) {
-    out.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
-  }
-  return out;
-}
-
-grpc::ByteBuffer FromBytes(const std::string& bytes) {
-  grpc::Slice slice(bytes);
-  return grpc::ByteBuffer(&slice, 1);
-}
-
-// What grpcurl relies on: the standard health service and server reflection,
-// spoken here as raw protobuf bytes so the test needs no extra protos.
+// What grpcurl relies on: the standard health service and server reflection.
 TEST_F(ServiceTest, ServesHealthAndReflection) {
   ServerConfig config = Config();
   config.store_enabled = false;
   StartServer(config);
-  grpc::GenericStub generic(channel_);
-  auto deadline = [] {
-    return absl::ToChronoTime(absl::Now() + absl::Seconds(10));
-  };
-
-  grpc::CompletionQueue cq;
-  {
-    // grpc.health.v1.HealthCheckRequest{} -> {status: SERVING (1)}.
-    grpc::ClientContext context;
-    context.set_deadline(deadline());
-    grpc::ByteBuffer response;
-    grpc::Status status;
-    auto call = generic.PrepareUnaryCall(
-        &context, "/grpc.health.v1.Health/Check", FromBytes(""), &cq);
-    call->StartCall();
-    call->Finish(&response, &status, reinterpret_cast<void*>(1));
-    void* tag;
-    bool ok;
-    ASSERT_TRUE(cq.Next(&tag, &ok));
-    ASSERT_TRUE(status.ok()) << status.error_message();
-    EXPECT_EQ(ToBytes(response), std::string("\x08\x01", 2));
-  }
-  {
-    // ServerReflectionRequest{list_services: ""} lists our service.
-    grpc::ClientContext context;
-    context.set_deadline(deadline());
-    auto call = generic.PrepareCall(
-        &context,
-        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
-    void* tag;
-    bool ok;
-    call->StartCall(reinterpret_cast<void*>(1));
-    ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
-    call->Write(FromBytes(std::string("\x3a\x00", 2)),
-                reinterpret_cast<void*>(2));
-    ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
-    grpc::ByteBuffer response;
-    call->Read(&response, reinterpret_cast<void*>(3));
-    ASSERT_TRUE(cq.Next(&tag, &ok) && ok);
-    EXPECT_NE(ToBytes(response).find("batchfetch.v1.BatchFetcher"),
-              std::string::npos);
-    call->WritesDone(reinterpret_cast<void*>(4));
-    ASSERT_TRUE(cq.Next(&tag, &ok));
-    grpc::Status status;
-    call->Finish(&status, reinterpret_cast<void*>(5));
-    ASSERT_TRUE(cq.Next(&tag, &ok));
-  }
-  cq.Shutdown();
-  void* tag;
-  bool ok;
-  while (cq.Next(&tag, &ok)) {
-  }
+  testing::ExpectHealthAndReflectionServed(channel_);
 }
 
 // --- tests against the real binaries ----------------------------------------

@@ -30,6 +30,8 @@ using testing::LocalMariaDb;
 using testing::SharedMariaDb;
 using testing::TcpBlackHoleProxy;
 
+const ReadScope kAnyOwner = ReadScope::AnyOwner();
+
 // Collects the status a `done` callback reports. The callback shares its
 // state, so a callback that runs late (after a failed test) stays safe.
 class DoneWaiter {
@@ -185,7 +187,7 @@ TEST_F(StoreTest, RoundTrip) {
     EXPECT_LE(w->at(), finish.at());
   }
 
-  auto summary = store->GetBatch("rt");
+  auto summary = store->GetBatch("rt", kAnyOwner);
   ASSERT_TRUE(summary.ok()) << summary.status();
   EXPECT_EQ(summary->state(), v1::BATCH_STATE_DONE);
   EXPECT_EQ(summary->total(), 5u);
@@ -200,7 +202,8 @@ TEST_F(StoreTest, RoundTrip) {
   int64_t from = 0;
   int pages = 0;
   while (from >= 0) {
-    auto page = store->ListResults("rt", static_cast<uint32_t>(from), 2);
+    auto page =
+        store->ListResults("rt", kAnyOwner, static_cast<uint32_t>(from), 2);
     ASSERT_TRUE(page.ok()) << page.status();
     for (auto& r : page->results) read.push_back(r);
     from = page->next_index;
@@ -227,8 +230,9 @@ TEST_F(StoreTest, CreateBatchTwiceIsAlreadyExists) {
 TEST_F(StoreTest, UnknownBatchIsNotFound) {
   auto store = Open(Options());
   ASSERT_NE(store, nullptr);
-  EXPECT_TRUE(absl::IsNotFound(store->GetBatch("nope").status()));
-  EXPECT_TRUE(absl::IsNotFound(store->ListResults("nope", 0, 10).status()));
+  EXPECT_TRUE(absl::IsNotFound(store->GetBatch("nope", kAnyOwner).status()));
+  EXPECT_TRUE(
+      absl::IsNotFound(store->ListResults("nope", kAnyOwner, 0, 10).status()));
 }
 
 TEST_F(StoreTest, AppendingTheSameIndexTwiceKeepsTheFirst) {
@@ -237,10 +241,78 @@ TEST_F(StoreTest, AppendingTheSameIndexTwiceKeepsTheFirst) {
   ASSERT_TRUE(store->CreateBatch(Running("twice", 1)).ok());
   ASSERT_TRUE(Append(*store, "twice", Result(0)).ok());
   EXPECT_TRUE(Append(*store, "twice", Result(0, v1::OUTCOME_HTTP_ERROR)).ok());
-  auto page = store->ListResults("twice", 0, 10);
+  auto page = store->ListResults("twice", kAnyOwner, 0, 10);
   ASSERT_TRUE(page.ok());
   ASSERT_EQ(page->results.size(), 1u);
   EXPECT_EQ(page->results[0].outcome(), v1::OUTCOME_OK);
+}
+
+TEST_F(StoreTest, OwnerScopedReadsSeeOnlyTheOwnersBatches) {
+  auto store = Open(Options());
+  ASSERT_NE(store, nullptr);
+  BatchRecord alices = Running("alices", 1);
+  alices.owner = "alice";
+  ASSERT_TRUE(store->CreateBatch(alices).ok());
+  ASSERT_TRUE(Append(*store, "alices", Result(0)).ok());
+
+  auto mine = store->GetBatch("alices", ReadScope::OwnedBy("alice"));
+  ASSERT_TRUE(mine.ok()) << mine.status();
+  EXPECT_EQ(mine->total(), 1u);
+  auto my_page =
+      store->ListResults("alices", ReadScope::OwnedBy("alice"), 0, 10);
+  ASSERT_TRUE(my_page.ok()) << my_page.status();
+  EXPECT_EQ(my_page->results.size(), 1u);
+  // Without auth every batch is visible.
+  EXPECT_TRUE(store->GetBatch("alices", kAnyOwner).ok());
+
+  // Another owner gets exactly what an unknown id gets.
+  for (const std::string owner : {"bob", "", "Alice"}) {
+    absl::Status theirs =
+        store->GetBatch("alices", ReadScope::OwnedBy(owner)).status();
+    EXPECT_TRUE(absl::IsNotFound(theirs)) << owner << ": " << theirs;
+    EXPECT_EQ(theirs.message(), "no batch with id 'alices'");
+    absl::Status listed =
+        store->ListResults("alices", ReadScope::OwnedBy(owner), 0, 10).status();
+    EXPECT_TRUE(absl::IsNotFound(listed)) << owner << ": " << listed;
+    EXPECT_EQ(listed.message(), "no batch with id 'alices'");
+  }
+  EXPECT_EQ(store->GetBatch("nope", kAnyOwner).status().message(),
+            "no batch with id 'nope'");
+  EXPECT_EQ(Sql("SELECT owner FROM batches WHERE batch_id = 'alices'"),
+            "alice");
+}
+
+TEST_F(StoreTest, TakenIdIsAlreadyExistsWhoeverOwnsIt) {
+  auto store = Open(Options());
+  ASSERT_NE(store, nullptr);
+  BatchRecord alices = Running("taken", 1);
+  alices.owner = "alice";
+  ASSERT_TRUE(store->CreateBatch(alices).ok());
+  BatchRecord bobs = alices;
+  bobs.owner = "bob";
+  absl::Status again = store->CreateBatch(bobs);
+  EXPECT_TRUE(absl::IsAlreadyExists(again)) << again;
+  EXPECT_EQ(again.message(), "batch_id 'taken' already exists");
+  EXPECT_EQ(Sql("SELECT owner FROM batches WHERE batch_id = 'taken'"), "alice");
+}
+
+// Migration 3 on a database that has batches already: they get the empty
+// owner (created without auth), which no identity's scope matches.
+TEST_F(StoreTest, OwnerMigrationKeepsExistingBatchesUnowned) {
+  {
+    auto store = Open(Options());
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->CreateBatch(Running("old", 1)).ok());
+  }
+  Sql("ALTER TABLE batches DROP COLUMN owner; "
+      "DELETE FROM schema_migrations WHERE version = 3");
+  auto store = Open(Options());
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(Sql("SELECT COUNT(*) FROM schema_migrations"), "3");
+  EXPECT_EQ(Sql("SELECT CONCAT('[', owner, ']') FROM batches"), "[]");
+  EXPECT_TRUE(store->GetBatch("old", kAnyOwner).ok());
+  EXPECT_TRUE(absl::IsNotFound(
+      store->GetBatch("old", ReadScope::OwnedBy("alice")).status()));
 }
 
 // Fix e: the live count binds v1::OUTCOME_OK instead of "outcome = 1".
@@ -252,7 +324,7 @@ TEST_F(StoreTest, RunningBatchCountsOutcomesLive) {
   ASSERT_TRUE(Append(*store, "live", Result(1, v1::OUTCOME_HTTP_ERROR)).ok());
   ASSERT_TRUE(Append(*store, "live", Result(2, v1::OUTCOME_TIMEOUT)).ok());
   ASSERT_TRUE(Append(*store, "live", Result(3)).ok());
-  auto summary = store->GetBatch("live");
+  auto summary = store->GetBatch("live", kAnyOwner);
   ASSERT_TRUE(summary.ok()) << summary.status();
   EXPECT_EQ(summary->state(), v1::BATCH_STATE_RUNNING);
   EXPECT_EQ(summary->stored(), 4u);
@@ -270,7 +342,7 @@ TEST_F(StoreTest, ZeroDateLeavesTimestampUnset) {
   Sql("SET SESSION sql_mode = ''; UPDATE batches SET created_at = "
       "'0000-00-00 00:00:00', finished_at = '0000-00-00 00:00:00', state = 2 "
       "WHERE batch_id = 'zero'");
-  auto summary = store->GetBatch("zero");
+  auto summary = store->GetBatch("zero", kAnyOwner);
   ASSERT_TRUE(summary.ok()) << summary.status();
   EXPECT_FALSE(summary->has_created_at()) << summary->ShortDebugString();
   EXPECT_FALSE(summary->has_finished_at()) << summary->ShortDebugString();
@@ -282,8 +354,8 @@ TEST_F(StoreTest, MigrationsAreRecorded) {
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(Sql("SELECT GROUP_CONCAT(version ORDER BY version) FROM "
                 "schema_migrations"),
-            "1,2");
-  EXPECT_EQ(MysqlResultStore::LatestSchemaVersion(), 2);
+            "1,2,3");
+  EXPECT_EQ(MysqlResultStore::LatestSchemaVersion(), 3);
 }
 
 // Fix b: a crash between migration 2's DDL and its record (simulated by
@@ -296,13 +368,13 @@ TEST_F(StoreTest, MigrationRerunsAfterItsRecordWasLost) {
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(Sql("SELECT GROUP_CONCAT(version ORDER BY version) FROM "
                 "schema_migrations"),
-            "1,2");
+            "1,2,3");
   EXPECT_EQ(Sql("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE "
                 "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'fetch_results'"),
             "18");
   ASSERT_TRUE(store->CreateBatch(Running("after", 1)).ok());
   ASSERT_TRUE(Append(*store, "after", Result(0)).ok());
-  auto page = store->ListResults("after", 0, 10);
+  auto page = store->ListResults("after", kAnyOwner, 0, 10);
   ASSERT_TRUE(page.ok());
   ASSERT_EQ(page->results.size(), 1u);
   EXPECT_TRUE(page->results[0].has_timings());
@@ -319,7 +391,7 @@ TEST_F(StoreTest, MigrationAddsOnlyTheMissingColumns) {
                 "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'fetch_results' "
                 "AND COLUMN_NAME IN ('tls_us', 'total_us')"),
             "2");
-  EXPECT_EQ(Sql("SELECT COUNT(*) FROM schema_migrations"), "2");
+  EXPECT_EQ(Sql("SELECT COUNT(*) FROM schema_migrations"), "3");
 }
 
 TEST_F(StoreTest, ReopeningIsANoOp) {
@@ -327,7 +399,7 @@ TEST_F(StoreTest, ReopeningIsANoOp) {
   Open(Options()).reset();
   auto store = Open(Options());
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(Sql("SELECT COUNT(*) FROM schema_migrations"), "2");
+  EXPECT_EQ(Sql("SELECT COUNT(*) FROM schema_migrations"), "3");
 }
 
 TEST_F(StoreTest, NewerSchemaIsRefused) {
@@ -382,7 +454,7 @@ TEST_F(StoreTest, ReconnectsAfterItsConnectionsAreKilled) {
   }
   EXPECT_GE(killed, 2);  // the writer's and the pooled reader's
   EXPECT_TRUE(Append(*store, "killed", Result(1)).ok());
-  auto summary = store->GetBatch("killed");
+  auto summary = store->GetBatch("killed", kAnyOwner);
   ASSERT_TRUE(summary.ok()) << summary.status();
   EXPECT_EQ(summary->stored(), 2u);
 }
@@ -491,8 +563,8 @@ TEST_F(StoreTest, ReadPoolNeverOpensMoreThanItsBound) {
   for (int t = 0; t < 8; ++t) {
     threads.emplace_back([&] {
       for (int i = 0; i < 25; ++i) {
-        if (!reader.GetBatch("pool").ok()) ++failures;
-        if (!reader.ListResults("pool", 0, 10).ok()) ++failures;
+        if (!reader.GetBatch("pool", kAnyOwner).ok()) ++failures;
+        if (!reader.ListResults("pool", kAnyOwner, 0, 10).ok()) ++failures;
       }
     });
   }
@@ -571,7 +643,7 @@ TEST_F(StoreTest, BlackHoledDatabaseFailsWritesAndShutdownIsPrompt) {
 
   // Reads fail too, instead of hanging on a pooled connection.
   const absl::Time read_start = absl::Now();
-  auto summary = store->GetBatch("hole");
+  auto summary = store->GetBatch("hole", kAnyOwner);
   EXPECT_TRUE(absl::IsUnavailable(summary.status())) << summary.status();
   EXPECT_LT(absl::Now() - read_start, absl::Seconds(10));
 

@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -35,21 +37,51 @@ bool CheckReadable(const ResultStore* store, const std::string& batch_id,
 
 }  // namespace
 
-BatchFetcherService::BatchFetcherService(const ServiceOptions& options,
-                                         FetchEngine* engine,
-                                         ResultStore* store, const Clock* clock)
+BatchFetcherService::BatchFetcherService(
+    const ServiceOptions& options, FetchEngine* engine, ResultStore* store,
+    const TokenAuthenticator* authenticator, const Clock* clock)
     : options_(options),
       engine_(engine),
       store_(store),
+      authenticator_(authenticator),
       clock_(clock),
+      limiter_(ActiveBatchLimiter::Limits{
+          options.max_active_batches, options.max_active_batches_per_caller}),
       executor_(std::max(options.store_threads, 1), options.store_queue) {}
 
 BatchFetcherService::~BatchFetcherService() { executor_.Shutdown(); }
+
+absl::StatusOr<BatchFetcherService::Caller> BatchFetcherService::Identify(
+    const grpc::CallbackServerContext& context) const {
+  Caller caller;
+  if (authenticator_ == nullptr) {
+    caller.limit_key = absl::StrCat("peer ", PeerAddressKey(context.peer()));
+    caller.scope = ReadScope::AnyOwner();
+    return caller;
+  }
+  std::vector<std::string_view> authorization;
+  auto [begin, end] = context.client_metadata().equal_range("authorization");
+  for (auto it = begin; it != end; ++it) {
+    authorization.emplace_back(it->second.data(), it->second.size());
+  }
+  absl::StatusOr<std::string> identity =
+      authenticator_->Authenticate(authorization);
+  if (!identity.ok()) return identity.status();
+  caller.owner = *std::move(identity);
+  caller.limit_key = absl::StrCat("identity ", caller.owner);
+  caller.scope = ReadScope::OwnedBy(caller.owner);
+  return caller;
+}
 
 grpc::ServerWriteReactor<v1::FetchBatchEvent>* BatchFetcherService::FetchBatch(
     grpc::CallbackServerContext* context,
     const v1::FetchBatchRequest* request) {
   auto* reactor = new FetchBatchReactor(context, clock_);
+  absl::StatusOr<Caller> caller = Identify(*context);
+  if (!caller.ok()) {
+    reactor->Reject(caller.status());
+    return reactor;
+  }
   CallInfo call;
   call.now = clock_->WallNow();
   call.grpc_deadline = absl::FromChrono(context->deadline());
@@ -58,23 +90,35 @@ grpc::ServerWriteReactor<v1::FetchBatchEvent>* BatchFetcherService::FetchBatch(
     reactor->Reject(plan.status());
     return reactor;
   }
+  absl::StatusOr<ActiveBatchLimiter::Lease> lease =
+      limiter_.TryAcquire(caller->limit_key);
+  if (!lease.ok()) {
+    reactor->Reject(lease.status());
+    return reactor;
+  }
+  reactor->HoldUntilFinished(*std::move(lease));
   if (store_ == nullptr) {  // no round trip: start here
-    CreateAndRun(reactor, *std::move(plan));
+    CreateAndRun(reactor, *std::move(plan), std::move(caller->owner));
     return reactor;
   }
   absl::Status queued =
-      executor_.Submit([this, reactor, plan = *std::move(plan)]() mutable {
-        CreateAndRun(reactor, std::move(plan));
+      executor_.Submit([this, reactor, plan = *std::move(plan),
+                        owner = std::move(caller->owner)]() mutable {
+        CreateAndRun(reactor, std::move(plan), std::move(owner));
       });
   if (!queued.ok()) reactor->Reject(queued);
   return reactor;
 }
 
 void BatchFetcherService::CreateAndRun(FetchBatchReactor* reactor,
-                                       BatchPlan plan) {
+                                       BatchPlan plan, std::string owner) {
   if (store_ != nullptr) {
+    // A batch_id taken by another owner answers ALREADY_EXISTS, as one of
+    // the caller's own: batch ids are one namespace, and the answer says
+    // only that the id is taken, never whose it is or what it holds.
     BatchRecord record;
     record.batch_id = plan.batch_id;
+    record.owner = std::move(owner);
     record.state = v1::BATCH_STATE_RUNNING;
     record.total = plan.total;
     record.created_at = plan.created_at;
@@ -107,14 +151,20 @@ grpc::ServerUnaryReactor* BatchFetcherService::GetBatch(
     grpc::CallbackServerContext* context, const v1::GetBatchRequest* request,
     v1::BatchSummary* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<Caller> caller = Identify(*context);
+  if (!caller.ok()) {
+    reactor->Finish(ToGrpcStatus(caller.status()));
+    return reactor;
+  }
   if (!CheckReadable(store_, request->batch_id(), reactor)) return reactor;
   // `request` and `response` stay valid until Finish.
-  absl::Status queued = executor_.Submit([this, reactor, request, response]() {
-    absl::StatusOr<v1::BatchSummary> summary =
-        store_->GetBatch(request->batch_id());
-    if (summary.ok()) *response = *std::move(summary);
-    reactor->Finish(ToGrpcStatus(summary.status()));
-  });
+  absl::Status queued = executor_.Submit(
+      [this, reactor, request, response, scope = std::move(caller->scope)]() {
+        absl::StatusOr<v1::BatchSummary> summary =
+            store_->GetBatch(request->batch_id(), scope);
+        if (summary.ok()) *response = *std::move(summary);
+        reactor->Finish(ToGrpcStatus(summary.status()));
+      });
   if (!queued.ok()) reactor->Finish(ToGrpcStatus(queued));
   return reactor;
 }
@@ -123,6 +173,11 @@ grpc::ServerUnaryReactor* BatchFetcherService::ListResults(
     grpc::CallbackServerContext* context, const v1::ListResultsRequest* request,
     v1::ListResultsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<Caller> caller = Identify(*context);
+  if (!caller.ok()) {
+    reactor->Finish(ToGrpcStatus(caller.status()));
+    return reactor;
+  }
   if (!CheckReadable(store_, request->batch_id(), reactor)) return reactor;
   uint32_t from = 0;
   if (!request->page_token().empty() &&
@@ -136,9 +191,10 @@ grpc::ServerUnaryReactor* BatchFetcherService::ListResults(
   page_size = std::min(page_size, options_.max_page_size);
   // `request` and `response` stay valid until Finish.
   absl::Status queued =
-      executor_.Submit([this, reactor, request, response, from, page_size]() {
+      executor_.Submit([this, reactor, request, response, from, page_size,
+                        scope = std::move(caller->scope)]() {
         absl::StatusOr<ResultPage> page =
-            store_->ListResults(request->batch_id(), from, page_size);
+            store_->ListResults(request->batch_id(), scope, from, page_size);
         if (page.ok()) {
           for (v1::FetchResult& r : page->results) {
             *response->add_results() = std::move(r);

@@ -1,10 +1,15 @@
 #ifndef BATCHFETCH_SERVICE_API_BATCH_FETCHER_SERVICE_H_
 #define BATCHFETCH_SERVICE_API_BATCH_FETCHER_SERVICE_H_
 
+#include <string>
+
+#include "absl/status/statusor.h"
 #include "batchfetch/v1/batchfetch.grpc.pb.h"
+#include "service/api/active_batch_limiter.h"
 #include "service/api/executor.h"
 #include "service/api/request_translation.h"
 #include "service/api/service_options.h"
+#include "service/api/token_authenticator.h"
 #include "service/base/clock.h"
 #include "service/fetch/fetch_engine.h"
 #include "service/store/result_store.h"
@@ -23,6 +28,20 @@ class FetchBatchReactor;
 // No database round trip runs on a gRPC callback thread; when the executor's
 // queue is full those calls get RESOURCE_EXHAUSTED.
 //
+// Callers: with an authenticator, every handler first checks the call's
+// `authorization: Bearer <token>` metadata (UNAUTHENTICATED without a valid
+// one) and the token's name becomes the caller's identity: a batch is
+// created with it as owner, and reads see only the caller's own batches
+// (another's id answers NOT_FOUND, as an unknown id). The check is made
+// here rather than in a server interceptor: gRPC's C++ interceptors cannot
+// end a call with a status, and an AuthMetadataProcessor would cover the
+// health and reflection services too (and needs TLS credentials); here it
+// covers exactly this service's RPCs. Without an authenticator every caller
+// is anonymous and sees every batch.
+// FetchBatch is also admitted by an ActiveBatchLimiter (per identity, or
+// per peer address without auth); the batch holds its place until its run
+// has finished.
+//
 // Thread-safety: handlers run on gRPC threads. The engine, the store and the
 // clock must outlive this service, and the service must outlive the server
 // that hosts it (its destructor joins the executor, whose tasks finish the
@@ -30,8 +49,11 @@ class FetchBatchReactor;
 class BatchFetcherService final : public v1::BatchFetcher::CallbackService {
  public:
   // `store` may be null: nothing is stored and reads are UNIMPLEMENTED.
+  // `authenticator` may be null: auth is off. Both must outlive the service.
   BatchFetcherService(const ServiceOptions& options, FetchEngine* engine,
-                      ResultStore* store, const Clock* clock = Clock::Real());
+                      ResultStore* store,
+                      const TokenAuthenticator* authenticator = nullptr,
+                      const Clock* clock = Clock::Real());
   ~BatchFetcherService() override;
 
   grpc::ServerWriteReactor<v1::FetchBatchEvent>* FetchBatch(
@@ -46,15 +68,33 @@ class BatchFetcherService final : public v1::BatchFetcher::CallbackService {
       v1::ListResultsResponse* response) override;
 
  private:
+  // Who is calling.
+  struct Caller {
+    // The identity (token name) with auth; empty without.
+    std::string owner;
+    // The key ActiveBatchLimiter counts the caller under: the identity with
+    // auth, the peer address (without its port) without.
+    std::string limit_key;
+    // The batches the caller's reads may see.
+    ReadScope scope;
+  };
+  // Authenticates the call (UNAUTHENTICATED when auth is on and the call has
+  // no valid bearer token).
+  absl::StatusOr<Caller> Identify(
+      const grpc::CallbackServerContext& context) const;
+
   // Records the batch (with a store), then runs it on `reactor`. Runs on an
   // executor thread, or inline without a store.
-  void CreateAndRun(FetchBatchReactor* reactor, BatchPlan plan);
+  void CreateAndRun(FetchBatchReactor* reactor, BatchPlan plan,
+                    std::string owner);
 
   // Constant after construction.
   const ServiceOptions options_;
   FetchEngine* const engine_;
   ResultStore* const store_;
+  const TokenAuthenticator* const authenticator_;
   const Clock* const clock_;
+  ActiveBatchLimiter limiter_;
   // Database round trips; joined by the destructor.
   Executor executor_;
 };

@@ -15,12 +15,20 @@ FetchBatchReactor::FetchBatchReactor(const grpc::CallbackServerContext* context,
                                      const Clock* clock)
     : context_(context), clock_(clock) {}
 
+void FetchBatchReactor::HoldUntilFinished(ActiveBatchLimiter::Lease lease) {
+  absl::MutexLock lock(&mu_);
+  lease_ = std::move(lease);
+}
+
 void FetchBatchReactor::Reject(const absl::Status& status) {
+  ActiveBatchLimiter::Lease lease;
   {
     absl::MutexLock lock(&mu_);
     if (finish_called_) return;
     finish_called_ = true;
+    lease = std::move(lease_);
   }
+  lease.Release();  // before Finish: the caller may retry at once
   Finish(ToGrpcStatus(status));
 }
 
@@ -51,13 +59,18 @@ void FetchBatchReactor::OnFinished(const v1::BatchSummary& summary,
   grpc::WriteOptions options;
   Event next;
   std::optional<grpc::Status> finish;
+  ActiveBatchLimiter::Lease lease;
   {
     absl::MutexLock lock(&mu_);
     final_status_ = status;
+    lease = std::move(lease_);
     if (!broken_) outbox_.push_back(std::move(event));
     next = NextWrite(&options);
     finish = FinishNow();
   }
+  // The batch is no longer active: released before the caller can see the
+  // summary, so a caller that starts its next batch on it is not refused.
+  lease.Release();
   if (next != nullptr) StartWrite(next.get(), options);
   if (finish.has_value()) Finish(*finish);  // last: `this` may be gone after
 }

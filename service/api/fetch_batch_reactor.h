@@ -10,6 +10,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "batchfetch/v1/batchfetch.grpc.pb.h"
+#include "service/api/active_batch_limiter.h"
 #include "service/base/clock.h"
 #include "service/batch/batch_observer.h"
 #include "service/batch/batch_run.h"
@@ -55,6 +56,13 @@ class FetchBatchReactor final
   // reactor.
   FetchBatchReactor(const grpc::CallbackServerContext* context,
                     const Clock* clock);
+
+  // Keeps `lease` (the batch's place under the active-batch limits) until
+  // the run has finished (OnFinished, released before the summary is
+  // written) or the call is rejected; so a batch counts as active until its
+  // results are stored, even when its caller has gone. REQUIRES: called
+  // before Run or Reject.
+  void HoldUntilFinished(ActiveBatchLimiter::Lease lease);
 
   // Ends the call before a batch exists (bad request, CreateBatch failed, a
   // full executor). REQUIRES: Run was not called.
@@ -104,6 +112,8 @@ class FetchBatchReactor final
   bool summary_written_ ABSL_GUARDED_BY(mu_) = false;
   bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<absl::Status> final_status_ ABSL_GUARDED_BY(mu_);
+  // Released (outside `mu_`) when the run finishes or the call is rejected.
+  ActiveBatchLimiter::Lease lease_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace batchfetch

@@ -28,6 +28,13 @@ struct ServiceOptions {
   // wait for one before further calls get RESOURCE_EXHAUSTED.
   int store_threads = 8;
   size_t store_queue = 1024;
+  // Batches running at once (accepted and not yet finished, results
+  // stored): server-wide, and per caller (per identity with auth, per peer
+  // address without). 0 = no limit. Over either, FetchBatch gets
+  // RESOURCE_EXHAUSTED. Each active batch may hold up to 2 x concurrency
+  // responses in memory, so these bound the server's memory too.
+  int max_active_batches = 256;
+  int max_active_batches_per_caller = 64;
 };
 
 }  // namespace batchfetch

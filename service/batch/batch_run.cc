@@ -3,7 +3,9 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "service/base/log.h"
 #include "service/batch/result_conversion.h"
+#include "service/fetch/request_validation.h"
 
 namespace batchfetch {
 namespace {
@@ -18,6 +20,27 @@ struct ResultSlot {
     if (window != nullptr) window->Release(1);
   }
 };
+
+// One warning line per request the egress policy (or a forbidden redirect
+// scheme) refused: who asked (batch, index), where to (host keys, not URLs:
+// a path or query may hold tokens) and why (the error names the address and
+// the rule). "final_host" is the redirect hop that was refused, when it is
+// not the requested host. `result` is already redacted.
+void LogBlocked(const std::string& batch_id, const v1::FetchResult& result) {
+  const absl::StatusOr<std::string> host = HostKeyOf(result.url());
+  LogEvent event(LogLevel::kWarning, "request_blocked");
+  event.Add("batch_id", batch_id)
+      .Add("index", result.index())
+      .Add("host", host.ok() ? *host : std::string());
+  if (!result.final_url().empty()) {
+    const absl::StatusOr<std::string> final_host =
+        HostKeyOf(result.final_url());
+    if (final_host.ok() && (!host.ok() || *final_host != *host)) {
+      event.Add("final_host", *final_host);
+    }
+  }
+  event.Add("error", result.error());
+}
 
 }  // namespace
 
@@ -85,6 +108,7 @@ void BatchRun::OnFetched(FetchedResponse response,
   v1::FetchResult* result = slot->event.mutable_result();
   FillResult(response, cleaner_, result);
   const bool ok = result->outcome() == v1::OUTCOME_OK;
+  if (result->outcome() == v1::OUTCOME_BLOCKED) LogBlocked(batch_id_, *result);
   if (store_ != nullptr) {
     store_->AppendResult(
         batch_id_, std::shared_ptr<const v1::FetchResult>(slot, result),

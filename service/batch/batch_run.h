@@ -93,7 +93,9 @@ class BatchRun final : public FetchSink,
   // final row queued, do nothing. May come before Start.
   void Cancel(CancelMode mode = CancelMode::kCancel);
 
-  // FetchSink: called on the engine's delivery thread.
+  // FetchSink: called on the engine's delivery thread. A result that ends
+  // OUTCOME_BLOCKED also writes one "request_blocked" warning (LogEvent)
+  // with the batch id, index, host and error.
   void OnFetched(FetchedResponse response,
                  const std::shared_ptr<FetchBatchHandle>& batch) override;
 

@@ -6,6 +6,9 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/string_view.h"
+#include "service/fetch/url_redaction.h"
 
 namespace batchfetch {
 namespace {
@@ -15,6 +18,21 @@ constexpr int64_t kMaxDurationSeconds = 315'576'000'000;
 constexpr int64_t kMinTimestampSeconds = -62'135'596'800;  // 0001-01-01
 constexpr int64_t kMaxTimestampSeconds = 253'402'300'799;  // 9999-12-31
 constexpr int32_t kMaxNanos = 999'999'999;
+
+// `error` with the userinfo of any URL in it redacted, and the literal
+// userinfo of the request's own URLs too when it holds a password ("u:pw"),
+// in case a message quotes it without "://". (A user name alone is not
+// replaced literally: a short one would mangle unrelated words.)
+std::string RedactError(absl::string_view error, absl::string_view url,
+                        absl::string_view final_url) {
+  std::string out = RedactUserinfoInText(error);
+  for (absl::string_view userinfo : {UserinfoOf(url), UserinfoOf(final_url)}) {
+    if (userinfo.find(':') != absl::string_view::npos) {
+      absl::StrReplaceAll({{userinfo, kRedactedUserinfo}}, &out);
+    }
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -47,12 +65,14 @@ v1::Outcome OutcomeOf(TransferResult result) {
 void FillResult(FetchedResponse& response, const JsonCleaner& cleaner,
                 v1::FetchResult* result) {
   result->set_index(response.index);
-  result->set_url(std::move(response.url));
+  // Credentials in a URL were sent, but are never echoed (streamed, stored,
+  // logged): this is the one place results are built.
+  result->set_url(RedactUserinfo(response.url));
   result->set_http_status(response.http_status);
   result->set_content_type(std::move(response.content_type));
   result->set_attempts(response.attempts);
   *result->mutable_elapsed() = ToProtoDuration(response.elapsed);
-  result->set_final_url(std::move(response.final_url));
+  result->set_final_url(RedactUserinfo(response.final_url));
   if (response.attempts > 0) {
     v1::Timings* t = result->mutable_timings();
     *t->mutable_dns() = ToProtoDuration(response.timings.dns);
@@ -63,14 +83,16 @@ void FillResult(FetchedResponse& response, const JsonCleaner& cleaner,
   }
   if (response.result != TransferResult::kResponse) {
     result->set_outcome(OutcomeOf(response.result));
-    result->set_error(std::move(response.error));
+    result->set_error(
+        RedactError(response.error, response.url, response.final_url));
     return;
   }
   const int status = response.http_status;
   if (status < 200 || status > 299) {
     result->set_outcome(v1::OUTCOME_HTTP_ERROR);
     // The engine's text, when it has one, says more (e.g. why no retry).
-    result->set_error(DescribeFailure(response));
+    result->set_error(RedactError(DescribeFailure(response), response.url,
+                                  response.final_url));
     result->set_body(std::move(response.body));
     return;
   }

@@ -28,9 +28,12 @@ v1::Outcome OutcomeOf(TransferResult result);
 //   * an empty body on 204/205 or when none was expected (HEAD): OK;
 //   * otherwise JsonCleaner::Clean: OK with `json`, or INVALID_JSON with the
 //     parser's message in `error` and the raw body.
+// `url` and `final_url` have their userinfo redacted ("http://***@h/"), and
+// so has any URL in `error` (RedactUserinfo, RedactUserinfoInText): a
+// caller's credentials are sent but never echoed or stored.
 // Durations keep microsecond precision (what the store keeps, so streamed
 // and stored results are byte-identical); `timings` is set only when an
-// attempt was started. Moves the strings out of `response`.
+// attempt was started. Moves the body and content type out of `response`.
 void FillResult(FetchedResponse& response, const JsonCleaner& cleaner,
                 v1::FetchResult* result);
 

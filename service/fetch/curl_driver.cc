@@ -13,7 +13,10 @@
 #include <memory>
 
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "service/base/clock.h"
 
 namespace batchfetch {
@@ -48,6 +51,37 @@ class OptionSetter {
   absl::Status status_;
 };
 #define BF_SET(setter, option, value) setter(option, value, #option)
+
+// An entry for CURLOPT_RESOLVE: "name:port:address[,address...]", IPv6
+// addresses in brackets. (curl's own forms that remove an entry, "-name:
+// port", or set a timeout, "+name", are not accepted.)
+absl::Status ValidateResolveEntry(absl::string_view entry) {
+  const auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("resolve entry '", entry, "': ", why,
+                     " (expected name:port:address[,address...])"));
+  };
+  const std::vector<absl::string_view> parts =
+      absl::StrSplit(entry, absl::MaxSplits(':', 2));
+  if (parts.size() != 3) return bad("not three ':'-separated parts");
+  if (parts[0].empty() || parts[0][0] == '-' || parts[0][0] == '+') {
+    return bad("no name");
+  }
+  int port = 0;
+  if (!absl::SimpleAtoi(parts[1], &port) || port < 1 || port > 65535) {
+    return bad("the port must be 1 to 65535");
+  }
+  for (absl::string_view address : absl::StrSplit(parts[2], ',')) {
+    absl::string_view bare = address;
+    if (absl::ConsumePrefix(&bare, "[") && !absl::ConsumeSuffix(&bare, "]")) {
+      return bad(absl::StrCat("'", address, "' lacks its ']'"));
+    }
+    if (!IpAddress::Parse(bare).ok()) {
+      return bad(absl::StrCat("'", address, "' is not an IP address"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -103,7 +137,8 @@ struct DriverTransfer {
   bool timeout_is_deadline = false;
   absl::Duration timeout;
   const EgressPolicy* egress = nullptr;
-  std::string blocked;       // why the egress policy refused a socket
+  // Why the egress policy refused a socket or a request on a connection.
+  std::string blocked;
   std::string socket_error;  // epoll_ctl refused its socket
   char error[CURL_ERROR_SIZE] = {0};
 };
@@ -183,6 +218,16 @@ class CurlDriver::Impl {
     if (default_headers_ == nullptr) {
       return absl::ResourceExhaustedError("out of memory for headers");
     }
+    for (const std::string& entry : options_.resolve) {
+      if (absl::Status valid = ValidateResolveEntry(entry); !valid.ok()) {
+        return valid;
+      }
+      curl_slist* appended = curl_slist_append(resolve_, entry.c_str());
+      if (appended == nullptr) {
+        return absl::ResourceExhaustedError("out of memory for resolve");
+      }
+      resolve_ = appended;
+    }
     return absl::OkStatus();
   }
 
@@ -196,6 +241,7 @@ class CurlDriver::Impl {
     }
     for (CURL* easy : idle_easy_) curl_easy_cleanup(easy);
     curl_slist_free_all(default_headers_);
+    curl_slist_free_all(resolve_);
     for (auto& shard : shards_) {
       if (shard->multi != nullptr) curl_multi_cleanup(shard->multi);
     }
@@ -232,6 +278,13 @@ class CurlDriver::Impl {
     BF_SET(set, CURLOPT_ERRORBUFFER, t->error);
     if (t->egress != nullptr || lazy_epoll_) {
       BF_SET(set, CURLOPT_OPENSOCKETDATA, t);
+    }
+    if (t->egress != nullptr) BF_SET(set, CURLOPT_PREREQDATA, t);
+    if (resolve_ != nullptr) {
+      // libcurl loads the entries into the DNS cache of the multi running
+      // the transfer, once per setting: set again on every start, as a
+      // pooled handle may run in another multi (each has its own cache).
+      BF_SET(set, CURLOPT_RESOLVE, resolve_);
     }
     BF_SET(set, CURLOPT_TIMEOUT_MS,
            static_cast<long>(std::max<int64_t>(
@@ -527,13 +580,14 @@ class CurlDriver::Impl {
   }
 
   // Asks the egress policy before every new socket, with the address that
-  // will be connected to. (Reused connections do not come through here.)
+  // will be connected to. (Reused connections do not come through here:
+  // OnPrerequest covers them.)
   static curl_socket_t OnOpenSocket(void* clientp, curlsocktype purpose,
                                     curl_sockaddr* address) {
     auto* t = static_cast<DriverTransfer*>(clientp);
     if (t != nullptr && t->egress != nullptr && purpose == CURLSOCKTYPE_IPCXN) {
       absl::Status allowed =
-          t->egress->CheckConnect(&address->addr, address->addrlen);
+          t->egress->CheckSocketAddress(&address->addr, address->addrlen);
       if (!allowed.ok()) {
         t->blocked = std::string(allowed.message());
         return CURL_SOCKET_BAD;
@@ -545,6 +599,23 @@ class CurlDriver::Impl {
       static_cast<Impl*>(t->shard->impl)->Opened(fd);
     }
     return fd;
+  }
+
+  // Asks the egress policy again before every request is sent, with the
+  // address and port of the connection it goes out on: a reused keep-alive
+  // connection (opened while the policy allowed it) and every redirect hop
+  // are judged too. With a proxy this is the proxy's address. A refusal
+  // aborts the transfer (CURLE_ABORTED_BY_CALLBACK) before any byte of the
+  // request is written; ClassifyEnd reports it as blocked.
+  static int OnPrerequest(void* clientp, char* primary_ip, char* /*local_ip*/,
+                          int primary_port, int /*local_port*/) {
+    auto* t = static_cast<DriverTransfer*>(clientp);
+    if (t == nullptr || t->egress == nullptr) return CURL_PREREQFUNC_OK;
+    absl::Status allowed = t->egress->CheckPeer(
+        primary_ip != nullptr ? primary_ip : "", primary_port);
+    if (allowed.ok()) return CURL_PREREQFUNC_OK;
+    t->blocked = std::string(allowed.message());
+    return CURL_PREREQFUNC_ABORT;
   }
 
   absl::StatusOr<CURL*> TakeEasy() {
@@ -592,6 +663,14 @@ class CurlDriver::Impl {
     if (options_.egress != nullptr || lazy_epoll_) {
       BF_SET(set, CURLOPT_OPENSOCKETFUNCTION, &Impl::OnOpenSocket);
     }
+    if (options_.egress != nullptr) {
+      BF_SET(set, CURLOPT_PREREQFUNCTION, &Impl::OnPrerequest);
+    }
+    // Peer and host verification stay at libcurl's defaults (on); nothing
+    // here turns them off. A private CA is trusted through the bundle.
+    if (!options_.ca_bundle.empty()) {
+      BF_SET(set, CURLOPT_CAINFO, options_.ca_bundle.c_str());
+    }
     if (!set.status().ok()) {
       curl_easy_cleanup(easy);
       return set.status();
@@ -619,6 +698,7 @@ class CurlDriver::Impl {
     curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, nullptr);
     curl_easy_setopt(t->easy, CURLOPT_PRIVATE, nullptr);
     curl_easy_setopt(t->easy, CURLOPT_OPENSOCKETDATA, nullptr);
+    curl_easy_setopt(t->easy, CURLOPT_PREREQDATA, nullptr);
     idle_easy_.push_back(t->easy);
     curl_slist_free_all(t->headers);
     delete t;
@@ -643,7 +723,8 @@ class CurlDriver::Impl {
       return t.error[0] != '\0' ? std::string(t.error)
                                 : std::string(curl_easy_strerror(code));
     };
-    if (!t.blocked.empty()) {  // the egress policy refused a socket
+    // The egress policy refused a socket or a request (so also not retried).
+    if (!t.blocked.empty()) {
       r.result = TransferResult::kBlocked;
       r.end_reason = EndReason::kBlockedByPolicy;
       r.error = std::move(t.blocked);
@@ -764,6 +845,7 @@ class CurlDriver::Impl {
   int epoll_fd_ = -1;
   int wake_fd_ = -1;
   curl_slist* default_headers_ = nullptr;
+  curl_slist* resolve_ = nullptr;  // Options::resolve; null when empty
 
   // Engine thread only.
   std::vector<DriverTransfer*> slots_;  // by TransferId; null when free

@@ -55,7 +55,8 @@ TransferResult MapCurlCode(int curl_code);
 
 // Runs HTTP transfers on one libcurl multi handle driven by epoll and an
 // eventfd: the only place that touches curl. It knows no batches, only
-// opaque tokens; the socket-open (egress) and per-request hooks live here.
+// opaque tokens; the egress hooks (socket open, before each request) live
+// here.
 // Easy handles are pooled and reused without curl_easy_reset: options
 // common to all transfers are set once, per-request ones on every start.
 //
@@ -72,8 +73,18 @@ class CurlDriver {
     absl::Duration low_speed_time = absl::Seconds(10);
     std::string user_agent = "batchfetch/1.0";
     std::string proxy;  // empty: no proxy, whatever the environment says
-    // Asked for every new socket; null allows everything.
+    // Asked for every new socket and again before every request (reused
+    // connections and redirect hops included); null allows everything.
     std::shared_ptr<const EgressPolicy> egress;
+    // PEM file of CA certificates that upstream HTTPS certificates are
+    // verified against (CURLOPT_CAINFO, in place of libcurl's default
+    // bundle file); empty: the default. Verification is always on.
+    std::string ca_bundle;
+    // Names pinned to addresses, as curl --resolve: "name:port:address"
+    // (several addresses comma-separated; IPv6 in brackets). The egress
+    // policy still judges the address connected to. Create rejects a
+    // malformed entry with INVALID_ARGUMENT naming it.
+    std::vector<std::string> resolve;
     // libcurl multi handles, all driven by the one thread; a transfer goes
     // to the least busy. libcurl 7.88 walks a host's whole connection list
     // on every transfer start and removal, so several smaller connection

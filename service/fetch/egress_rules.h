@@ -4,8 +4,6 @@
 // Address rules for the egress policy: which IP addresses a transfer may
 // connect to. Pure and immutable; thread-safe.
 
-#include <array>
-#include <cstdint>
 #include <memory>
 #include <optional>
 #include <string>
@@ -17,24 +15,6 @@
 #include "service/fetch/egress_policy.h"
 
 namespace batchfetch {
-
-// An IPv4 or IPv6 address. IPv4 is kept as such (not mapped), so rules and
-// messages show what was connected to.
-struct IpAddress {
-  bool v4 = true;
-  std::array<uint8_t, 16> bytes{};  // v4: the first 4 bytes
-
-  static std::optional<IpAddress> FromSockaddr(const sockaddr* address,
-                                               socklen_t length);
-  // "127.0.0.1", "::1" (no brackets, no port). INVALID_ARGUMENT otherwise.
-  static absl::StatusOr<IpAddress> Parse(absl::string_view text);
-  std::string ToString() const;
-  // The IPv4 address an IPv6 address carries in one of the forms that
-  // tunnel or translate to it: IPv4-mapped ::ffff:0:0/96, IPv4-compatible
-  // ::/96 (other than :: and ::1), NAT64 64:ff9b::/96, 6to4 2002::/16 and
-  // Teredo 2001::/32 (the client address). nullopt for IPv4 and others.
-  std::optional<IpAddress> EmbeddedIpv4() const;
-};
 
 // An address range, "10.0.0.0/8" or "fc00::/7" (a bare address means a
 // single host).
@@ -72,9 +52,7 @@ class EgressRules final : public EgressPolicy {
       const Options& options);
 
   // OK, or PERMISSION_DENIED naming the address and the rule.
-  absl::Status Check(const IpAddress& address, int port) const;
-  absl::Status CheckConnect(const sockaddr* address,
-                            socklen_t length) const override;
+  absl::Status Check(const IpAddress& address, int port) const override;
 
  private:
   EgressRules() = default;

@@ -85,6 +85,8 @@ class FetchEngine::Impl {
     driver.user_agent = options_.user_agent;
     driver.proxy = options_.proxy;
     driver.egress = options_.egress;
+    driver.ca_bundle = options_.ca_bundle;
+    driver.resolve = options_.resolve;
     driver.multi_handles = options_.curl_multi_handles;
     auto created = CurlDriver::Create(driver, &stats_);
     if (!created.ok()) return created.status();

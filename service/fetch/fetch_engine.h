@@ -107,8 +107,16 @@ class FetchEngine {
     // Proxy for every transfer (curl syntax, e.g. "http://proxy:3128").
     // Empty: none, whatever http_proxy/https_proxy/ALL_PROXY say.
     std::string proxy;
-    // Asked before every new connection; null allows everything.
+    // Asked before every new connection and again before every request
+    // (reused connections, redirect hops); null allows everything. With
+    // `proxy` set it sees the proxy's address, not the target's.
     std::shared_ptr<const EgressPolicy> egress;
+    // PEM CA bundle for upstream HTTPS (CurlDriver::Options::ca_bundle);
+    // empty: libcurl's default. Certificate verification is always on.
+    std::string ca_bundle;
+    // curl --resolve style "name:port:address" pins
+    // (CurlDriver::Options::resolve). Create fails on a malformed entry.
+    std::vector<std::string> resolve;
     // libcurl multi handles the event loop drives (CurlDriver::Options).
     int curl_multi_handles = 4;
     // Where time comes from; null means Clock::Real(). Must outlive the

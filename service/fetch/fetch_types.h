@@ -14,7 +14,8 @@
 namespace batchfetch {
 
 // One HTTP request of a batch, as the caller sent it. The engine validates it
-// (URL syntax, http/https only, known method, header syntax) before any I/O.
+// before any I/O (ValidateRequest: URL syntax and no control characters,
+// http/https only, known method, header syntax, no header the engine owns).
 struct FetchSpec {
   // Position in the caller's batch. The engine reports it back unchanged, so
   // a caller may submit any subset of a batch (a resume) under the original

@@ -31,13 +31,23 @@ inline constexpr size_t kMaxHeaders = 100;
 inline constexpr size_t kMaxHeaderLength = 8192;
 
 // Checks `spec` before any I/O: URL syntax (parsed by libcurl's own parser,
-// so what is accepted is what curl sends), http/https only, a known method
+// so what is accepted is what curl sends), no control character (0x00-0x1F,
+// 0x7F) anywhere in the URL, http/https only, a known method
 // (case-insensitive; empty means GET), no body on HEAD, header count, size
-// and syntax (token names; no CR, LF or NUL in values). INVALID_ARGUMENT with
-// a message for people otherwise. Pure; thread-safe.
+// and syntax (token names; no control character but HTAB in values), and no
+// header the service owns: Content-Length, Transfer-Encoding, Connection,
+// Keep-Alive, Upgrade, TE, Trailer, Host, Expect or any Proxy-* (any case).
+// INVALID_ARGUMENT with a message for people naming the URL byte or the
+// header otherwise (the engine delivers it as kInvalidRequest).
+//
+// Every caller string that reaches libcurl as a C string passes here first
+// (the URL; each header line, made of a token name and a checked value; the
+// method is one of ours), so none can hold a NUL that would cut it short.
+// The body is handed over with its length. Pure; thread-safe.
 absl::StatusOr<ValidatedRequest> ValidateRequest(const FetchSpec& spec);
 
-// The host key of an absolute http(s) URL, e.g. a redirect target's.
+// The host key of an absolute http(s) URL, e.g. a redirect target's. Checks
+// the URL's length, bytes and syntax as ValidateRequest does.
 absl::StatusOr<std::string> HostKeyOf(absl::string_view url);
 
 }  // namespace batchfetch

@@ -46,11 +46,18 @@ class BatchFetchServer {
   int port() const { return port_; }
   FetchEngine& engine() { return *engine_; }
 
+  // Re-reads --auth_token_file (on SIGHUP): the number of tokens now
+  // accepted, or why the file was refused (the old tokens then stay).
+  // FAILED_PRECONDITION when auth is off. Thread-safe.
+  absl::StatusOr<size_t> ReloadTokens();
+
  private:
   BatchFetchServer() = default;
 
   std::unique_ptr<ResultStore> store_;
   std::unique_ptr<FetchEngine> engine_;
+  // Null without --auth_token_file; outlives the service that reads it.
+  std::unique_ptr<TokenAuthenticator> authenticator_;
   std::unique_ptr<BatchFetcherService> service_;
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;

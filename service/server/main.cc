@@ -1,9 +1,12 @@
 // batchfetch_server: assembles the server from flags and environment, runs
-// it until SIGINT/SIGTERM, then shuts down gracefully.
+// it until SIGINT/SIGTERM, then shuts down gracefully. SIGHUP re-reads
+// --auth_token_file.
 #include <signal.h>
 
 #include <iostream>
+#include <string>
 
+#include "service/base/log.h"
 #include "service/server/batchfetch_server.h"
 #include "service/server/server_config.h"
 
@@ -20,6 +23,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -29,10 +33,22 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::cout << "batchfetch_server listening on port " << (*server)->port()
-            << " (store: " << (config->store_enabled ? "mysql" : "none") << ")"
-            << std::endl;
+            << " (store: " << (config->store_enabled ? "mysql" : "none") << ", "
+            << batchfetch::TlsDescription(config->tls) << ")" << std::endl;
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  while (sigwait(&signals, &signal_number) == 0 && signal_number == SIGHUP) {
+    // A refused file keeps the old tokens; its error names the line, never
+    // a token.
+    absl::StatusOr<size_t> tokens = (*server)->ReloadTokens();
+    if (tokens.ok()) {
+      batchfetch::LogEvent(batchfetch::LogLevel::kInfo, "auth_tokens_reloaded")
+          .Add("tokens", static_cast<uint64_t>(*tokens));
+    } else {
+      batchfetch::LogEvent(batchfetch::LogLevel::kError,
+                           "auth_tokens_reload_failed")
+          .Add("error", std::string(tokens.status().message()));
+    }
+  }
   std::cout << "batchfetch_server: signal " << signal_number
             << ", shutting down" << std::endl;
   (*server)->Shutdown(config->shutdown_grace);

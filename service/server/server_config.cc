@@ -1,6 +1,9 @@
 #include "service/server/server_config.h"
 
+#include <errno.h>
+
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -21,6 +24,15 @@
 
 // Every flag defined here must be in ServerFlags() below, with its variable.
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC listen address");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain for the gRPC port; with --tls_key it turns "
+          "TLS on (empty: plaintext)");
+ABSL_FLAG(std::string, tls_key, "",
+          "PEM private key of --tls_cert (keep the file readable only by the "
+          "server's user)");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA certificates: every client must present a certificate "
+          "signed by one (mTLS); needs --tls_cert and --tls_key");
 ABSL_FLAG(std::string, store, "mysql", "Result store: mysql or none");
 ABSL_FLAG(std::string, mysql_host, "127.0.0.1", "MySQL host");
 ABSL_FLAG(int, mysql_port, 3306, "MySQL port");
@@ -79,7 +91,27 @@ ABSL_FLAG(std::vector<std::string>, egress_allow_ports, {},
 ABSL_FLAG(std::string, proxy, "",
           "Proxy for every transfer, in curl syntax (e.g. "
           "http://proxy:3128); empty: none, whatever http_proxy, https_proxy "
-          "or ALL_PROXY say");
+          "or ALL_PROXY say. Only with --egress_enforced_by_proxy: through "
+          "a proxy the egress policy sees the proxy's address, not the "
+          "target's");
+ABSL_FLAG(bool, egress_enforced_by_proxy, false,
+          "The operator asserts that the --proxy (e.g. smokescreen) applies "
+          "the egress policy to targets itself; required with --proxy, "
+          "whose target addresses batchfetch cannot see");
+ABSL_FLAG(std::string, ca_bundle, "",
+          "PEM file of CA certificates upstream HTTPS is verified against, in "
+          "place of the default bundle file (e.g. a private CA); empty: the "
+          "system's. Verification is always on");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "File of bearer tokens, one '<name> <token>' per line (reloaded on "
+          "SIGHUP); every BatchFetcher call must then send 'authorization: "
+          "Bearer <token>' and sees only its name's batches. Empty: no auth");
+ABSL_FLAG(int, max_active_batches, 256,
+          "Batches running at once, server-wide (0 = no limit); over it, "
+          "FetchBatch gets RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_active_batches_per_caller, 64,
+          "Batches running at once per caller: per token name with "
+          "--auth_token_file, else per peer address (0 = no limit)");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(20),
           "On SIGTERM, how long running batches may finish before they are "
           "cancelled");
@@ -92,12 +124,76 @@ ServerFlag Bind(const absl::Flag<T>& flag, const char* env) {
   return ServerFlag{&absl::GetFlagReflectionHandle(flag), env};
 }
 
+// The contents of the PEM file `path` given to --`flag`, which must hold a
+// "-----BEGIN <...>`marker`-----" block. Errors name the flag and the path,
+// never the contents (a key file must not reach a log).
+absl::StatusOr<std::string> ReadPemFile(const std::string& path,
+                                        const char* flag, const char* marker) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot read --", flag, " file '", path, "': ", std::strerror(errno)));
+  }
+  std::stringstream contents;
+  contents << in.rdbuf();
+  if (in.bad()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read --", flag, " file '", path, "'"));
+  }
+  std::string pem = contents.str();
+  const size_t begin = pem.find("-----BEGIN ");
+  if (begin == std::string::npos ||
+      pem.find(absl::StrCat(marker, "-----"), begin) == std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", flag, " file '", path, "' holds no PEM ", marker, " block"));
+  }
+  return pem;
+}
+
+// --tls_cert, --tls_key and --tls_client_ca: both of the pair or neither;
+// a client CA only on top of the pair.
+absl::StatusOr<ServerTlsConfig> TlsConfigFromFlags() {
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert);
+  const std::string key = absl::GetFlag(FLAGS_tls_key);
+  const std::string client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  ServerTlsConfig tls;
+  if (cert.empty() != key.empty()) {
+    return absl::InvalidArgumentError(cert.empty()
+                                          ? "--tls_key needs --tls_cert"
+                                          : "--tls_cert needs --tls_key");
+  }
+  if (cert.empty()) {
+    if (!client_ca.empty()) {
+      return absl::InvalidArgumentError(
+          "--tls_client_ca needs --tls_cert and --tls_key (mTLS is on top of "
+          "TLS)");
+    }
+    return tls;
+  }
+  absl::StatusOr<std::string> pem =
+      ReadPemFile(cert, "tls_cert", "CERTIFICATE");
+  if (!pem.ok()) return pem.status();
+  tls.cert_chain_pem = *std::move(pem);
+  pem = ReadPemFile(key, "tls_key", "PRIVATE KEY");
+  if (!pem.ok()) return pem.status();
+  tls.private_key_pem = *std::move(pem);
+  if (!client_ca.empty()) {
+    pem = ReadPemFile(client_ca, "tls_client_ca", "CERTIFICATE");
+    if (!pem.ok()) return pem.status();
+    tls.client_ca_pem = *std::move(pem);
+  }
+  return tls;
+}
+
 }  // namespace
 
 const std::vector<ServerFlag>& ServerFlags() {
   static const std::vector<ServerFlag>* const flags =
       new std::vector<ServerFlag>{
           Bind(FLAGS_listen, "BATCHFETCH_LISTEN"),
+          Bind(FLAGS_tls_cert, "BATCHFETCH_TLS_CERT"),
+          Bind(FLAGS_tls_key, "BATCHFETCH_TLS_KEY"),
+          Bind(FLAGS_tls_client_ca, "BATCHFETCH_TLS_CLIENT_CA"),
           Bind(FLAGS_store, "BATCHFETCH_STORE"),
           Bind(FLAGS_mysql_host, "BATCHFETCH_MYSQL_HOST"),
           Bind(FLAGS_mysql_port, "BATCHFETCH_MYSQL_PORT"),
@@ -128,6 +224,13 @@ const std::vector<ServerFlag>& ServerFlags() {
           Bind(FLAGS_egress_allow_cidr, "BATCHFETCH_EGRESS_ALLOW_CIDR"),
           Bind(FLAGS_egress_deny_cidr, "BATCHFETCH_EGRESS_DENY_CIDR"),
           Bind(FLAGS_egress_allow_ports, "BATCHFETCH_EGRESS_ALLOW_PORTS"),
+          Bind(FLAGS_egress_enforced_by_proxy,
+               "BATCHFETCH_EGRESS_ENFORCED_BY_PROXY"),
+          Bind(FLAGS_ca_bundle, "BATCHFETCH_CA_BUNDLE"),
+          Bind(FLAGS_auth_token_file, "BATCHFETCH_AUTH_TOKEN_FILE"),
+          Bind(FLAGS_max_active_batches, "BATCHFETCH_MAX_ACTIVE_BATCHES"),
+          Bind(FLAGS_max_active_batches_per_caller,
+               "BATCHFETCH_MAX_ACTIVE_BATCHES_PER_CALLER"),
           Bind(FLAGS_shutdown_grace, "BATCHFETCH_SHUTDOWN_GRACE"),
       };
   return *flags;
@@ -152,6 +255,9 @@ absl::Status ApplyEnvironmentToFlags() {
 absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   ServerConfig config;
   config.listen = absl::GetFlag(FLAGS_listen);
+  absl::StatusOr<ServerTlsConfig> tls = TlsConfigFromFlags();
+  if (!tls.ok()) return tls.status();
+  config.tls = *std::move(tls);
   const std::string store = absl::GetFlag(FLAGS_store);
   if (store == "none") {
     config.store_enabled = false;
@@ -221,6 +327,25 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
         "--curl_multi_handles must be between 1 and 64");
   }
   config.engine.proxy = absl::GetFlag(FLAGS_proxy);
+  // Through a proxy, the address libcurl connects to is the proxy's: the
+  // target's address (resolved by the proxy, behind CONNECT for https) is
+  // never seen here, so the egress policy cannot judge it. Refuse unless the
+  // operator states that the proxy enforces egress itself.
+  if (!config.engine.proxy.empty() &&
+      !absl::GetFlag(FLAGS_egress_enforced_by_proxy)) {
+    return absl::InvalidArgumentError(
+        "--proxy: batchfetch cannot apply its egress policy to targets "
+        "through a proxy (it sees only the proxy's address); pass "
+        "--egress_enforced_by_proxy if the proxy enforces egress itself "
+        "(e.g. smokescreen)");
+  }
+  config.engine.ca_bundle = absl::GetFlag(FLAGS_ca_bundle);
+  if (!config.engine.ca_bundle.empty()) {
+    // Checked now: libcurl would only fail each HTTPS transfer later.
+    absl::StatusOr<std::string> bundle =
+        ReadPemFile(config.engine.ca_bundle, "ca_bundle", "CERTIFICATE");
+    if (!bundle.ok()) return bundle.status();
+  }
   EgressRules::Options egress;
   egress.allow_cidrs = absl::GetFlag(FLAGS_egress_allow_cidr);
   egress.deny_cidrs = absl::GetFlag(FLAGS_egress_deny_cidr);
@@ -268,11 +393,27 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
     return absl::InvalidArgumentError("--max_request_mb must be <= 1024");
   }
   config.max_request_bytes = absl::GetFlag(FLAGS_max_request_mb) << 20;
+  config.auth_token_file = absl::GetFlag(FLAGS_auth_token_file);
+  config.service.max_active_batches = absl::GetFlag(FLAGS_max_active_batches);
+  config.service.max_active_batches_per_caller =
+      absl::GetFlag(FLAGS_max_active_batches_per_caller);
+  if (config.service.max_active_batches < 0 ||
+      config.service.max_active_batches_per_caller < 0) {
+    return absl::InvalidArgumentError(
+        "--max_active_batches and --max_active_batches_per_caller must be >= "
+        "0 (0 = no limit)");
+  }
   config.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
   if (config.shutdown_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--shutdown_grace must be >= 0");
   }
   return config;
+}
+
+std::string TlsDescription(const ServerTlsConfig& tls) {
+  if (!tls.enabled()) return "tls: off";
+  if (!tls.mutual()) return "tls: on";
+  return "tls: on, client certificates required (mtls)";
 }
 
 absl::StatusOr<ServerConfig> ParseServerConfig(int argc, char** argv) {

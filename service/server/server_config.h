@@ -14,15 +14,35 @@
 
 namespace batchfetch {
 
+// TLS for the gRPC port (--tls_cert, --tls_key, --tls_client_ca). The PEM
+// files are read when the configuration is built, so a missing or unreadable
+// file fails start-up naming its flag rather than the first handshake. Holds
+// the private key: never log it.
+struct ServerTlsConfig {
+  std::string cert_chain_pem;   // Empty: plaintext (then all three are).
+  std::string private_key_pem;  // Matches cert_chain_pem.
+  // Non-empty: every client must present a certificate that chains to one
+  // of these CA certificates (mTLS); a call without one never reaches a
+  // handler.
+  std::string client_ca_pem;
+
+  bool enabled() const { return !cert_chain_pem.empty(); }
+  bool mutual() const { return !client_ca_pem.empty(); }
+};
+
 // Everything the server is assembled from (see BatchFetchServer::Start).
 struct ServerConfig {
   std::string listen = "0.0.0.0:50051";
+  ServerTlsConfig tls;
   bool store_enabled = true;  // false: --store=none
   MysqlResultStore::Options mysql;
   FetchEngine::Options engine;
   ServiceOptions service;
   // Largest FetchBatchRequest accepted (gRPC max receive message size).
   int max_request_bytes = 64 << 20;
+  // --auth_token_file: the bearer tokens; empty: auth is off (read by
+  // BatchFetchServer::Start, re-read on SIGHUP).
+  std::string auth_token_file;
   // On SIGTERM/SIGINT, how long running batches may go on before they are
   // cancelled.
   absl::Duration shutdown_grace = absl::Seconds(20);
@@ -51,6 +71,10 @@ absl::Status ApplyEnvironmentToFlags();
 // --mysql_password_file or else BATCHFETCH_MYSQL_PASSWORD, never from a flag
 // value.
 absl::StatusOr<ServerConfig> ServerConfigFromFlags();
+
+// How the gRPC port is secured, for the start-up line: "tls: off",
+// "tls: on" or "tls: on, client certificates required (mtls)".
+std::string TlsDescription(const ServerTlsConfig& tls);
 
 // What main() does with argv: sets --help up to list ServerFlags(), applies
 // the environment, parses the command line (exiting on --help or an unknown

@@ -3,7 +3,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
@@ -17,6 +19,9 @@ namespace batchfetch {
 // A batch row as the service writes it.
 struct BatchRecord {
   std::string batch_id;
+  // The identity (token name) that created the batch; empty without auth.
+  // Written by CreateBatch only; never changes.
+  std::string owner;
   v1::BatchState state = v1::BATCH_STATE_RUNNING;
   uint32_t total = 0;
   uint32_t succeeded = 0;
@@ -32,6 +37,19 @@ struct ResultPage {
   int64_t next_index = -1;
 };
 
+// Which batches a read may see. With `owner` set, only the batches created
+// with that owner: any other batch is answered exactly as an unknown id
+// (NOT_FOUND), so a caller cannot learn that it exists. Unset (auth off):
+// every batch.
+struct ReadScope {
+  std::optional<std::string> owner;
+
+  static ReadScope AnyOwner() { return ReadScope{}; }
+  static ReadScope OwnedBy(std::string owner) {
+    return ReadScope{std::move(owner)};
+  }
+};
+
 // Where batches and their results are kept. The seam between the service
 // and the database: MysqlResultStore is the real one; tests wrap it to inject
 // faults.
@@ -45,7 +63,8 @@ class ResultStore {
 
   virtual ~ResultStore() = default;
 
-  // Records a new batch. ALREADY_EXISTS when the id is taken; UNAVAILABLE
+  // Records a new batch (with its owner). ALREADY_EXISTS when the id is
+  // taken, whoever owns it; UNAVAILABLE
   // when the database cannot be reached. Blocks for one round trip.
   virtual absl::Status CreateBatch(const BatchRecord& batch) = 0;
 
@@ -59,13 +78,14 @@ class ResultStore {
   // result appended before it.
   virtual void FinishBatch(const BatchRecord& batch, Done done) = 0;
 
-  // NOT_FOUND for an unknown id.
-  virtual absl::StatusOr<v1::BatchSummary> GetBatch(
-      const std::string& batch_id) = 0;
+  // NOT_FOUND for an unknown id or one outside `scope`.
+  virtual absl::StatusOr<v1::BatchSummary> GetBatch(const std::string& batch_id,
+                                                    const ReadScope& scope) = 0;
 
   // Results with index >= `from_index` in index order, at most `limit`.
-  // NOT_FOUND for an unknown batch id.
+  // NOT_FOUND for an unknown batch id or one outside `scope`.
   virtual absl::StatusOr<ResultPage> ListResults(const std::string& batch_id,
+                                                 const ReadScope& scope,
                                                  uint32_t from_index,
                                                  uint32_t limit) = 0;
 };

@@ -39,14 +39,15 @@ class FaultInjectingResultStore : public ResultStore {
   void FinishBatch(const BatchRecord& batch, Done done) override {
     inner_->FinishBatch(batch, std::move(done));
   }
-  absl::StatusOr<v1::BatchSummary> GetBatch(
-      const std::string& batch_id) override {
-    return inner_->GetBatch(batch_id);
+  absl::StatusOr<v1::BatchSummary> GetBatch(const std::string& batch_id,
+                                            const ReadScope& scope) override {
+    return inner_->GetBatch(batch_id, scope);
   }
   absl::StatusOr<ResultPage> ListResults(const std::string& batch_id,
+                                         const ReadScope& scope,
                                          uint32_t from_index,
                                          uint32_t limit) override {
-    return inner_->ListResults(batch_id, from_index, limit);
+    return inner_->ListResults(batch_id, scope, from_index, limit);
   }
 
  private:

@@ -252,7 +252,7 @@ class BinaryTest : public ServiceTest {
     server_process_ = std::make_unique<Child>(
         args, std::vector<std::string>{"BATCHFETCH_MYSQL_PASSWORD=" +
                                        db_->password()});
-    std::string text;
+    std::string& text = startup_line_;
     ASSERT_TRUE(server_process_->ReadLine(&text));
     absl::string_view line = text;
     ASSERT_TRUE(
@@ -264,22 +264,41 @@ class BinaryTest : public ServiceTest {
     stub_ = v1::BatchFetcher::NewStub(channel_);
   }
 
+  // Runs the server binary (no store, any port) with `flags` when it must
+  // stop before it listens: expects no start-up line and returns its exit
+  // code.
+  static int RunServerThatMustNotStart(const std::vector<std::string>& flags) {
+    std::vector<std::string> args = {BATCHFETCH_SERVER_BINARY,
+                                     "--listen=127.0.0.1:0", "--store=none"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    Child server(args);
+    std::string line;
+    EXPECT_FALSE(server.ReadLine(&line)) << line;
+    return server.Wait();
+  }
+
   int64_t ServerRssKb() {
     return testing::ProcStatusKb(server_process_->pid(), "VmRSS:");
   }
 
-  // Runs the CLI; returns its exit code and fills stdout lines.
+  // Runs the CLI with `args` and, added to its environment, `env`
+  // ("NAME=value"); returns its exit code and appends its stdout lines to
+  // `*lines`.
   int RunCli(const std::vector<std::string>& args,
-             std::vector<std::string>* lines) {
+             std::vector<std::string>* lines,
+             const std::vector<std::string>& env = {}) {
     std::vector<std::string> argv = {BATCHFETCH_CLI_BINARY};
     argv.insert(argv.end(), args.begin(), args.end());
-    Child cli(argv);
+    Child cli(argv, env);
     std::string line;
     while (cli.ReadLine(&line)) lines->push_back(line);
     return cli.Wait();
   }
 
   std::unique_ptr<Child> server_process_;
+  // The server's first stdout line ("batchfetch_server listening on port
+  // N (store: ..., tls: ...)").
+  std::string startup_line_;
   int port_ = 0;
 };
 

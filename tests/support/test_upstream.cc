@@ -387,22 +387,30 @@ Outcome Respond(int fd, const Request& req, int fail_status,
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<TestUpstream>> TestUpstream::Start() {
+  return Start("127.0.0.1");
+}
+
+absl::StatusOr<std::unique_ptr<TestUpstream>> TestUpstream::Start(
+    const std::string& ipv4_address) {
+  sockaddr_in addr = {};
+  addr.sin_family = AF_INET;
+  if (inet_pton(AF_INET, ipv4_address.c_str(), &addr.sin_addr) != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("not an IPv4 address: ", ipv4_address));
+  }
+  addr.sin_port = 0;
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) {
     return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
   }
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
   socklen_t len = sizeof(addr);
   if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
       listen(fd, 4096) != 0 ||
       getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    absl::Status error = absl::InternalError(
-        absl::StrCat("bind/listen on 127.0.0.1: ", std::strerror(errno)));
+    absl::Status error = absl::InternalError(absl::StrCat(
+        "bind/listen on ", ipv4_address, ": ", std::strerror(errno)));
     close(fd);
     return error;
   }
@@ -414,14 +422,18 @@ absl::StatusOr<std::unique_ptr<TestUpstream>> TestUpstream::Start() {
     return error;
   }
   std::unique_ptr<TestUpstream> upstream(
-      new TestUpstream(fd, wake_fd, ntohs(addr.sin_port)));
+      new TestUpstream(fd, wake_fd, ntohs(addr.sin_port), ipv4_address));
   upstream->accept_thread_ =
       std::thread([u = upstream.get()] { u->AcceptLoop(); });
   return upstream;
 }
 
-TestUpstream::TestUpstream(int listen_fd, int wake_fd, int port)
-    : listen_fd_(listen_fd), wake_fd_(wake_fd), port_(port) {}
+TestUpstream::TestUpstream(int listen_fd, int wake_fd, int port,
+                           std::string address)
+    : listen_fd_(listen_fd),
+      wake_fd_(wake_fd),
+      port_(port),
+      address_(std::move(address)) {}
 
 TestUpstream::~TestUpstream() {
   stopping_.store(true);
@@ -444,7 +456,7 @@ TestUpstream::~TestUpstream() {
 }
 
 std::string TestUpstream::Url(absl::string_view path_and_query) const {
-  return absl::StrCat("http://127.0.0.1:", port_, path_and_query);
+  return absl::StrCat("http://", address_, ":", port_, path_and_query);
 }
 
 void TestUpstream::AcceptLoop() {

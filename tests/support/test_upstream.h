@@ -69,13 +69,18 @@ class TestUpstream {
   };
 
   static absl::StatusOr<std::unique_ptr<TestUpstream>> Start();
+  // Listens on `ipv4_address` instead of 127.0.0.1, e.g. "127.0.0.2" (any
+  // 127.0.0.0/8 address is local on Linux).
+  static absl::StatusOr<std::unique_ptr<TestUpstream>> Start(
+      const std::string& ipv4_address);
 
   TestUpstream(const TestUpstream&) = delete;
   TestUpstream& operator=(const TestUpstream&) = delete;
   ~TestUpstream();
 
   int port() const { return port_; }
-  // "http://127.0.0.1:PORT" + path_and_query (which should start with '/').
+  // "http://ADDRESS:PORT" + path_and_query (which should start with '/');
+  // ADDRESS is 127.0.0.1 unless Start was given another.
   std::string Url(absl::string_view path_and_query) const;
 
   // Requests being handled: from headers received until the response is fully
@@ -105,7 +110,7 @@ class TestUpstream {
     std::thread thread;
   };
 
-  explicit TestUpstream(int listen_fd, int wake_fd, int port);
+  TestUpstream(int listen_fd, int wake_fd, int port, std::string address);
   void AcceptLoop();
   void ServeConnection(int64_t id, int fd);
   void ReapFinishedConnections();
@@ -121,6 +126,7 @@ class TestUpstream {
   const int listen_fd_;
   const int wake_fd_;  // eventfd that interrupts AcceptLoop.
   const int port_;
+  const std::string address_;  // what the socket is bound to
   std::atomic<bool> stopping_{false};
   std::thread accept_thread_;
 

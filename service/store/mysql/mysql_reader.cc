@@ -97,12 +97,13 @@ absl::Status MysqlReader::CreateBatch(const BatchRecord& batch) {
   return WithSession("creating batch", [&](MysqlSession& s) {
     ++tries;
     sql::PreparedStatement& ps = s.Prepared(
-        "INSERT INTO batches (batch_id, state, total, created_at) "
-        "VALUES (?, ?, ?, ?)");
+        "INSERT INTO batches (batch_id, state, total, created_at, owner) "
+        "VALUES (?, ?, ?, ?, ?)");
     ps.setString(1, batch.batch_id);
     ps.setUInt(2, static_cast<uint32_t>(batch.state));
     ps.setUInt(3, batch.total);
     ps.setDateTime(4, FormatDateTime(batch.created_at));
+    ps.setString(5, batch.owner);
     try {
       ps.executeUpdate();
     } catch (const sql::SQLException& e) {
@@ -120,12 +121,14 @@ absl::Status MysqlReader::CreateBatch(const BatchRecord& batch) {
 
 bool MysqlReader::IsRowWeInserted(MysqlSession& s, const BatchRecord& batch) {
   sql::PreparedStatement& ps = s.Prepared(
-      "SELECT state, total, created_at FROM batches WHERE batch_id = ?");
+      "SELECT state, total, created_at, owner FROM batches "
+      "WHERE batch_id = ?");
   ps.setString(1, batch.batch_id);
   std::unique_ptr<sql::ResultSet> rs(ps.executeQuery());
   if (!rs->next() ||
       rs->getUInt("state") != static_cast<uint32_t>(batch.state) ||
-      rs->getUInt("total") != batch.total) {
+      rs->getUInt("total") != batch.total ||
+      rs->getString("owner").asStdString() != batch.owner) {
     return false;
   }
   absl::StatusOr<absl::Time> created =
@@ -134,15 +137,23 @@ bool MysqlReader::IsRowWeInserted(MysqlSession& s, const BatchRecord& batch) {
          absl::ToUnixMicros(*created) == absl::ToUnixMicros(batch.created_at);
 }
 
+void MysqlReader::BindScope(sql::PreparedStatement& ps, int first,
+                            const ReadScope& scope) {
+  ps.setInt(first, scope.owner.has_value() ? 0 : 1);
+  ps.setString(first + 1, scope.owner.value_or(""));
+}
+
 absl::StatusOr<v1::BatchSummary> MysqlReader::GetBatch(
-    const std::string& batch_id) {
+    const std::string& batch_id, const ReadScope& scope) {
   v1::BatchSummary summary;
   absl::Status status = WithSession("reading batch", [&](MysqlSession& s) {
     summary.Clear();
-    sql::PreparedStatement& ps = s.Prepared(
+    sql::PreparedStatement& ps = s.Prepared(absl::StrCat(
         "SELECT state, total, succeeded, failed, `stored`, created_at, "
-        "finished_at FROM batches WHERE batch_id = ?");
+        "finished_at FROM batches WHERE batch_id = ?",
+        kScopeSql));
     ps.setString(1, batch_id);
+    BindScope(ps, 2, scope);
     std::unique_ptr<sql::ResultSet> rs(ps.executeQuery());
     if (!rs->next()) {
       return absl::NotFoundError(
@@ -185,14 +196,16 @@ absl::StatusOr<v1::BatchSummary> MysqlReader::GetBatch(
 }
 
 absl::StatusOr<ResultPage> MysqlReader::ListResults(const std::string& batch_id,
+                                                    const ReadScope& scope,
                                                     uint32_t from_index,
                                                     uint32_t limit) {
   ResultPage page;
   absl::Status status = WithSession("listing results", [&](MysqlSession& s) {
     page = ResultPage();
-    sql::PreparedStatement& exists =
-        s.Prepared("SELECT 1 FROM batches WHERE batch_id = ?");
+    sql::PreparedStatement& exists = s.Prepared(
+        absl::StrCat("SELECT 1 FROM batches WHERE batch_id = ?", kScopeSql));
     exists.setString(1, batch_id);
+    BindScope(exists, 2, scope);
     std::unique_ptr<sql::ResultSet> found(exists.executeQuery());
     if (!found->next()) {
       return absl::NotFoundError(

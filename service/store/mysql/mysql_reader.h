@@ -69,6 +69,9 @@ class MysqlReader {
 
   static constexpr size_t kMaxPageBytes = 3 << 20;
   // The live counters of a RUNNING batch; the OK outcome is a parameter.
+  // Appended to "... WHERE batch_id = ?": the scope's two parameters (any
+  // owner?, the owner).
+  static constexpr char kScopeSql[] = " AND (? <> 0 OR owner = ?)";
   static constexpr char kCountResultsSql[] =
       "SELECT COUNT(*) AS n, COALESCE(SUM(outcome = ?), 0) AS ok "
       "FROM fetch_results WHERE batch_id = ?";
@@ -80,8 +83,11 @@ class MysqlReader {
 
   // ALREADY_EXISTS (message from MySQL) when the id is taken.
   absl::Status CreateBatch(const BatchRecord& batch);
-  absl::StatusOr<v1::BatchSummary> GetBatch(const std::string& batch_id);
+  // NOT_FOUND, as for an unknown id, when the batch is outside `scope`.
+  absl::StatusOr<v1::BatchSummary> GetBatch(const std::string& batch_id,
+                                            const ReadScope& scope);
   absl::StatusOr<ResultPage> ListResults(const std::string& batch_id,
+                                         const ReadScope& scope,
                                          uint32_t from_index, uint32_t limit);
 
   // Connections open now (idle or lent), and the most ever open at once.
@@ -89,6 +95,9 @@ class MysqlReader {
   int peak_open_connections() const;
 
  private:
+  // Binds kScopeSql's two parameters, from parameter index `first`.
+  static void BindScope(sql::PreparedStatement& ps, int first,
+                        const ReadScope& scope);
   // Whether `batch`'s row holds exactly what CreateBatch inserts for it.
   static bool IsRowWeInserted(MysqlSession& s, const BatchRecord& batch);
   // Runs `fn(session)` on a pooled connection (see the class comment).

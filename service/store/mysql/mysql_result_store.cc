@@ -93,13 +93,14 @@ void MysqlResultStore::FinishBatch(const BatchRecord& batch, Done done) {
 }
 
 absl::StatusOr<v1::BatchSummary> MysqlResultStore::GetBatch(
-    const std::string& batch_id) {
-  return impl_->reader().GetBatch(batch_id);
+    const std::string& batch_id, const ReadScope& scope) {
+  return impl_->reader().GetBatch(batch_id, scope);
 }
 
 absl::StatusOr<ResultPage> MysqlResultStore::ListResults(
-    const std::string& batch_id, uint32_t from_index, uint32_t limit) {
-  return impl_->reader().ListResults(batch_id, from_index, limit);
+    const std::string& batch_id, const ReadScope& scope, uint32_t from_index,
+    uint32_t limit) {
+  return impl_->reader().ListResults(batch_id, scope, from_index, limit);
 }
 
 }  // namespace batchfetch

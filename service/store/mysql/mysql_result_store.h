@@ -75,9 +75,10 @@ class MysqlResultStore : public ResultStore {
                     std::shared_ptr<const v1::FetchResult> result,
                     absl::Time fetched_at, Done done) override;
   void FinishBatch(const BatchRecord& batch, Done done) override;
-  absl::StatusOr<v1::BatchSummary> GetBatch(
-      const std::string& batch_id) override;
+  absl::StatusOr<v1::BatchSummary> GetBatch(const std::string& batch_id,
+                                            const ReadScope& scope) override;
   absl::StatusOr<ResultPage> ListResults(const std::string& batch_id,
+                                         const ReadScope& scope,
                                          uint32_t from_index,
                                          uint32_t limit) override;
 

@@ -58,6 +58,13 @@ const std::vector<MysqlSchema::Migration>& MysqlSchema::Migrations() {
           {"tls_us", "BIGINT NULL"},
           {"first_byte_us", "BIGINT NULL"},
           {"total_us", "BIGINT NULL"}}}}},
+      {3,
+       "batch owner: the caller identity (token name) that created it",
+       {{"",
+         "batches",
+         {{"owner",
+           "VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL "
+           "DEFAULT ''"}}}}},
   };
   return *migrations;
 }
