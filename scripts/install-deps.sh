@@ -9,7 +9,7 @@ PACKAGES=(
   libabsl-dev libcurl4-openssl-dev rapidjson-dev libmysqlcppconn-dev libssl-dev
   libgtest-dev libgmock-dev zlib1g-dev
   mariadb-server mariadb-client
-  python3 curl
+  python3 curl openssl  # openssl: the TLS tests make their certificates with it
 )
 if [[ "${BATCHFETCH_BENCH_DEPS:-0}" == 1 ]]; then
   PACKAGES+=(nginx-light libnginx-mod-http-echo python3-aiohttp gnuplot-nox linux-perf)
