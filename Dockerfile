@@ -16,7 +16,7 @@ RUN cmake -S . -B /tmp/build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DBATCHFETCH_BUIL
 FROM debian:bookworm-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      libgrpc++1.51 libprotobuf32 libcurl4 libmysqlcppconn7v5 libabsl20220623 ca-certificates \
+      libgrpc++1.51 libprotobuf32 libcurl4 libmysqlcppconn7v5 libabsl20220623 libcivetweb1 libssl3 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin batchfetch
 COPY --from=build /tmp/build/batchfetch_server /tmp/build/batchfetch /usr/local/bin/

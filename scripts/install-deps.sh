@@ -8,9 +8,17 @@ PACKAGES=(
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libcurl4-openssl-dev rapidjson-dev libmysqlcppconn-dev libssl-dev
   libgtest-dev libgmock-dev zlib1g-dev
+  libcivetweb-dev  # the embedded HTTP server of GET /metrics (--metrics_listen)
   mariadb-server mariadb-client
   python3 curl openssl  # openssl: the TLS tests make their certificates with it
 )
+# scripts/fuzz.sh and scripts/sanitize.sh (both run by .ci/run): clang with
+# compiler-rt (libFuzzer, the ASan/UBSan/TSan runtimes: libclang-rt-14-dev
+# is only a Recommends of clang-14), ninja, and dpkg-source to unpack
+# Debian's Abseil source package for the TSan build (scripts/tsan-abseil.sh).
+if [[ "${BATCHFETCH_SANITIZER_DEPS:-0}" == 1 ]]; then
+  PACKAGES+=(clang libclang-rt-14-dev ninja-build dpkg-dev xz-utils)
+fi
 if [[ "${BATCHFETCH_BENCH_DEPS:-0}" == 1 ]]; then
   PACKAGES+=(nginx-light libnginx-mod-http-echo python3-aiohttp gnuplot-nox linux-perf)
 fi

@@ -31,6 +31,28 @@ TEST(ActiveBatchLimiter, ServerWideLimitIsReachedThenOverThenReleased) {
   EXPECT_TRUE(limiter.TryAcquire("c").ok());
 }
 
+// The drain closes the limiter: a FetchBatch that passed the draining check
+// just before cannot start a batch the drain did not count.
+TEST(ActiveBatchLimiter,
+     ClosedLimiterRefusesNewLeasesButKeepsCountingHeldOnes) {
+  ActiveBatchLimiter limiter({/*max_active=*/0, /*max_per_caller=*/0});
+  auto held = limiter.TryAcquire("a");
+  ASSERT_TRUE(held.ok());
+  limiter.Close();
+
+  auto late = limiter.TryAcquire("b");
+  ASSERT_FALSE(late.ok());
+  EXPECT_EQ(late.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(absl::StrContains(late.status().message(), "draining"))
+      << late.status();
+  EXPECT_EQ(limiter.active(), 1);  // the held lease still counts
+
+  held->Release();
+  EXPECT_EQ(limiter.active(), 0);
+  limiter.Close();  // idempotent
+  EXPECT_FALSE(limiter.TryAcquire("a").ok());
+}
+
 TEST(ActiveBatchLimiter, PerCallerLimitCountsEachCallerApart) {
   ActiveBatchLimiter limiter({/*max_active=*/0, /*max_per_caller=*/1});
   auto alice = limiter.TryAcquire("alice");

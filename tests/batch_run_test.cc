@@ -203,6 +203,7 @@ class BatchRunTest : public ::testing::Test {
     params.created_at = created_at_;
     params.store = with_store ? &store_ : nullptr;
     params.clock = &clock_;
+    params.stats = &stats_;
     run_ =
         std::make_shared<BatchRun>(std::move(params), *JsonCleaner::Create({}));
     probe_.Watch(run_.get());
@@ -225,6 +226,7 @@ class BatchRunTest : public ::testing::Test {
   std::shared_ptr<FakeHandle> handle_ = std::make_shared<FakeHandle>(&probe_);
   FakeStore store_{&probe_};
   FakeObserver observer_{&probe_};
+  BatchStats stats_;  // outlives run_ (declared before it)
   std::shared_ptr<BatchRun> run_;
   std::shared_ptr<FetchSink> sink_;
 };
@@ -512,6 +514,79 @@ TEST_F(BatchRunTest, ABlockedRedirectHopIsLoggedAsTheFinalHost) {
                 R"("final_host":"http://169.254.169.254:80","error":)"))
       << lines[0];
   EXPECT_FALSE(absl::StrContains(lines[0], "meta-data")) << lines[0];
+}
+
+TEST_F(BatchRunTest, CountsEachResultByOutcomeWithItsLastAttemptsTime) {
+  Make(4, /*with_store=*/false);
+  Start(&observer_);
+  FetchedResponse ok = Ok(0);
+  ok.timings.total = absl::Milliseconds(250);
+  Deliver(std::move(ok));
+  FetchedResponse server_error = Ok(1);
+  server_error.http_status = 500;
+  server_error.timings.total = absl::Milliseconds(3);
+  Deliver(std::move(server_error));
+  FetchedResponse timeout = Failed(2, TransferResult::kTimeout);
+  timeout.timings.total = absl::Seconds(2);
+  Deliver(std::move(timeout));
+  // Never started: counted as a result, but it has no upstream time.
+  FetchedResponse cancelled = Failed(3, TransferResult::kCancelled);
+  cancelled.attempts = 0;
+  Deliver(std::move(cancelled));
+
+  EXPECT_EQ(stats_.results[v1::OUTCOME_OK].value(), 1u);
+  EXPECT_EQ(stats_.results[v1::OUTCOME_HTTP_ERROR].value(), 1u);
+  EXPECT_EQ(stats_.results[v1::OUTCOME_TIMEOUT].value(), 1u);
+  EXPECT_EQ(stats_.results[v1::OUTCOME_CANCELLED].value(), 1u);
+  EXPECT_EQ(stats_.results[v1::OUTCOME_INVALID_JSON].value(), 0u);
+  const Histogram::Snapshot ok_time =
+      stats_.upstream_seconds[v1::OUTCOME_OK]->snapshot();
+  EXPECT_EQ(ok_time.count, 1u);
+  EXPECT_DOUBLE_EQ(ok_time.sum, 0.25);
+  EXPECT_EQ(stats_.upstream_seconds[v1::OUTCOME_HTTP_ERROR]->snapshot().count,
+            1u);
+  EXPECT_DOUBLE_EQ(stats_.upstream_seconds[v1::OUTCOME_TIMEOUT]->snapshot().sum,
+                   2.0);
+  EXPECT_EQ(stats_.upstream_seconds[v1::OUTCOME_CANCELLED]->snapshot().count,
+            0u);
+}
+
+TEST_F(BatchRunTest, IsActiveFromStartUntilItsEndAndCountsItsFinalState) {
+  Make(1);
+  EXPECT_EQ(stats_.batches_active.value(), 0);
+  Start(&observer_);
+  EXPECT_EQ(stats_.batches_active.value(), 1);
+  Deliver(Ok(0));
+  store_.Ack(0);
+  // Recording the final row: still active.
+  EXPECT_EQ(stats_.batches_active.value(), 1);
+  EXPECT_EQ(stats_.batches_finished[v1::BATCH_STATE_DONE].value(), 0u);
+  store_.AckFinish();
+  EXPECT_TRUE(observer_.finished);
+  EXPECT_EQ(stats_.batches_active.value(), 0);
+  EXPECT_EQ(stats_.batches_finished[v1::BATCH_STATE_DONE].value(), 1u);
+  EXPECT_EQ(stats_.batches_finished[v1::BATCH_STATE_CANCELLED].value(), 0u);
+}
+
+TEST_F(BatchRunTest, ACancelledRunIsCountedCancelled) {
+  Make(1, /*with_store=*/false);
+  Start(&observer_);
+  run_->Cancel();
+  Deliver(Failed(0, TransferResult::kCancelled));
+  EXPECT_EQ(stats_.batches_finished[v1::BATCH_STATE_CANCELLED].value(), 1u);
+  EXPECT_EQ(stats_.batches_active.value(), 0);
+}
+
+TEST_F(BatchRunTest, ARunDestroyedUnfinishedIsNoLongerActive) {
+  Make(2, /*with_store=*/false);
+  Start(&observer_);
+  Deliver(Ok(0));
+  EXPECT_EQ(stats_.batches_active.value(), 1);
+  probe_.Watch(nullptr);
+  sink_.reset();
+  run_.reset();
+  EXPECT_EQ(stats_.batches_active.value(), 0);
+  EXPECT_EQ(stats_.batches_finished[v1::BATCH_STATE_DONE].value(), 0u);
 }
 
 }  // namespace

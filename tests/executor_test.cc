@@ -1,5 +1,7 @@
 #include "service/api/executor.h"
 
+#include <set>
+#include <thread>
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
@@ -51,6 +53,43 @@ TEST(Executor, RefusesWithResourceExhaustedWhenTheQueueIsFull) {
   release.Notify();
   executor.Shutdown();
   EXPECT_EQ(ran.load(), 3);  // the refused one never ran
+}
+
+// The server passes the database client's per-thread setup/teardown: each
+// pool thread runs on_start before its tasks and on_end after them.
+TEST(Executor, RunsTheThreadHooksOnEachPoolThreadAroundItsTasks) {
+  absl::Mutex mu;
+  std::set<std::thread::id> started, ended;
+  std::vector<std::thread::id> task_threads;
+  bool task_before_start = false;
+  Executor::ThreadHooks hooks;
+  hooks.on_start = [&] {
+    absl::MutexLock lock(&mu);
+    started.insert(std::this_thread::get_id());
+  };
+  hooks.on_end = [&] {
+    absl::MutexLock lock(&mu);
+    ended.insert(std::this_thread::get_id());
+  };
+  Executor executor(3, 100, hooks);
+  for (int i = 0; i < 10; ++i) {
+    ASSERT_TRUE(executor
+                    .Submit([&] {
+                      absl::MutexLock lock(&mu);
+                      if (started.count(std::this_thread::get_id()) == 0) {
+                        task_before_start = true;
+                      }
+                      task_threads.push_back(std::this_thread::get_id());
+                    })
+                    .ok());
+  }
+  executor.Shutdown();
+  absl::MutexLock lock(&mu);
+  EXPECT_FALSE(task_before_start);
+  EXPECT_EQ(started.size(), 3u);
+  EXPECT_EQ(ended, started);
+  EXPECT_EQ(task_threads.size(), 10u);
+  EXPECT_EQ(started.count(std::this_thread::get_id()), 0u);
 }
 
 TEST(Executor, RefusesAfterShutdown) {

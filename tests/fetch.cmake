@@ -27,3 +27,7 @@ gtest_discover_tests(curl_driver_epoll_failure_test DISCOVERY_TIMEOUT 60
 # The egress policy end to end: reused connections, redirects, pinned names,
 # upstream TLS and --ca_bundle.
 batchfetch_e2e_test(egress_e2e_test egress_e2e_test.cc)
+# Hostile upstreams (broken framing, endless headers or body, resets, bad
+# JSON, redirect loops, silence) mixed with normal URLs in one batch, and
+# oversized values that must still be stored.
+batchfetch_e2e_test(hostile_upstream_e2e_test hostile_upstream_e2e_test.cc)

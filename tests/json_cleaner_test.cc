@@ -1,5 +1,6 @@
 #include "service/json/json_cleaner.h"
 
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
 namespace batchfetch {
@@ -58,6 +59,51 @@ TEST(JsonCleaner, ExtractsJsonPointers) {
       R"({"present":"ann","missing":null,"second":{"k":true},"escaped":3,)"
       R"("whole":{"user":{"name":"ann"},"items":[10,{"k":true}],"a/b":{"c~d":3}}})");
   EXPECT_NE(Clean(*cleaner, "nope").find("ERROR"), std::string::npos);
+}
+
+// 64 pointers at "" would write the whole document 64 times: a body the
+// body cap bounded must not become a row 64 times that size.
+TEST(JsonCleaner, OverlappingProjectionsAreCappedByTheBodySize) {
+  JsonCleaner::Extract whole;
+  for (int i = 0; i < 64; ++i) whole.emplace_back(absl::StrCat("f", i), "");
+  auto cleaner = JsonCleaner::Create(whole);
+  ASSERT_TRUE(cleaner.ok());
+  const std::string body =
+      absl::StrCat("{\"pad\":\"", std::string(200 * 1024, 'x'), "\"}");
+  std::string out;
+  absl::Status status = cleaner->Clean(body, &out);
+  EXPECT_TRUE(absl::IsResourceExhausted(status)) << status;
+  EXPECT_NE(status.message().find("extract output exceeds"),
+            absl::string_view::npos)
+      << status;
+  // Small documents may overlap freely within kProjectionSlack.
+  EXPECT_TRUE(cleaner->Clean(R"({"a":1})", &out).ok());
+  // Two copies of a large body are over its size, one is not.
+  auto twice = JsonCleaner::Create({{"a", ""}, {"b", ""}});
+  auto once = JsonCleaner::Create({{"a", ""}});
+  EXPECT_TRUE(absl::IsResourceExhausted(twice->Clean(body, &out)));
+  EXPECT_TRUE(once->Clean(body, &out).ok());
+}
+
+TEST(JsonCleaner, ExtractedNumbersKeepTheirValueAndType) {
+  auto cleaner = JsonCleaner::Create({{"v", "/v"}});
+  ASSERT_TRUE(cleaner.ok());
+  const auto extract = [&](absl::string_view number) {
+    return Clean(*cleaner, absl::StrCat(R"({"v":)", number, "}"));
+  };
+  // RapidJSON 1.1's own full-precision parse gives 1.596672247627776e293.
+  EXPECT_EQ(extract("0e110"), R"({"v":0.0})");
+  EXPECT_EQ(extract("-0e110"), R"({"v":-0.0})");
+  EXPECT_EQ(extract("-0"), R"({"v":0})");
+  EXPECT_EQ(extract("9223372036854775807"), R"({"v":9223372036854775807})");
+  EXPECT_EQ(extract("18446744073709551615"), R"({"v":18446744073709551615})");
+  EXPECT_EQ(extract("18446744073709551616"), R"({"v":18446744073709553000.0})");
+  EXPECT_EQ(extract("0.1"), R"({"v":0.1})");
+  EXPECT_EQ(extract("1e2"), R"({"v":100.0})");
+  EXPECT_EQ(extract("1e-400"), R"({"v":0.0})");
+  EXPECT_EQ(extract("1e400"),
+            "ERROR: body is not valid JSON: Number too big to be stored in "
+            "double. (at byte 5)");
 }
 
 TEST(JsonCleaner, RejectsInvalidPointersUpFront) {

@@ -95,5 +95,47 @@ TEST(MysqlValuesTest, TruncatedCutsOnUtf8Boundaries) {
   EXPECT_EQ(Truncated("\xE2\x82\xAC", 1), "");
 }
 
+TEST(MysqlValuesTest, FitColumnKeepsValuesThatFit) {
+  EXPECT_EQ(FitColumn("", 0), "");
+  EXPECT_EQ(FitColumn("abc", 3), "abc");
+  const std::string exactly(kMaxStoredUrlBytes, 'u');
+  EXPECT_EQ(FitColumn(exactly, kMaxStoredUrlBytes), exactly);
+}
+
+TEST(MysqlValuesTest, FitColumnCutsToTheLimitAndSaysHowLongTheValueWas) {
+  const std::string url = "http://h/" + std::string(70000 - 9, 'u');
+  const std::string fitted = FitColumn(url, kMaxStoredUrlBytes);
+  EXPECT_EQ(fitted.size(), kMaxStoredUrlBytes);
+  const std::string marker = "\xE2\x80\xA6[truncated: 70000 bytes]";
+  EXPECT_EQ(TruncationMarker(70000), marker);
+  ASSERT_GT(fitted.size(), marker.size());
+  EXPECT_EQ(fitted.substr(fitted.size() - marker.size()), marker);
+  EXPECT_EQ(fitted.substr(0, fitted.size() - marker.size()),
+            url.substr(0, kMaxStoredUrlBytes - marker.size()));
+}
+
+TEST(MysqlValuesTest, FitColumnNeverSplitsAUtf8SequenceBeforeTheMarker) {
+  // 30 euro signs (3 bytes each): 90 bytes into 40. The marker
+  // "…[truncated: 90 bytes]" is 24 bytes, leaving 16 for the text: five
+  // whole signs (15 bytes), not five and a third.
+  std::string euros;
+  for (int i = 0; i < 30; ++i) euros += "\xE2\x82\xAC";
+  const std::string fitted = FitColumn(euros, 40);
+  EXPECT_EQ(fitted, euros.substr(0, 15) + TruncationMarker(90));
+  EXPECT_LE(fitted.size(), 40u);
+}
+
+TEST(MysqlValuesTest, FitColumnTooSmallForTheMarkerJustTruncates) {
+  EXPECT_EQ(FitColumn("abcdefghij", 4), "abcd");
+  EXPECT_EQ(FitColumn("a\xE2\x82\xAC", 3), "a");
+}
+
+TEST(MysqlValuesTest, FitColumnOfAnErrorKeepsItWithinTheErrorLimit) {
+  const std::string error(10000, 'e');
+  const std::string fitted = FitColumn(error, kMaxStoredErrorBytes);
+  EXPECT_EQ(fitted.size(), kMaxStoredErrorBytes);
+  EXPECT_NE(fitted.find("[truncated: 10000 bytes]"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace batchfetch

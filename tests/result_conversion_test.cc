@@ -113,6 +113,20 @@ TEST(FillResult, ExtractProjects) {
   EXPECT_EQ(out.json(), R"({"b":3,"m":null})");
 }
 
+TEST(FillResult, AProjectionLargerThanItsBudgetIsTooLargeAndKeepsNothing) {
+  JsonCleaner::Extract whole;
+  for (int i = 0; i < 64; ++i) whole.emplace_back(absl::StrCat("f", i), "");
+  JsonCleaner cleaner = *JsonCleaner::Create(whole);
+  v1::FetchResult out = Fill(
+      Response(200, absl::StrCat("[\"", std::string(100 * 1024, 'x'), "\"]")),
+      cleaner);
+  EXPECT_EQ(out.outcome(), v1::OUTCOME_TOO_LARGE);
+  EXPECT_EQ(out.json(), "");
+  EXPECT_EQ(out.body(), "");
+  EXPECT_NE(out.error().find("extract output exceeds"), std::string::npos)
+      << out.error();
+}
+
 TEST(FillResult, InvalidJsonKeepsTheRawBody) {
   v1::FetchResult out = Fill(Response(200, "hello"));
   EXPECT_EQ(out.outcome(), v1::OUTCOME_INVALID_JSON);
@@ -196,6 +210,41 @@ TEST(FillResult, NeverEchoesUserinfoInAnError) {
   EXPECT_EQ(out.outcome(), v1::OUTCOME_HTTP_ERROR);
   EXPECT_EQ(out.error(),
             "not retried: http://***@a.test/ said Retry-After 9999");
+}
+
+// Upstream bytes that are not UTF-8 never reach a proto3 string (the caller
+// could not parse the stream) or a utf8mb4 column (strict mode refuses it).
+TEST(FillResult, UnpairedSurrogateEscapeIsInvalidJson) {
+  for (const char* body :
+       {R"({"s":"\udc00"})", R"(["x\uDFFFy"])", R"({"\udc01":1})"}) {
+    v1::FetchResult out = Fill(Response(200, body));
+    EXPECT_EQ(out.outcome(), v1::OUTCOME_INVALID_JSON) << body;
+    EXPECT_NE(out.error().find("unpaired UTF-16 surrogate"), std::string::npos)
+        << out.error();
+    EXPECT_EQ(out.json(), "");
+    EXPECT_EQ(out.body(), body);
+  }
+  // A proper pair is one character and stays OK.
+  v1::FetchResult paired = Fill(Response(200, R"(["\ud83d\ude00"])"));
+  EXPECT_EQ(paired.outcome(), v1::OUTCOME_OK);
+  EXPECT_EQ(paired.json(), "[\"\xF0\x9F\x98\x80\"]");
+}
+
+TEST(FillResult, FinalUrlBytesThatAreNotUtf8ArePercentEncoded) {
+  FetchedResponse r = Response(200, "{}");
+  r.final_url = "http://example.test/a-\xFF\xFE-\xC3\xA9-%2f-\xED\xA0\x80";
+  v1::FetchResult out = Fill(std::move(r));
+  EXPECT_EQ(out.final_url(),
+            "http://example.test/a-%FF%FE-\xC3\xA9-%2f-%ED%A0%80");
+}
+
+TEST(FillResult, ErrorBytesThatAreNotUtf8AreReplaced) {
+  FetchedResponse r = Response(0, "");
+  r.result = TransferResult::kTransportError;
+  r.error = "bad \xFF\xC0\x80 end \xF0\x9F\x98\x80";
+  v1::FetchResult out = Fill(std::move(r));
+  EXPECT_EQ(out.error(),
+            "bad \xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD end \xF0\x9F\x98\x80");
 }
 
 TEST(DurationConversion, ToProtoTruncatesToMicros) {

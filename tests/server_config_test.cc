@@ -25,6 +25,7 @@ namespace {
 const std::map<std::string, std::string>& Samples() {
   static const auto* samples = new std::map<std::string, std::string>{
       {"listen", "127.0.0.1:6000"},
+      {"metrics_listen", "127.0.0.1:9090"},
       {"tls_cert", "/run/secrets/server.crt"},
       {"tls_key", "/run/secrets/server.key"},
       {"tls_client_ca", "/run/secrets/client-ca.crt"},
@@ -60,6 +61,7 @@ const std::map<std::string, std::string>& Samples() {
       {"egress_enforced_by_proxy", "true"},
       {"ca_bundle", "/etc/batchfetch/private-ca.pem"},
       {"shutdown_grace", "3s"},
+      {"log_level", "warning"},
       {"auth_token_file", "/run/secrets/tokens"},
       {"max_active_batches", "12"},
       {"max_active_batches_per_caller", "3"},
@@ -214,6 +216,64 @@ TEST(ServerFlags, NegativeActiveBatchLimitsAreRefused) {
         absl::StrContains(config.status().message(), "--max_active_batches"))
         << config.status();
   }
+}
+
+TEST(ServerFlags, LogLevelReachesTheConfig) {
+  {
+    absl::FlagSaver saver;
+    absl::StatusOr<ServerConfig> defaults = ServerConfigFromFlags();
+    ASSERT_TRUE(defaults.ok()) << defaults.status();
+    EXPECT_EQ(defaults->log_level, LogLevel::kInfo);
+  }
+  absl::FlagSaver saver;
+  ScopedEnv env;
+  env.Set("BATCHFETCH_LOG_LEVEL", "error");
+  ASSERT_TRUE(ApplyEnvironmentToFlags().ok());
+  absl::StatusOr<ServerConfig> config = ServerConfigFromFlags();
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->log_level, LogLevel::kError);
+}
+
+TEST(ServerFlags, MetricsListenIsOffByDefaultAndReachesTheConfig) {
+  {
+    absl::FlagSaver saver;
+    absl::StatusOr<ServerConfig> defaults = ServerConfigFromFlags();
+    ASSERT_TRUE(defaults.ok()) << defaults.status();
+    EXPECT_EQ(defaults->metrics_listen, "");
+  }
+  absl::FlagSaver saver;
+  ScopedEnv env;
+  env.Set("BATCHFETCH_METRICS_LISTEN", ":9090");
+  ASSERT_TRUE(ApplyEnvironmentToFlags().ok());
+  absl::StatusOr<ServerConfig> config = ServerConfigFromFlags();
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->metrics_listen, ":9090");
+}
+
+TEST(ServerFlags, AMetricsAddressCivetwebCannotBindIsRefusedNamingTheFlag) {
+  for (const char* bad : {"[::1]:9090", "localhost:9090", "127.0.0.1:99999"}) {
+    absl::FlagSaver saver;
+    ScopedEnv env;
+    env.Set("BATCHFETCH_METRICS_LISTEN", bad);
+    ASSERT_TRUE(ApplyEnvironmentToFlags().ok());
+    absl::StatusOr<ServerConfig> config = ServerConfigFromFlags();
+    ASSERT_FALSE(config.ok()) << bad;
+    EXPECT_TRUE(absl::IsInvalidArgument(config.status()));
+    EXPECT_TRUE(
+        absl::StrContains(config.status().message(), "--metrics_listen"))
+        << config.status();
+  }
+}
+
+TEST(ServerFlags, AnUnknownLogLevelIsRefusedNamingTheFlag) {
+  absl::FlagSaver saver;
+  ScopedEnv env;
+  env.Set("BATCHFETCH_LOG_LEVEL", "loud");
+  ASSERT_TRUE(ApplyEnvironmentToFlags().ok());
+  absl::StatusOr<ServerConfig> config = ServerConfigFromFlags();
+  ASSERT_FALSE(config.ok());
+  EXPECT_TRUE(absl::StrContains(config.status().message(), "--log_level"))
+      << config.status();
 }
 
 // --- TLS flags (--tls_cert, --tls_key, --tls_client_ca) -------------------

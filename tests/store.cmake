@@ -20,3 +20,14 @@ target_link_libraries(store_test PRIVATE batchfetch_store batchfetch_test_suppor
 add_test(NAME store_test COMMAND store_test)
 # Private MariaDB instances bootstrap badly side by side (ctest -j).
 set_tests_properties(store_test PROPERTIES TIMEOUT 600 RESOURCE_LOCK mariadb)
+
+# The durable local spool (no database): CRC-32C, the log format and its
+# reader on hostile input, the record codec, ResultSpool on a temp dir.
+add_executable(spool_unit_tests
+  spool_crc32c_test.cc
+  spool_log_test.cc
+  spool_record_test.cc
+  spool_result_spool_test.cc)
+target_link_libraries(spool_unit_tests PRIVATE batchfetch_spool batchfetch_warnings
+  GTest::gtest_main Threads::Threads)
+gtest_discover_tests(spool_unit_tests DISCOVERY_TIMEOUT 60)

@@ -3,12 +3,14 @@
 #include <cppconn/resultset.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -20,6 +22,7 @@
 #include "service/store/mysql/mysql_result_store.h"
 #include "service/store/mysql/mysql_schema.h"
 #include "service/store/mysql/mysql_session.h"
+#include "service/store/mysql/mysql_values.h"
 #include "tests/support/local_mariadb.h"
 #include "tests/support/tcp_black_hole_proxy.h"
 
@@ -426,7 +429,9 @@ TEST_F(StoreTest, PermanentErrorFailsOnlyTheBadRow) {
   std::vector<std::unique_ptr<DoneWaiter>> waiters;
   for (uint32_t i = 0; i < 3; ++i) {
     auto r = Result(i);
-    if (i == 1) r->set_url(std::string(70000, 'u'));  // TEXT holds 65535
+    // Not valid utf8mb4: strict SQL mode refuses it (1366). (An oversized
+    // value no longer fails: the writer cuts it to fit.)
+    if (i == 1) r->set_error("bad \xFF byte");
     waiters.push_back(std::make_unique<DoneWaiter>());
     store->AppendResult("bad-row", r, absl::Now(), waiters.back()->Callback());
   }
@@ -437,6 +442,59 @@ TEST_F(StoreTest, PermanentErrorFailsOnlyTheBadRow) {
   EXPECT_EQ(Sql("SELECT GROUP_CONCAT(idx ORDER BY idx) FROM fetch_results "
                 "WHERE batch_id = 'bad-row'"),
             "0,2");
+}
+
+// Every text column gets a value that fits it, whatever its size, under the
+// strict SQL modes of both supported servers (their defaults): the row is
+// stored, cut with a marker that gives the original size.
+TEST_F(StoreTest, OversizedFieldsAreCutToFitTheirColumnsInStrictMode) {
+  const std::string url = "http://h/" + std::string(70000 - 9, 'u');
+  const std::string final_url = "http://f/" + std::string(100000 - 9, 'f');
+  const std::string error(9000, 'e');
+  std::string content_type = "application/json; x=";
+  content_type.resize(300, 'c');
+  int batches = 0;
+  for (const char* sql_mode :
+       {// MariaDB 10.11's default
+        "STRICT_TRANS_TABLES,ERROR_FOR_DIVISION_BY_ZERO,"
+        "NO_AUTO_CREATE_USER,NO_ENGINE_SUBSTITUTION",
+        // MySQL 8's default
+        "ONLY_FULL_GROUP_BY,STRICT_TRANS_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,"
+        "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION"}) {
+    SCOPED_TRACE(sql_mode);
+    // Global: the store's own (new) connections get it.
+    ASSERT_TRUE(
+        db_->Execute(absl::StrCat("SET GLOBAL sql_mode = '", sql_mode, "'"))
+            .ok());
+    auto store = Open(Options());
+    ASSERT_NE(store, nullptr);
+    const std::string id = absl::StrCat("oversized-", ++batches);
+    ASSERT_TRUE(store->CreateBatch(Running(id, 1)).ok());
+    auto r = Result(0, v1::OUTCOME_INVALID_REQUEST);
+    r->set_url(url);
+    r->set_final_url(final_url);
+    r->set_error(error);
+    r->set_content_type(content_type);
+    absl::Status appended = Append(*store, id, r);
+    ASSERT_TRUE(appended.ok()) << appended;
+    auto page = store->ListResults(id, kAnyOwner, 0, 10);
+    ASSERT_TRUE(page.ok()) << page.status();
+    ASSERT_EQ(page->results.size(), 1u);
+    const v1::FetchResult& stored = page->results[0];
+    EXPECT_EQ(stored.url().size(), kMaxStoredUrlBytes);
+    EXPECT_EQ(stored.url(), FitColumn(url, kMaxStoredUrlBytes));
+    EXPECT_TRUE(absl::EndsWith(stored.url(), "[truncated: 70000 bytes]"));
+    EXPECT_TRUE(
+        absl::EndsWith(stored.final_url(), "[truncated: 100000 bytes]"));
+    EXPECT_EQ(stored.final_url().size(), kMaxStoredUrlBytes);
+    EXPECT_EQ(stored.error().size(), kMaxStoredErrorBytes);
+    EXPECT_TRUE(absl::EndsWith(stored.error(), "[truncated: 9000 bytes]"));
+    EXPECT_EQ(stored.content_type().size(), kMaxStoredContentTypeBytes);
+    EXPECT_TRUE(
+        absl::EndsWith(stored.content_type(), "[truncated: 300 bytes]"));
+    store.reset();
+  }
+  ASSERT_TRUE(db_->Execute("SET GLOBAL sql_mode = DEFAULT").ok());
 }
 
 TEST_F(StoreTest, ReconnectsAfterItsConnectionsAreKilled) {
@@ -686,6 +744,122 @@ TEST_F(StoreTest, DestructorDrainsPromptlyWhileAWriteIsStuck) {
     ASSERT_TRUE(w->Wait(absl::ZeroDuration()));
     EXPECT_TRUE(absl::IsUnavailable(w->status())) << w->status();
   }
+}
+
+// The server's drain starts the store's drain early (before the reactors wait
+// for their acks): queued groups against a black-holed database share one
+// budget from StartDraining, instead of one budget each, while the store
+// is still alive.
+TEST_F(StoreTest, StartDrainingGivesUpQueuedWritesWithinAboutOneBudget) {
+  auto proxy = TcpBlackHoleProxy::Start(db_->port());
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  MysqlResultStore::Options o = Options((*proxy)->port());
+  o.io_timeout = absl::Seconds(1);
+  o.connect_timeout = absl::Seconds(1);
+  o.retry_budget = absl::Seconds(3);
+  o.max_group_rows = 1;  // one group per op: five budgets without the drain
+  auto store = Open(o);
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateBatch(Running("draining", 6)).ok());
+  ASSERT_TRUE(Append(*store, "draining", Result(0)).ok());
+
+  (*proxy)->StartBlackHole();
+  std::vector<std::unique_ptr<DoneWaiter>> waiters;
+  for (uint32_t i = 1; i <= 5; ++i) {
+    waiters.push_back(std::make_unique<DoneWaiter>());
+    store->AppendResult("draining", Result(i), absl::Now(),
+                        waiters.back()->Callback());
+  }
+  const absl::Time start = absl::Now();
+  store->StartDraining();
+  // About one budget plus one try's timeouts.
+  const absl::Time limit = start + absl::Seconds(8);
+  for (auto& w : waiters) {
+    ASSERT_TRUE(w->Wait(std::max(limit - absl::Now(), absl::ZeroDuration())))
+        << "a queued write was not given up within about one budget of "
+           "StartDraining";
+    EXPECT_TRUE(absl::IsUnavailable(w->status())) << w->status();
+  }
+  EXPECT_TRUE(DestroyWithin(std::move(store), absl::Seconds(5)));
+}
+
+// --- StoreStats: what the writer counts for the metrics endpoint ---------
+
+TEST_F(StoreTest, WriterCountsCommittedRowsAndTheirCommitTime) {
+  StoreStats stats;
+  MysqlResultStore::Options o = Options();
+  o.stats = &stats;
+  auto store = Open(o);
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateBatch(Running("counted", 3)).ok());
+  for (uint32_t i = 0; i < 3; ++i) {
+    ASSERT_TRUE(Append(*store, "counted", Result(i)).ok());
+  }
+  DoneWaiter finished;
+  store->FinishBatch(Running("counted", 3), finished.Callback());
+  ASSERT_TRUE(finished.Wait(absl::Seconds(30)));
+  EXPECT_EQ(stats.rows.value(), 3u);  // result rows, not the batch update
+  EXPECT_GE(stats.commit_seconds.snapshot().count, 2u);
+  EXPECT_EQ(stats.errors.value(), 0u);
+  EXPECT_EQ(stats.queue_depth.value(), 0);
+}
+
+TEST_F(StoreTest, WriterCountsFailedWritesAndNotTheRowsTheyFailed) {
+  StoreStats stats;
+  MysqlResultStore::Options o = Options();
+  o.stats = &stats;
+  auto store = Open(o);
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateBatch(Running("bad-counted", 3)).ok());
+  std::vector<std::unique_ptr<DoneWaiter>> waiters;
+  for (uint32_t i = 0; i < 3; ++i) {
+    auto r = Result(i);
+    if (i == 1) r->set_error("bad \xFF byte");  // refused: not utf8mb4
+    waiters.push_back(std::make_unique<DoneWaiter>());
+    store->AppendResult("bad-counted", r, absl::Now(),
+                        waiters.back()->Callback());
+  }
+  for (auto& w : waiters) ASSERT_TRUE(w->Wait(absl::Seconds(30)));
+  EXPECT_EQ(stats.rows.value(), 2u);
+  // The bad row fails once alone, and once more if it shared a group.
+  EXPECT_GE(stats.errors.value(), 1u);
+  EXPECT_LE(stats.errors.value(), 2u);
+}
+
+TEST_F(StoreTest, QueueDepthCountsWritesWaitingBehindAStuckGroup) {
+  auto proxy = TcpBlackHoleProxy::Start(db_->port());
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  StoreStats stats;
+  MysqlResultStore::Options o = Options((*proxy)->port());
+  o.io_timeout = absl::Seconds(1);
+  o.connect_timeout = absl::Seconds(1);
+  o.retry_budget = absl::Seconds(3);
+  o.stats = &stats;
+  auto store = Open(o);
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateBatch(Running("deep", 4)).ok());
+  ASSERT_TRUE(Append(*store, "deep", Result(0)).ok());  // writer connected
+  (*proxy)->StartBlackHole();
+  std::vector<std::unique_ptr<DoneWaiter>> waiters;
+  const auto append = [&](uint32_t index) {
+    waiters.push_back(std::make_unique<DoneWaiter>());
+    store->AppendResult("deep", Result(index), absl::Now(),
+                        waiters.back()->Callback());
+  };
+  append(1);
+  // The writer takes it and is stuck on the silent connection (>= 1 s).
+  const absl::Time give_up = absl::Now() + absl::Seconds(5);
+  while (stats.queue_depth.value() != 0 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  append(2);
+  append(3);
+  EXPECT_EQ(stats.queue_depth.value(), 2);
+  for (auto& w : waiters) ASSERT_TRUE(w->Wait(absl::Seconds(30)));
+  EXPECT_EQ(stats.rows.value(), 1u);
+  EXPECT_GE(stats.errors.value(), 1u);
+  EXPECT_EQ(stats.queue_depth.value(), 0);
+  EXPECT_TRUE(DestroyWithin(std::move(store), absl::Seconds(10)));
 }
 
 }  // namespace

@@ -44,6 +44,13 @@ TEST(RedactUserinfo, ABackslashDoesNotEndTheAuthority) {
             "to http://***@host/ failed");
 }
 
+TEST(RedactUserinfo, ABackslashAfterTheSlashesStartsTheUserinfo) {
+  // libcurl reads "\\u" as the user here (a browser "u").
+  EXPECT_EQ(RedactUserinfo("http://\\\\u:p@host/"), "http://***@host/");
+  EXPECT_EQ(UserinfoOf("http://\\\\@host/"), "\\\\");
+  EXPECT_EQ(RedactUserinfoInText("at http://\\u@host/"), "at http://***@host/");
+}
+
 TEST(RedactUserinfo, TheLastAtOfTheAuthorityEndsTheUserinfo) {
   // libcurl splits at the first '@' (and then rejects "pw@host" as a host),
   // browsers at the last: either way nothing before the last one shows.
@@ -77,6 +84,13 @@ TEST(RedactUserinfo, WithoutASchemeTheAuthorityStartsTheString) {
   EXPECT_EQ(RedactUserinfo("http:///user:pw@host/"), "http:///***@host/");
   EXPECT_EQ(RedactUserinfo("http:\\\\user:pw@host/"), "http:\\\\***@host/");
   EXPECT_EQ(RedactUserinfo("not a url"), "not a url");
+}
+
+TEST(RedactUserinfo, ASchemeMayStartWithWhatLibcurlAccepts) {
+  // libcurl 7.88 reads "1tp", "+x" and ".x" as schemes with user "u".
+  EXPECT_EQ(RedactUserinfo("1tp://u:pw@h/"), "1tp://***@h/");
+  EXPECT_EQ(RedactUserinfo("+x://u:pw@h/"), "+x://***@h/");
+  EXPECT_EQ(RedactUserinfo(".x:/u@h"), ".x:/***@h");
 }
 
 TEST(RedactUserinfo, IsIdempotent) {

@@ -48,6 +48,10 @@ void ActiveBatchLimiter::Lease::Release() {
 absl::StatusOr<ActiveBatchLimiter::Lease> ActiveBatchLimiter::TryAcquire(
     const std::string& caller) {
   absl::MutexLock lock(&mu_);
+  if (closed_) {
+    return absl::UnavailableError(
+        "the server is draining (shutting down); retry on another instance");
+  }
   if (limits_.max_active > 0 && active_ >= limits_.max_active) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the server runs --max_active_batches=", limits_.max_active,
@@ -64,6 +68,11 @@ absl::StatusOr<ActiveBatchLimiter::Lease> ActiveBatchLimiter::TryAcquire(
   ++active_;
   ++per_caller_[caller];
   return Lease(this, caller);
+}
+
+void ActiveBatchLimiter::Close() {
+  absl::MutexLock lock(&mu_);
+  closed_ = true;
 }
 
 void ActiveBatchLimiter::Release(const std::string& caller) {

@@ -61,9 +61,16 @@ class ActiveBatchLimiter {
   explicit ActiveBatchLimiter(Limits limits) : limits_(limits) {}
 
   // Admits one more batch for `caller`, or RESOURCE_EXHAUSTED naming the
-  // limit flag that is reached (--max_active_batches first).
+  // limit flag that is reached (--max_active_batches first), or UNAVAILABLE
+  // once Close() was called.
   absl::StatusOr<Lease> TryAcquire(const std::string& caller)
       ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Refuses every later TryAcquire (the server is draining). Atomic with
+  // TryAcquire: a lease is either handed out before Close returns, and so
+  // counted by active() right after, or refused. Leases already held keep
+  // counting until released. Idempotent.
+  void Close() ABSL_LOCKS_EXCLUDED(mu_);
 
   int active() const ABSL_LOCKS_EXCLUDED(mu_);
   int active_for(const std::string& caller) const ABSL_LOCKS_EXCLUDED(mu_);
@@ -74,6 +81,7 @@ class ActiveBatchLimiter {
   const Limits limits_;
   mutable absl::Mutex mu_;
   int active_ ABSL_GUARDED_BY(mu_) = 0;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
   // Only callers with at least one active batch have an entry.
   std::map<std::string, int> per_caller_ ABSL_GUARDED_BY(mu_);
 };

@@ -47,7 +47,9 @@ BatchFetcherService::BatchFetcherService(
       clock_(clock),
       limiter_(ActiveBatchLimiter::Limits{
           options.max_active_batches, options.max_active_batches_per_caller}),
-      executor_(std::max(options.store_threads, 1), options.store_queue) {}
+      executor_(std::max(options.store_threads, 1), options.store_queue,
+                Executor::ThreadHooks{options.store_thread_init,
+                                      options.store_thread_end}) {}
 
 BatchFetcherService::~BatchFetcherService() { executor_.Shutdown(); }
 
@@ -80,6 +82,11 @@ grpc::ServerWriteReactor<v1::FetchBatchEvent>* BatchFetcherService::FetchBatch(
   absl::StatusOr<Caller> caller = Identify(*context);
   if (!caller.ok()) {
     reactor->Reject(caller.status());
+    return reactor;
+  }
+  if (draining_.load(std::memory_order_acquire)) {
+    reactor->Reject(absl::UnavailableError(
+        "the server is draining (shutting down); retry on another instance"));
     return reactor;
   }
   CallInfo call;
@@ -139,12 +146,50 @@ void BatchFetcherService::CreateAndRun(FetchBatchReactor* reactor,
   params.created_at = plan.created_at;
   params.store = store_;
   params.clock = clock_;
+  params.stats = options_.batch_stats;
   auto run =
       std::make_shared<BatchRun>(std::move(params), std::move(plan.cleaner));
+  bool cancel_at_once = false;
+  {
+    absl::MutexLock lock(&runs_mu_);
+    runs_.erase(std::remove_if(runs_.begin(), runs_.end(),
+                               [](const std::weak_ptr<BatchRun>& r) {
+                                 return r.expired();
+                               }),
+                runs_.end());
+    runs_.push_back(run);
+    cancel_at_once = cancel_runs_;
+  }
+  // The grace is over already: the run starts cancelled (every request is
+  // still recorded).
+  if (cancel_at_once) run->Cancel();
   reactor->Run(std::move(run), [&](std::shared_ptr<FetchSink> sink) {
     return engine_->Submit(std::move(plan.specs), plan.options,
                            std::move(sink));
   });
+}
+
+void BatchFetcherService::StartDraining() {
+  draining_.store(true, std::memory_order_release);
+  // A FetchBatch that read draining_ == false just before may still be on
+  // its way to TryAcquire: closing the limiter refuses it there, or, if it
+  // got its lease first, active_batches() counts it once this returns.
+  limiter_.Close();
+}
+
+void BatchFetcherService::CancelRunningBatches() {
+  std::vector<std::shared_ptr<BatchRun>> running;
+  {
+    absl::MutexLock lock(&runs_mu_);
+    cancel_runs_ = true;
+    for (const std::weak_ptr<BatchRun>& weak : runs_) {
+      if (std::shared_ptr<BatchRun> run = weak.lock()) {
+        running.push_back(std::move(run));
+      }
+    }
+  }
+  // Outside the lock: a run may call its observer from Cancel.
+  for (const std::shared_ptr<BatchRun>& run : running) run->Cancel();
 }
 
 grpc::ServerUnaryReactor* BatchFetcherService::GetBatch(

@@ -1,9 +1,14 @@
 #ifndef BATCHFETCH_SERVICE_API_BATCH_FETCHER_SERVICE_H_
 #define BATCHFETCH_SERVICE_API_BATCH_FETCHER_SERVICE_H_
 
+#include <atomic>
+#include <memory>
 #include <string>
+#include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "batchfetch/v1/batchfetch.grpc.pb.h"
 #include "service/api/active_batch_limiter.h"
 #include "service/api/executor.h"
@@ -11,6 +16,7 @@
 #include "service/api/service_options.h"
 #include "service/api/token_authenticator.h"
 #include "service/base/clock.h"
+#include "service/batch/batch_run.h"
 #include "service/fetch/fetch_engine.h"
 #include "service/store/result_store.h"
 
@@ -56,6 +62,19 @@ class BatchFetcherService final : public v1::BatchFetcher::CallbackService {
                       const Clock* clock = Clock::Real());
   ~BatchFetcherService() override;
 
+  // Drain, step 1 (SIGTERM): from now on FetchBatch answers UNAVAILABLE
+  // ("draining"); running batches go on; reads are still served. Every
+  // batch admitted before this returns is counted by active_batches().
+  void StartDraining();
+  // Drain, step 2 (the grace is over): cancels every batch still running,
+  // and any that starts from now on, as a caller's cancel would (the
+  // unfinished requests end CANCELLED and are stored; each caller gets its
+  // results, the summary and CANCELLED). REQUIRES: StartDraining was called.
+  void CancelRunningBatches();
+  // Batches admitted and not yet finished (results stored), as the
+  // ActiveBatchLimiter counts them: drain waits for 0.
+  int active_batches() const { return limiter_.active(); }
+
   grpc::ServerWriteReactor<v1::FetchBatchEvent>* FetchBatch(
       grpc::CallbackServerContext* context,
       const v1::FetchBatchRequest* request) override;
@@ -95,6 +114,14 @@ class BatchFetcherService final : public v1::BatchFetcher::CallbackService {
   const TokenAuthenticator* const authenticator_;
   const Clock* const clock_;
   ActiveBatchLimiter limiter_;
+  // Set by StartDraining; read by every FetchBatch.
+  std::atomic<bool> draining_{false};
+  absl::Mutex runs_mu_;
+  // Set by CancelRunningBatches: a run created later is cancelled at once.
+  bool cancel_runs_ ABSL_GUARDED_BY(runs_mu_) = false;
+  // The runs started, for CancelRunningBatches; expired entries (finished
+  // runs, their reactors gone) are pruned as new ones come.
+  std::vector<std::weak_ptr<BatchRun>> runs_ ABSL_GUARDED_BY(runs_mu_);
   // Database round trips; joined by the destructor.
   Executor executor_;
 };

@@ -6,7 +6,8 @@
 
 namespace batchfetch {
 
-Executor::Executor(int threads, size_t max_queued) : max_queued_(max_queued) {
+Executor::Executor(int threads, size_t max_queued, ThreadHooks hooks)
+    : max_queued_(max_queued), hooks_(std::move(hooks)) {
   threads_.reserve(static_cast<size_t>(threads));
   for (int i = 0; i < threads; ++i) threads_.emplace_back([this] { Loop(); });
 }
@@ -46,17 +47,19 @@ bool Executor::HasWorkOrStopping() const {
 }
 
 void Executor::Loop() {
+  if (hooks_.on_start) hooks_.on_start();
   for (;;) {
     absl::AnyInvocable<void() &&> task;
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(this, &Executor::HasWorkOrStopping));
-      if (queue_.empty()) return;  // stopping, and nothing left to run
+      if (queue_.empty()) break;  // stopping, and nothing left to run
       task = std::move(queue_.front());
       queue_.pop_front();
     }
     std::move(task)();
   }
+  if (hooks_.on_end) hooks_.on_end();
 }
 
 }  // namespace batchfetch

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <deque>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -25,8 +26,17 @@ namespace batchfetch {
 // task (they join the threads).
 class Executor {
  public:
+  // Run on each pool thread: `on_start` before its first task, `on_end`
+  // after its last (e.g. a database client's per-thread setup, which the
+  // server passes in so this folder needs no database dependency). Empty:
+  // nothing.
+  struct ThreadHooks {
+    std::function<void()> on_start;
+    std::function<void()> on_end;
+  };
+
   // REQUIRES: threads >= 1.
-  Executor(int threads, size_t max_queued);
+  Executor(int threads, size_t max_queued, ThreadHooks hooks = {});
   // Shutdown().
   ~Executor();
 
@@ -50,6 +60,7 @@ class Executor {
   bool HasWorkOrStopping() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const size_t max_queued_;
+  const ThreadHooks hooks_;
   mutable absl::Mutex mu_;
   std::deque<absl::AnyInvocable<void() &&>> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -3,10 +3,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 
 #include "absl/time/time.h"
 
 namespace batchfetch {
+
+struct BatchStats;
 
 // What the BatchFetcher service allows and assumes when a request says 0.
 struct ServiceOptions {
@@ -28,6 +31,11 @@ struct ServiceOptions {
   // wait for one before further calls get RESOURCE_EXHAUSTED.
   int store_threads = 8;
   size_t store_queue = 1024;
+  // Run on each of those threads at its start and before it exits: the
+  // server passes the database client's per-thread setup and teardown
+  // (MysqlSession::ThreadInit/ThreadEnd). Empty: nothing.
+  std::function<void()> store_thread_init;
+  std::function<void()> store_thread_end;
   // Batches running at once (accepted and not yet finished, results
   // stored): server-wide, and per caller (per identity with auth, per peer
   // address without). 0 = no limit. Over either, FetchBatch gets
@@ -35,6 +43,9 @@ struct ServiceOptions {
   // responses in memory, so these bound the server's memory too.
   int max_active_batches = 256;
   int max_active_batches_per_caller = 64;
+  // Where every BatchRun counts its results and its end (metrics). Not
+  // owned; must outlive the service and its runs. Null: nothing counted.
+  BatchStats* batch_stats = nullptr;
 };
 
 }  // namespace batchfetch

@@ -50,9 +50,13 @@ BatchRun::BatchRun(Params params, JsonCleaner cleaner)
       created_at_(params.created_at),
       store_(params.store),
       clock_(params.clock),
-      cleaner_(std::move(cleaner)) {}
+      cleaner_(std::move(cleaner)),
+      stats_(params.stats) {}
 
-BatchRun::~BatchRun() = default;
+BatchRun::~BatchRun() {
+  absl::MutexLock lock(&mu_);
+  if (counted_active_) stats_->batches_active.Add(-1);
+}
 
 void BatchRun::Start(BatchObserver* observer, Submit submit) {
   auto accepted = std::make_shared<v1::FetchBatchEvent>();
@@ -61,6 +65,10 @@ void BatchRun::Start(BatchObserver* observer, Submit submit) {
   {
     absl::MutexLock lock(&mu_);
     observer_ = observer;
+    if (stats_ != nullptr && phase_ != Phase::kFinished) {
+      stats_->batches_active.Add(1);
+      counted_active_ = true;
+    }
     Notice notice;
     notice.kind = Notice::Kind::kAccepted;
     notice.event = std::move(accepted);
@@ -108,6 +116,15 @@ void BatchRun::OnFetched(FetchedResponse response,
   v1::FetchResult* result = slot->event.mutable_result();
   FillResult(response, cleaner_, result);
   const bool ok = result->outcome() == v1::OUTCOME_OK;
+  if (stats_ != nullptr) {
+    stats_->results[result->outcome()].Increment();
+    // A request that never started (cancelled or refused before I/O) has
+    // no upstream time to show.
+    if (response.attempts > 0) {
+      stats_->upstream_seconds[result->outcome()]->Observe(
+          absl::ToDoubleSeconds(response.timings.total));
+    }
+  }
   if (result->outcome() == v1::OUTCOME_BLOCKED) LogBlocked(batch_id_, *result);
   if (store_ != nullptr) {
     store_->AppendResult(
@@ -186,6 +203,11 @@ BatchRun::Actions BatchRun::MaybeComplete() {
 
 void BatchRun::QueueFinished() {
   phase_ = Phase::kFinished;
+  if (stats_ != nullptr) {
+    stats_->batches_finished[record_.state].Increment();
+    if (counted_active_) stats_->batches_active.Add(-1);
+    counted_active_ = false;
+  }
   Notice notice;
   notice.kind = Notice::Kind::kFinished;
   v1::BatchSummary& s = notice.summary;

@@ -15,6 +15,7 @@
 #include "batchfetch/v1/batchfetch.pb.h"
 #include "service/base/clock.h"
 #include "service/batch/batch_observer.h"
+#include "service/batch/batch_stats.h"
 #include "service/fetch/fetch_engine.h"
 #include "service/json/json_cleaner.h"
 #include "service/store/result_store.h"
@@ -57,6 +58,9 @@ class BatchRun final : public FetchSink,
     ResultStore* store = nullptr;
     // Stamps fetched_at and finished_at. Must outlive the run.
     const Clock* clock = Clock::Real();
+    // Where the run counts its results, its end and itself while active
+    // (metrics). Not owned; must outlive the run. Null: nothing is counted.
+    BatchStats* stats = nullptr;
   };
 
   enum class Phase { kFetching, kRecording, kFinished };
@@ -146,6 +150,7 @@ class BatchRun final : public FetchSink,
   ResultStore* const store_;
   const Clock* const clock_;
   const JsonCleaner cleaner_;
+  BatchStats* const stats_;
 
   mutable absl::Mutex mu_;
   BatchObserver* observer_ ABSL_GUARDED_BY(mu_) = nullptr;
@@ -161,6 +166,9 @@ class BatchRun final : public FetchSink,
   BatchRecord record_ ABSL_GUARDED_BY(mu_);       // final, from kRecording on
   std::deque<Notice> notices_ ABSL_GUARDED_BY(mu_);
   bool notifying_ ABSL_GUARDED_BY(mu_) = false;  // a thread is delivering
+  // Counted in stats_->batches_active: from Start until it finishes (or is
+  // destroyed unfinished).
+  bool counted_active_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace batchfetch

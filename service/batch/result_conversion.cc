@@ -34,6 +34,74 @@ std::string RedactError(absl::string_view error, absl::string_view url,
   return out;
 }
 
+// Length of the well-formed UTF-8 sequence starting at s[i] (1 to 4), or 0
+// if none does (RFC 3629: no overlong forms, no UTF-16 surrogates, nothing
+// past U+10FFFF; the ranges of its table 3-7).
+size_t Utf8SequenceAt(absl::string_view s, size_t i) {
+  const auto byte = [&](size_t k) -> unsigned {
+    return i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : 0x100;
+  };
+  const auto in = [](unsigned b, unsigned lo, unsigned hi) {
+    return b >= lo && b <= hi;
+  };
+  const unsigned b0 = byte(0);
+  if (b0 < 0x80) return 1;
+  if (in(b0, 0xC2, 0xDF)) return in(byte(1), 0x80, 0xBF) ? 2 : 0;
+  if (in(b0, 0xE0, 0xEF)) {
+    const unsigned lo = b0 == 0xE0 ? 0xA0 : 0x80;
+    const unsigned hi = b0 == 0xED ? 0x9F : 0xBF;  // ED A0..BF: surrogates
+    return in(byte(1), lo, hi) && in(byte(2), 0x80, 0xBF) ? 3 : 0;
+  }
+  if (in(b0, 0xF0, 0xF4)) {
+    const unsigned lo = b0 == 0xF0 ? 0x90 : 0x80;
+    const unsigned hi = b0 == 0xF4 ? 0x8F : 0xBF;
+    return in(byte(1), lo, hi) && in(byte(2), 0x80, 0xBF) &&
+                   in(byte(3), 0x80, 0xBF)
+               ? 4
+               : 0;
+  }
+  return 0;
+}
+
+bool IsValidUtf8(absl::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = Utf8SequenceAt(s, i);
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+
+// `s` with each byte that is not part of well-formed UTF-8 replaced: by
+// U+FFFD (`percent_encode` false) or by "%XX" (true, for URLs, where it
+// means the same byte). Proto3 strings must be UTF-8 (else the caller
+// cannot parse the stream) and so must utf8mb4 columns (else strict SQL
+// mode refuses the row); upstream bytes are neither.
+std::string ValidUtf8(absl::string_view s, bool percent_encode) {
+  if (IsValidUtf8(s)) return std::string(s);
+  std::string out;
+  out.reserve(s.size() + 16);
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = Utf8SequenceAt(s, i);
+    if (n > 0) {
+      out.append(s.data() + i, n);
+      i += n;
+      continue;
+    }
+    if (percent_encode) {
+      constexpr char kHex[] = "0123456789ABCDEF";
+      const unsigned char c = static_cast<unsigned char>(s[i]);
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 0xF];
+    } else {
+      out += "\xEF\xBF\xBD";
+    }
+    ++i;
+  }
+  return out;
+}
+
 }  // namespace
 
 v1::Outcome OutcomeOf(TransferResult result) {
@@ -72,7 +140,9 @@ void FillResult(FetchedResponse& response, const JsonCleaner& cleaner,
   result->set_content_type(std::move(response.content_type));
   result->set_attempts(response.attempts);
   *result->mutable_elapsed() = ToProtoDuration(response.elapsed);
-  result->set_final_url(RedactUserinfo(response.final_url));
+  // A redirect's Location may hold raw bytes that are not UTF-8.
+  result->set_final_url(
+      ValidUtf8(RedactUserinfo(response.final_url), /*percent_encode=*/true));
   if (response.attempts > 0) {
     v1::Timings* t = result->mutable_timings();
     *t->mutable_dns() = ToProtoDuration(response.timings.dns);
@@ -84,15 +154,17 @@ void FillResult(FetchedResponse& response, const JsonCleaner& cleaner,
   if (response.result != TransferResult::kResponse) {
     result->set_outcome(OutcomeOf(response.result));
     result->set_error(
-        RedactError(response.error, response.url, response.final_url));
+        ValidUtf8(RedactError(response.error, response.url, response.final_url),
+                  /*percent_encode=*/false));
     return;
   }
   const int status = response.http_status;
   if (status < 200 || status > 299) {
     result->set_outcome(v1::OUTCOME_HTTP_ERROR);
     // The engine's text, when it has one, says more (e.g. why no retry).
-    result->set_error(RedactError(DescribeFailure(response), response.url,
-                                  response.final_url));
+    result->set_error(ValidUtf8(RedactError(DescribeFailure(response),
+                                            response.url, response.final_url),
+                                /*percent_encode=*/false));
     result->set_body(std::move(response.body));
     return;
   }
@@ -102,8 +174,20 @@ void FillResult(FetchedResponse& response, const JsonCleaner& cleaner,
     return;
   }
   absl::Status cleaned = cleaner.Clean(response.body, result->mutable_json());
+  // RapidJSON validates the body's bytes, but decodes the escape of an
+  // unpaired low surrogate (U+DC00 to U+DFFF) into bytes that are not UTF-8.
+  if (cleaned.ok() && !IsValidUtf8(result->json())) {
+    cleaned = absl::InvalidArgumentError(
+        "body is not valid JSON: a string holds an unpaired UTF-16 surrogate "
+        "escape, which is no Unicode character");
+  }
   if (cleaned.ok()) {
     result->set_outcome(v1::OUTCOME_OK);
+  } else if (absl::IsResourceExhausted(cleaned)) {
+    // The projection, not the body, is too large: nothing is kept.
+    result->clear_json();
+    result->set_outcome(v1::OUTCOME_TOO_LARGE);
+    result->set_error(std::string(cleaned.message()));
   } else {
     result->clear_json();
     result->set_outcome(v1::OUTCOME_INVALID_JSON);

@@ -27,7 +27,12 @@ v1::Outcome OutcomeOf(TransferResult result);
 //     "upstream answered HTTP <status>";
 //   * an empty body on 204/205 or when none was expected (HEAD): OK;
 //   * otherwise JsonCleaner::Clean: OK with `json`, or INVALID_JSON with the
-//     parser's message in `error` and the raw body.
+//     parser's message in `error` and the raw body (also when the cleaned
+//     JSON is not valid UTF-8: the escape of an unpaired
+//     UTF-16 surrogate such as U+DC00).
+// Every string set is valid UTF-8, as proto3 and utf8mb4 columns require:
+// bytes that are not are percent-encoded in `final_url` and replaced by
+// U+FFFD in `error`.
 // `url` and `final_url` have their userinfo redacted ("http://***@h/"), and
 // so has any URL in `error` (RedactUserinfo, RedactUserinfoInText): a
 // caller's credentials are sent but never echoed or stored.

@@ -803,9 +803,17 @@ class CurlDriver::Impl {
       curl_easy_getinfo(easy, CURLINFO_EFFECTIVE_URL, &final_url);
       if (final_url != nullptr) {
         r.final_url = final_url;
-        // Redirects can lengthen it past what we accept from callers.
-        if (r.final_url.size() > kMaxUrlLength)
-          r.final_url.resize(kMaxUrlLength);
+        // Redirects can lengthen it past what we accept from callers: cut,
+        // saying so. libcurl may hand back raw non-ASCII bytes from a
+        // Location header (not necessarily UTF-8), and the cut may split a
+        // UTF-8 sequence: result_conversion's ValidUtf8 pass makes final_url
+        // valid UTF-8 (percent-encoding bad bytes) before it reaches a proto.
+        if (r.final_url.size() > kMaxUrlLength) {
+          const std::string marker = absl::StrCat(
+              "\xE2\x80\xA6[truncated: ", r.final_url.size(), " bytes]");
+          r.final_url.resize(kMaxUrlLength - marker.size());
+          r.final_url += marker;
+        }
       }
       long redirects = 0;
       curl_easy_getinfo(easy, CURLINFO_REDIRECT_COUNT, &redirects);

@@ -145,6 +145,10 @@ class FetchEngine::Impl {
         stats_.transfers_in_flight.load(std::memory_order_relaxed));
   }
   FetchStatsSnapshot stats() const { return stats_.Snapshot(); }
+  uint64_t loop_turns() const {
+    return loop_turns_.load(std::memory_order_relaxed);
+  }
+  void WakeLoop() { driver_->Wake(); }
 
  private:
   // A batch on its way to the engine thread.
@@ -206,6 +210,7 @@ class FetchEngine::Impl {
       stats_.requests_queued.store(scheduler_.queued(),
                                    std::memory_order_relaxed);
       delivery_.Push(outbox_);
+      loop_turns_.fetch_add(1, std::memory_order_relaxed);
       if (stopping) break;
     }
     // Shutting down: everything not yet delivered ends as cancelled.
@@ -416,6 +421,8 @@ class FetchEngine::Impl {
   std::thread thread_;
   FetchStats stats_;
   std::atomic<Scheduler::BatchKey> next_key_{1};
+  // Turns of Run() completed (the liveness heartbeat).
+  std::atomic<uint64_t> loop_turns_{0};
 
   absl::Mutex mu_;
   std::vector<Submission> submitted_ ABSL_GUARDED_BY(mu_);
@@ -457,5 +464,9 @@ std::shared_ptr<FetchBatchHandle> FetchEngine::Submit(
 int FetchEngine::in_flight() const { return impl_->in_flight(); }
 
 FetchStatsSnapshot FetchEngine::stats() const { return impl_->stats(); }
+
+uint64_t FetchEngine::loop_turns() const { return impl_->loop_turns(); }
+
+void FetchEngine::WakeLoop() { impl_->WakeLoop(); }
 
 }  // namespace batchfetch

@@ -144,6 +144,13 @@ class FetchEngine {
   // The engine's counters (pull model, for metrics). Any thread.
   FetchStatsSnapshot stats() const;
 
+  // Liveness heartbeat (for the server's health checker): the number of
+  // turns the event loop has completed, and a wake-up that makes an idle
+  // loop complete one more. A loop that is alive has moved the count soon
+  // after any WakeLoop; one that is stuck (or gone) never does. Any thread.
+  uint64_t loop_turns() const;
+  void WakeLoop();
+
  private:
   class Impl;
   explicit FetchEngine(std::unique_ptr<Impl> impl);

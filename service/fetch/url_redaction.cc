@@ -26,23 +26,38 @@ size_t AuthorityEnd(absl::string_view s, size_t from, bool stop_at_space) {
   return s.size();
 }
 
+// Past the slashes at `i` that precede an authority. libcurl skips only
+// '/' and reads a '\' after them as part of the authority ("http://\\u@h"
+// has user "\\u"), so a run that starts with '/' ends at its first '\'.
+// A run that starts with '\' (which libcurl refuses) is skipped whole, as a
+// browser reads it. Redacting from there covers both readings.
+size_t SkipSlashes(absl::string_view s, size_t i) {
+  if (i < s.size() && s[i] == '\\') {
+    while (i < s.size() && IsSlash(s[i])) ++i;
+  } else {
+    while (i < s.size() && s[i] == '/') ++i;
+  }
+  return i;
+}
+
+bool IsSchemeChar(char c) {
+  return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '+' ||
+         c == '-' || c == '.';
+}
+
 // Where the authority of `url` starts: after "scheme:" and its slashes when
-// a slash follows the colon, else after any leading slashes.
+// a slash follows the colon, else after any leading slashes. A scheme is
+// read as libcurl 7.88 reads one, which (unlike RFC 3986) lets it start
+// with a digit, '+', '-' or '.': "1tp://u:pw@h/" has user "u" to libcurl,
+// so it must have userinfo here too (found by tests/fuzz).
 size_t AuthorityStart(absl::string_view url) {
   size_t i = 0;
-  if (!url.empty() && absl::ascii_isalpha(static_cast<unsigned char>(url[0]))) {
-    size_t j = 1;
-    while (j < url.size() &&
-           (absl::ascii_isalnum(static_cast<unsigned char>(url[j])) ||
-            url[j] == '+' || url[j] == '-' || url[j] == '.')) {
-      ++j;
-    }
-    if (j + 1 < url.size() && url[j] == ':' && IsSlash(url[j + 1])) {
-      i = j + 1;
-    }
+  size_t j = 0;
+  while (j < url.size() && IsSchemeChar(url[j])) ++j;
+  if (j > 0 && j + 1 < url.size() && url[j] == ':' && IsSlash(url[j + 1])) {
+    i = j + 1;
   }
-  while (i < url.size() && IsSlash(url[i])) ++i;
-  return i;
+  return SkipSlashes(url, i);
 }
 
 // The position of the '@' that ends the userinfo in [begin, end), or npos.
@@ -76,8 +91,7 @@ std::string RedactUserinfoInText(absl::string_view text) {
   while (true) {
     const size_t sep = text.find("://", search);
     if (sep == absl::string_view::npos) break;
-    size_t begin = sep + 3;
-    while (begin < text.size() && IsSlash(text[begin])) ++begin;
+    const size_t begin = SkipSlashes(text, sep + 1);
     const size_t end = AuthorityEnd(text, begin, /*stop_at_space=*/true);
     const size_t at = UserinfoEnd(text, begin, end);
     if (at != absl::string_view::npos) {

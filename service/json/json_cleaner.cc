@@ -1,7 +1,11 @@
 #include "service/json/json_cleaner.h"
 
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <type_traits>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "rapidjson/document.h"
 #include "rapidjson/error/en.h"
@@ -15,12 +19,12 @@ namespace {
 
 // Iterative parsing keeps deeply nested bodies ([[[[...) from exhausting the
 // stack; encoding validation guarantees the stored JSON is valid UTF-8.
+// Both paths get numbers as text: the streaming one copies it, the DOM one
+// converts it itself (DepthLimitedHandler::NumberToDom).
 constexpr unsigned kStreamFlags = rapidjson::kParseIterativeFlag |
                                   rapidjson::kParseValidateEncodingFlag |
                                   rapidjson::kParseNumbersAsStringsFlag;
-constexpr unsigned kDomFlags = rapidjson::kParseIterativeFlag |
-                               rapidjson::kParseValidateEncodingFlag |
-                               rapidjson::kParseFullPrecisionFlag;
+constexpr unsigned kDomFlags = kStreamFlags;
 
 // Documents nested deeper than this are refused: writing (and projecting) a
 // DOM recurses once per level, so depth must stay small whatever the body.
@@ -39,11 +43,11 @@ class DepthLimitedHandler {
   bool Int64(int64_t i) { return inner_.Int64(i); }
   bool Uint64(uint64_t u) { return inner_.Uint64(u); }
   bool Double(double d) { return inner_.Double(d); }
-  bool RawNumber(const char* s, rapidjson::SizeType n, bool copy) {
+  bool RawNumber(const char* s, rapidjson::SizeType n, bool /*copy*/) {
     // RapidJSON 1.1's Writer::RawNumber quotes the number; RawValue keeps
     // the exact text unquoted, which is what the streaming path wants.
     if constexpr (std::is_same_v<Inner, rapidjson::Document>) {
-      return inner_.RawNumber(s, n, copy);
+      return NumberToDom(absl::string_view(s, n));
     } else {
       return inner_.RawValue(s, n, rapidjson::kNumberType);
     }
@@ -67,10 +71,33 @@ class DepthLimitedHandler {
     return inner_.EndArray(n);
   }
   bool too_deep() const { return depth_ > kMaxJsonDepth; }
+  bool number_too_big() const { return number_too_big_; }
 
  private:
+  // `text` (a valid JSON number) as a DOM value, typed as RapidJSON's
+  // full-precision parse types it: an integer that fits int64 or uint64 as
+  // such, anything else as a correctly rounded double; past the double
+  // range the parse fails. Not RapidJSON's own conversion: its 1.1
+  // full-precision strtod reads a zero with a large exponent ("0e110") as
+  // 1.6e293 (found by tests/fuzz/json_cleaner_fuzzer.cc under UBSan).
+  bool NumberToDom(absl::string_view text) {
+    if (text.find_first_of(".eE") == absl::string_view::npos) {
+      int64_t i = 0;
+      if (absl::SimpleAtoi(text, &i)) return inner_.Int64(i);
+      uint64_t u = 0;
+      if (absl::SimpleAtoi(text, &u)) return inner_.Uint64(u);
+    }
+    double d = 0;
+    if (!absl::SimpleAtod(text, &d) || !std::isfinite(d)) {
+      number_too_big_ = true;
+      return false;
+    }
+    return inner_.Double(d);
+  }
+
   Inner& inner_;
   int depth_ = 0;
+  bool number_too_big_ = false;
 };
 
 absl::Status ParseError(rapidjson::ParseErrorCode code, size_t offset) {
@@ -139,6 +166,7 @@ absl::Status JsonCleaner::Clean(absl::string_view body,
   rapidjson::Reader reader;
   rapidjson::Document doc;
   bool too_deep = false;
+  bool number_too_big = false;
   rapidjson::ParseResult ok;
   if (compiled_ == nullptr) {
     DepthLimitedHandler<decltype(writer)> handler(writer);
@@ -149,6 +177,7 @@ absl::Status JsonCleaner::Clean(absl::string_view body,
       DepthLimitedHandler<rapidjson::Document> handler(target);
       ok = reader.Parse<kDomFlags>(stream, handler);
       too_deep = handler.too_deep();
+      number_too_big = handler.number_too_big();
       return static_cast<bool>(ok);
     };
     doc.Populate(generate);
@@ -158,6 +187,9 @@ absl::Status JsonCleaner::Clean(absl::string_view body,
         absl::StrCat("body is not accepted: JSON nested deeper than ",
                      kMaxJsonDepth, " levels"));
   }
+  if (number_too_big) {
+    return ParseError(rapidjson::kParseErrorNumberTooBig, ok.Offset());
+  }
   if (!ok) return ParseError(ok.Code(), ok.Offset());
   // A NUL byte reads as end of input to RapidJSON; anything after it is junk.
   if (stream.Tell() != body.size()) {
@@ -165,6 +197,9 @@ absl::Status JsonCleaner::Clean(absl::string_view body,
                       stream.Tell());
   }
   if (compiled_ != nullptr) {
+    // Each value written is at most the body's size, so checking after
+    // each field keeps the buffer within budget + one body.
+    const size_t budget = body.size() + kProjectionSlack;
     writer.StartObject();
     for (const auto& [name, pointer] : compiled_->fields) {
       writer.Key(name.data(), static_cast<rapidjson::SizeType>(name.size()));
@@ -173,6 +208,11 @@ absl::Status JsonCleaner::Clean(absl::string_view body,
         writer.Null();
       } else {
         value->Accept(writer);
+      }
+      if (buffer.GetSize() > budget) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "extract output exceeds ", budget, " bytes (the body's size + ",
+            kProjectionSlack, "): the pointers overlap too much"));
       }
     }
     writer.EndObject();

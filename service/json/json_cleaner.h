@@ -16,6 +16,10 @@ namespace batchfetch {
 inline constexpr size_t kMaxExtractFields = 64;
 inline constexpr size_t kMaxExtractNameLength = 256;
 inline constexpr size_t kMaxJsonPointerLength = 1024;
+// An `extract` projection may write at most the body's own size plus this
+// (names, nulls, small overlaps): overlapping pointers (64 times "", the
+// whole document) must not multiply a body the body cap already bounded.
+inline constexpr size_t kProjectionSlack = 64 * 1024;
 
 // Validates JSON bodies and re-serializes them compactly, optionally keeping
 // only named JSON Pointer (RFC 6901) projections.
@@ -39,7 +43,9 @@ class JsonCleaner {
 
   // Parses `body` (which must be one complete, valid UTF-8 JSON document) and
   // stores the cleaned JSON in `*out`. On failure returns INVALID_ARGUMENT
-  // with the parser's message and byte offset; `*out` is then unspecified.
+  // with the parser's message and byte offset, or RESOURCE_EXHAUSTED when a
+  // projection would exceed the body's size + kProjectionSlack; `*out` is
+  // then unspecified.
   absl::Status Clean(absl::string_view body, std::string* out) const;
 
  private:

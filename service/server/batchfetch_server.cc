@@ -2,7 +2,6 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/security/server_credentials.h>
 #include <sys/resource.h>
 
@@ -10,6 +9,12 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "service/base/clock.h"
+#include "service/base/log.h"
+#include "service/metrics/exposition.h"
+#include "service/server/server_metrics.h"
+#include "service/store/mysql/mysql_session.h"
 
 namespace batchfetch {
 
@@ -47,8 +52,18 @@ absl::StatusOr<std::unique_ptr<BatchFetchServer>> BatchFetchServer::Start(
   if (store != nullptr) {
     server->store_ = std::move(store);
   } else if (config.store_enabled) {
-    auto mysql = MysqlResultStore::Open(config.mysql);
+    MysqlResultStore::Options mysql_options = config.mysql;
+    mysql_options.stats = server->store_stats_.get();
+    auto mysql = MysqlResultStore::Open(mysql_options);
     if (!mysql.ok()) {
+      // Fail fast, in one line that says what to fix.
+      if (absl::IsUnavailable(mysql.status())) {
+        return absl::UnavailableError(absl::StrCat(
+            "the result database at ", config.mysql.host, ":",
+            config.mysql.port, " is unreachable after --mysql_startup_wait=",
+            absl::FormatDuration(config.mysql.startup_wait), ": ",
+            mysql.status().message()));
+      }
       return absl::Status(
           mysql.status().code(),
           absl::StrCat("opening the result store: ", mysql.status().message()));
@@ -59,6 +74,13 @@ absl::StatusOr<std::unique_ptr<BatchFetchServer>> BatchFetchServer::Start(
   if (!engine.ok()) return engine.status();
   server->engine_ = *std::move(engine);
   ServiceOptions service_options = config.service;
+  service_options.batch_stats = server->batch_stats_.get();
+  if (server->store_ != nullptr) {
+    // The executor's threads make the store's round trips: the MySQL
+    // client wants its per-thread setup there, as on the writer's thread.
+    service_options.store_thread_init = &MysqlSession::ThreadInit;
+    service_options.store_thread_end = &MysqlSession::ThreadEnd;
+  }
   service_options.max_concurrency =
       std::min<uint32_t>(service_options.max_concurrency,
                          static_cast<uint32_t>(config.engine.max_in_flight));
@@ -71,12 +93,50 @@ absl::StatusOr<std::unique_ptr<BatchFetchServer>> BatchFetchServer::Start(
       service_options, server->engine_.get(), server->store_.get(),
       server->authenticator_.get());
 
-  grpc::EnableDefaultHealthCheckService(true);
+  server->cancel_wait_ = config.mysql.retry_budget +
+                         2 * config.mysql.io_timeout + absl::Seconds(5);
+
+  // Our own grpc.health.v1 service (not gRPC's built-in one, which
+  // reflection cannot describe), fed by the background checker.
+  server->health_ = std::make_unique<HealthService>();
+  HealthChecker::Probes probes;
+  if (ResultStore* store = server->store_.get()) {
+    probes.ping_database = [store] { return store->Ping(); };
+    probes.thread_init = &MysqlSession::ThreadInit;
+    probes.thread_end = &MysqlSession::ThreadEnd;
+  }
+  FetchEngine* engine_ptr = server->engine_.get();
+  probes.loop_turns = [engine_ptr] { return engine_ptr->loop_turns(); };
+  probes.wake_loop = [engine_ptr] { engine_ptr->WakeLoop(); };
+  HealthService* health = server->health_.get();
+  server->health_checker_ = std::make_unique<HealthChecker>(
+      std::move(probes),
+      [health](bool serving) { health->SetServing(serving); },
+      HealthChecker::Options{});
+
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  if (!config.metrics_listen.empty()) {
+    // Before the gRPC port opens, so a taken metrics port fails start-up
+    // before any call is accepted. Scrapes run on civetweb's threads.
+    const FetchEngine* engine = server->engine_.get();
+    const BatchStats* batch_stats = server->batch_stats_.get();
+    const StoreStats* store_stats =
+        server->store_ != nullptr ? server->store_stats_.get() : nullptr;
+    MetricsHttpServer::Options metrics_options;
+    metrics_options.listen = config.metrics_listen;
+    auto metrics = MetricsHttpServer::Start(
+        metrics_options, [engine, batch_stats, store_stats] {
+          return RenderText(
+              CollectServerMetrics(engine->stats(), *batch_stats, store_stats));
+        });
+    if (!metrics.ok()) return metrics.status();
+    server->metrics_http_ = *std::move(metrics);
+  }
   grpc::ServerBuilder builder;
   builder.AddListeningPort(config.listen, MakeServerCredentials(config.tls),
                            &server->port_);
   builder.RegisterService(server->service_.get());
+  builder.RegisterService(server->health_.get());
   builder.SetMaxReceiveMessageSize(config.max_request_bytes);
   server->server_ = builder.BuildAndStart();
   if (server->server_ == nullptr || server->port_ == 0) {
@@ -88,6 +148,7 @@ absl::StatusOr<std::unique_ptr<BatchFetchServer>> BatchFetchServer::Start(
             ? " (with TLS: also check that --tls_key belongs to --tls_cert)"
             : ""));
   }
+  server->health_checker_->Start();
   return server;
 }
 
@@ -103,10 +164,53 @@ absl::StatusOr<size_t> BatchFetchServer::ReloadTokens() {
 }
 
 void BatchFetchServer::Shutdown(absl::Duration grace) {
-  if (server_ != nullptr) {
-    server_->Shutdown(std::chrono::system_clock::now() +
-                      absl::ToChronoSeconds(grace));
-  }
+  if (drained_ || server_ == nullptr) return;
+  drained_ = true;
+  // Monotonic: a wall-clock step during the drain must not stretch or cut
+  // the grace.
+  const Clock& clock = *Clock::Real();
+  drain_started_ = clock.MonoNow();
+  LogEvent(LogLevel::kInfo, "drain_started")
+      .Add("grace_seconds", absl::ToDoubleSeconds(grace))
+      .Add("active_batches", service_->active_batches());
+  // 1 and 2: NOT_SERVING and UNAVAILABLE for new batches, port still open.
+  health_checker_->SetDraining();
+  service_->StartDraining();
+  // The store's remaining writes (the running batches' and the summaries
+  // gRPC's Shutdown waits for) share about one retry budget from now, so a
+  // dead or half-open database cannot make each queued group wait one.
+  if (store_ != nullptr) store_->StartDraining();
+  // 3: the grace. Polled: the count is cheap and the wait is long.
+  const auto idle_by = [this, &clock](MonoTime deadline) {
+    while (service_->active_batches() > 0 && clock.MonoNow() < deadline) {
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    return service_->active_batches() == 0;
+  };
+  // Saturates (an --shutdown_grace of "inf" waits for good).
+  const auto after = [](MonoTime from, absl::Duration d) {
+    return d >= absl::Hours(24 * 365 * 100) ? MonoTime::max() : from + d;
+  };
+  bool idle = idle_by(after(drain_started_, grace));
+  // 4: cancel what is left ourselves, so callers get CANCELLED with their
+  // results rather than gRPC's "Cancelling all calls". Even when idle: it
+  // also makes a batch admitted but still queued on the executor (no run
+  // yet) start cancelled.
+  const int cancelled = service_->active_batches();
+  service_->CancelRunningBatches();
+  if (!idle) idle = idle_by(after(clock.MonoNow(), cancel_wait_));
+  // 5: the probes stop before the parts they read go; then the port closes.
+  health_->Shutdown();
+  health_checker_->Stop();
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  server_->Wait();
+  LogEvent(idle ? LogLevel::kInfo : LogLevel::kError, "grpc_server_stopped")
+      .Add("batches_cancelled", cancelled)
+      .Add("batches_unfinished", service_->active_batches());
+}
+
+bool BatchFetchServer::serving() const {
+  return health_ != nullptr && health_->serving();
 }
 
 void BatchFetchServer::Wait() {
@@ -115,12 +219,21 @@ void BatchFetchServer::Wait() {
 
 BatchFetchServer::~BatchFetchServer() {
   Shutdown(absl::ZeroDuration());
+  if (health_checker_ != nullptr) health_checker_->Stop();
   server_.reset();
+  health_.reset();
   // Reactors are gone (and with them the executor's work): join the
-  // executor, then stop the engine before the store they fed.
+  // executor, then stop the engine before the store they fed (the writer
+  // flushes what is queued).
   service_.reset();
+  metrics_http_.reset();  // waits for a running scrape
   engine_.reset();
   store_.reset();
+  if (drained_) {
+    LogEvent(LogLevel::kInfo, "drain_finished")
+        .Add("seconds", absl::ToDoubleSeconds(
+                            Since(Clock::Real()->MonoNow(), drain_started_)));
+  }
 }
 
 }  // namespace batchfetch

@@ -7,10 +7,16 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "service/api/batch_fetcher_service.h"
+#include "service/api/health_service.h"
+#include "service/base/clock.h"
+#include "service/batch/batch_stats.h"
 #include "service/fetch/fetch_engine.h"
+#include "service/metrics/metrics_http_server.h"
+#include "service/server/health_checker.h"
 #include "service/server/server_config.h"
 #include "service/store/mysql/mysql_result_store.h"
 #include "service/store/result_store.h"
+#include "service/store/store_stats.h"
 
 namespace grpc {
 class Server;
@@ -27,8 +33,10 @@ void RaiseFileLimit();
 //
 // Threads it brings up: gRPC's callback threads, the engine's event-loop
 // and delivery threads, the service's executor (ServiceOptions::
-// store_threads, for CreateBatch/GetBatch/ListResults) and the store's
-// writer thread.
+// store_threads, for CreateBatch/GetBatch/ListResults), the store's
+// writer thread and the health checker's thread.
+//
+// Thread-safety: Shutdown, Wait and the destructor from one thread (main's).
 class BatchFetchServer {
  public:
   // Opens the store (unless disabled or `store` is given: tests pass a
@@ -36,14 +44,36 @@ class BatchFetchServer {
   static absl::StatusOr<std::unique_ptr<BatchFetchServer>> Start(
       const ServerConfig& config, std::unique_ptr<ResultStore> store = nullptr);
 
-  // Stops accepting calls; running batches get `grace` to finish, then are
-  // cancelled (their unfinished results are stored as CANCELLED).
+  // Drains (unless Shutdown did already) and tears down in order: the
+  // service (joining its executor), the engine, the store (the writer
+  // flushes its queue). Logs drain_finished after a drain.
   ~BatchFetchServer();
+  // The drain (SIGTERM/SIGINT); blocks until the gRPC server has shut down.
+  //  1. Health turns NOT_SERVING at once; the port stays open.
+  //  2. New FetchBatch calls get UNAVAILABLE ("draining"); the store starts
+  //     its drain (ResultStore::StartDraining): all its remaining writes
+  //     share about one --store_retry_budget from here.
+  //  3. Running batches get `grace` to finish.
+  //  4. Then the batches still running (and any admitted batch not yet
+  //     started) are cancelled by us (their
+  //     unfinished requests end CANCELLED and are stored; each caller gets
+  //     its results, the summary and CANCELLED), and we wait for their runs
+  //     to finish (every result stored or given up by the store).
+  //  5. Health Watch streams end; the gRPC server shuts down, giving the
+  //     last summaries a few seconds to be written; the port closes.
+  // Idempotent; logs drain_started.
   void Shutdown(absl::Duration grace);
   // Blocks until Shutdown() has completed.
   void Wait();
 
+  // What the health service answers now (for tests).
+  bool serving() const;
+
   int port() const { return port_; }
+  // The port GET /metrics is served on; 0 without --metrics_listen.
+  int metrics_port() const {
+    return metrics_http_ != nullptr ? metrics_http_->port() : 0;
+  }
   FetchEngine& engine() { return *engine_; }
 
   // Re-reads --auth_token_file (on SIGHUP): the number of tokens now
@@ -54,12 +84,29 @@ class BatchFetchServer {
  private:
   BatchFetchServer() = default;
 
+  // The metrics cells the parts move (declared first: they outlive every
+  // part that writes them). store_stats_ is wired only into a store this
+  // class opens itself.
+  std::unique_ptr<BatchStats> batch_stats_ = std::make_unique<BatchStats>();
+  std::unique_ptr<StoreStats> store_stats_ = std::make_unique<StoreStats>();
   std::unique_ptr<ResultStore> store_;
   std::unique_ptr<FetchEngine> engine_;
   // Null without --auth_token_file; outlives the service that reads it.
   std::unique_ptr<TokenAuthenticator> authenticator_;
   std::unique_ptr<BatchFetcherService> service_;
+  // grpc.health.v1, fed by `health_checker_` (which reads the store and the
+  // engine, so it is stopped before either goes).
+  std::unique_ptr<HealthService> health_;
+  std::unique_ptr<HealthChecker> health_checker_;
   std::unique_ptr<grpc::Server> server_;
+  // GET /metrics (--metrics_listen); reads the engine and the stats above,
+  // so it stops before the engine goes. Null when off.
+  std::unique_ptr<MetricsHttpServer> metrics_http_;
+  // How long the drain waits for cancelled runs to store their results:
+  // about one store retry budget plus a round trip.
+  absl::Duration cancel_wait_ = absl::Seconds(30);
+  bool drained_ = false;    // Shutdown ran (main thread only)
+  MonoTime drain_started_;  // on Clock::Real()
   int port_ = 0;
 };
 

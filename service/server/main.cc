@@ -1,6 +1,6 @@
 // batchfetch_server: assembles the server from flags and environment, runs
-// it until SIGINT/SIGTERM, then shuts down gracefully. SIGHUP re-reads
-// --auth_token_file.
+// it until SIGINT/SIGTERM, then drains (see BatchFetchServer::Shutdown) and
+// exits 0. SIGHUP re-reads --auth_token_file.
 #include <signal.h>
 
 #include <iostream>
@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
     std::cerr << "batchfetch_server: " << config.status().message() << "\n";
     return 2;
   }
+  batchfetch::SetLogLevel(config->log_level);
   batchfetch::RaiseFileLimit();
   // Signals are taken synchronously by sigwait below, not by handlers.
   sigset_t signals;
@@ -34,7 +35,11 @@ int main(int argc, char** argv) {
   }
   std::cout << "batchfetch_server listening on port " << (*server)->port()
             << " (store: " << (config->store_enabled ? "mysql" : "none") << ", "
-            << batchfetch::TlsDescription(config->tls) << ")" << std::endl;
+            << batchfetch::TlsDescription(config->tls);
+  if ((*server)->metrics_port() > 0) {
+    std::cout << ", metrics port " << (*server)->metrics_port();
+  }
+  std::cout << ")" << std::endl;
   int signal_number = 0;
   while (sigwait(&signals, &signal_number) == 0 && signal_number == SIGHUP) {
     // A refused file keeps the old tokens; its error names the line, never
@@ -51,6 +56,10 @@ int main(int argc, char** argv) {
   }
   std::cout << "batchfetch_server: signal " << signal_number
             << ", shutting down" << std::endl;
+  // The drain (BatchFetchServer::Shutdown): NOT_SERVING at once, the port
+  // open while running batches get the grace, then the rest cancelled and
+  // stored; the reset flushes the writer. A second signal meanwhile stays
+  // blocked: the drain is bounded anyway.
   (*server)->Shutdown(config->shutdown_grace);
   server->reset();
   return 0;

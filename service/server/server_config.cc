@@ -21,9 +21,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "service/fetch/egress_rules.h"
+#include "service/metrics/metrics_http_server.h"
 
 // Every flag defined here must be in ServerFlags() below, with its variable.
 ABSL_FLAG(std::string, listen, "0.0.0.0:50051", "gRPC listen address");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "Where to serve Prometheus metrics (GET /metrics): IPV4:PORT, e.g. "
+          "127.0.0.1:9090, or :PORT for every interface; empty: off");
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM certificate chain for the gRPC port; with --tls_key it turns "
           "TLS on (empty: plaintext)");
@@ -115,6 +119,9 @@ ABSL_FLAG(int, max_active_batches_per_caller, 64,
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(20),
           "On SIGTERM, how long running batches may finish before they are "
           "cancelled");
+ABSL_FLAG(std::string, log_level, "info",
+          "Least severe log events written to stderr: debug, info, warning "
+          "or error");
 
 namespace batchfetch {
 namespace {
@@ -191,6 +198,7 @@ const std::vector<ServerFlag>& ServerFlags() {
   static const std::vector<ServerFlag>* const flags =
       new std::vector<ServerFlag>{
           Bind(FLAGS_listen, "BATCHFETCH_LISTEN"),
+          Bind(FLAGS_metrics_listen, "BATCHFETCH_METRICS_LISTEN"),
           Bind(FLAGS_tls_cert, "BATCHFETCH_TLS_CERT"),
           Bind(FLAGS_tls_key, "BATCHFETCH_TLS_KEY"),
           Bind(FLAGS_tls_client_ca, "BATCHFETCH_TLS_CLIENT_CA"),
@@ -232,6 +240,7 @@ const std::vector<ServerFlag>& ServerFlags() {
           Bind(FLAGS_max_active_batches_per_caller,
                "BATCHFETCH_MAX_ACTIVE_BATCHES_PER_CALLER"),
           Bind(FLAGS_shutdown_grace, "BATCHFETCH_SHUTDOWN_GRACE"),
+          Bind(FLAGS_log_level, "BATCHFETCH_LOG_LEVEL"),
       };
   return *flags;
 }
@@ -255,6 +264,13 @@ absl::Status ApplyEnvironmentToFlags() {
 absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   ServerConfig config;
   config.listen = absl::GetFlag(FLAGS_listen);
+  config.metrics_listen = absl::GetFlag(FLAGS_metrics_listen);
+  if (!config.metrics_listen.empty()) {
+    // Checked now, so a typo fails start-up naming the flag.
+    absl::StatusOr<std::string> ports =
+        CivetwebListeningPort(config.metrics_listen);
+    if (!ports.ok()) return ports.status();
+  }
   absl::StatusOr<ServerTlsConfig> tls = TlsConfigFromFlags();
   if (!tls.ok()) return tls.status();
   config.tls = *std::move(tls);
@@ -404,6 +420,13 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
         "0 (0 = no limit)");
   }
   config.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  absl::StatusOr<LogLevel> log_level =
+      ParseLogLevel(absl::GetFlag(FLAGS_log_level));
+  if (!log_level.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--log_level: ", log_level.status().message()));
+  }
+  config.log_level = *log_level;
   if (config.shutdown_grace < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--shutdown_grace must be >= 0");
   }

@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "service/api/service_options.h"
+#include "service/base/log.h"
 #include "service/fetch/fetch_engine.h"
 #include "service/store/mysql/mysql_result_store.h"
 
@@ -33,6 +34,9 @@ struct ServerTlsConfig {
 // Everything the server is assembled from (see BatchFetchServer::Start).
 struct ServerConfig {
   std::string listen = "0.0.0.0:50051";
+  // --metrics_listen: where GET /metrics (Prometheus text format) is
+  // served, as "IPV4:PORT" or ":PORT"; empty: no metrics endpoint.
+  std::string metrics_listen;
   ServerTlsConfig tls;
   bool store_enabled = true;  // false: --store=none
   MysqlResultStore::Options mysql;
@@ -46,6 +50,8 @@ struct ServerConfig {
   // On SIGTERM/SIGINT, how long running batches may go on before they are
   // cancelled.
   absl::Duration shutdown_grace = absl::Seconds(20);
+  // --log_level: events below it are not written (main calls SetLogLevel).
+  LogLevel log_level = LogLevel::kInfo;
 };
 
 // One server flag and the environment variable that can set it.

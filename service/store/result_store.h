@@ -82,6 +82,19 @@ class ResultStore {
   virtual absl::StatusOr<v1::BatchSummary> GetBatch(const std::string& batch_id,
                                                     const ReadScope& scope) = 0;
 
+  // Whether the database answers now: one cheap round trip bounded by a
+  // short timeout (the server's background health checker calls it every
+  // second or two; never per call). A store without a database (tests'
+  // in-memory fakes) is always reachable.
+  virtual absl::Status Ping() { return absl::OkStatus(); }
+
+  // The server began draining: from now on the store's remaining write work
+  // (queued and still to come) shares about one retry budget in total, so a
+  // dead or half-open database cannot stretch the drain to one budget per
+  // queued write. A healthy database still gets every write. Idempotent
+  // (the first call counts); never blocks. Default: nothing to bound.
+  virtual void StartDraining() {}
+
   // Results with index >= `from_index` in index order, at most `limit`.
   // NOT_FOUND for an unknown batch id or one outside `scope`.
   virtual absl::StatusOr<ResultPage> ListResults(const std::string& batch_id,

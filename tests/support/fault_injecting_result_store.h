@@ -39,6 +39,7 @@ class FaultInjectingResultStore : public ResultStore {
   void FinishBatch(const BatchRecord& batch, Done done) override {
     inner_->FinishBatch(batch, std::move(done));
   }
+  void StartDraining() override { inner_->StartDraining(); }
   absl::StatusOr<v1::BatchSummary> GetBatch(const std::string& batch_id,
                                             const ReadScope& scope) override {
     return inner_->GetBatch(batch_id, scope);

@@ -1,8 +1,12 @@
 #include "service/store/mysql/mysql_result_store.h"
 
+#include <cppconn/resultset.h>
+
 #include <utility>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "service/store/mysql/mysql_reader.h"
 #include "service/store/mysql/mysql_schema.h"
 #include "service/store/mysql/mysql_session.h"
@@ -14,16 +18,38 @@ namespace batchfetch {
 // pool closes.
 class MysqlResultStore::Impl {
  public:
-  Impl(std::unique_ptr<MysqlReader> reader, std::unique_ptr<MysqlWriter> writer)
-      : reader_(std::move(reader)), writer_(std::move(writer)) {}
+  Impl(std::unique_ptr<MysqlReader> reader, std::unique_ptr<MysqlWriter> writer,
+       MysqlSession::Options probe)
+      : reader_(std::move(reader)),
+        writer_(std::move(writer)),
+        probe_options_(std::move(probe)) {}
   ~Impl() { writer_.reset(); }
 
   MysqlReader& reader() { return *reader_; }
   MysqlWriter& writer() { return *writer_; }
 
+  absl::Status Ping() {
+    absl::MutexLock lock(&probe_mu_);
+    if (probe_ == nullptr) {
+      auto session = MysqlSession::Connect(probe_options_);
+      if (!session.ok()) return session.status();
+      probe_ = *std::move(session);
+    }
+    MysqlStatus pinged = MysqlSession::Guard("pinging the database", [&] {
+      std::unique_ptr<sql::ResultSet> rs(probe_->Query("SELECT 1"));
+      return absl::OkStatus();
+    });
+    if (!pinged.ok()) probe_.reset();  // reconnect on the next ping
+    return pinged.status;
+  }
+
  private:
   std::unique_ptr<MysqlReader> reader_;
   std::unique_ptr<MysqlWriter> writer_;
+  // Ping()'s own connection (see MysqlResultStore::Ping).
+  const MysqlSession::Options probe_options_;
+  absl::Mutex probe_mu_;
+  std::unique_ptr<MysqlSession> probe_ ABSL_GUARDED_BY(probe_mu_);
 };
 
 MysqlResultStore::MysqlResultStore(std::unique_ptr<Impl> impl)
@@ -65,11 +91,17 @@ absl::StatusOr<std::unique_ptr<MysqlResultStore>> MysqlResultStore::Open(
   writer.max_group_bytes = options.max_group_bytes;
   writer.retry.budget = options.retry_budget;
   writer.on_group_given_up = options.on_group_given_up;
+  writer.stats = options.stats;
+
+  MysqlSession::Options probe = with_db;
+  probe.connect_timeout = options.ping_timeout;
+  probe.io_timeout = options.ping_timeout;
 
   return std::unique_ptr<MysqlResultStore>(
       new MysqlResultStore(std::make_unique<Impl>(
           std::make_unique<MysqlReader>(std::move(reader)),
-          std::make_unique<MysqlWriter>(std::move(writer), clock))));
+          std::make_unique<MysqlWriter>(std::move(writer), clock),
+          std::move(probe))));
 }
 
 absl::Status MysqlResultStore::CreateBatch(const BatchRecord& batch) {
@@ -96,6 +128,10 @@ absl::StatusOr<v1::BatchSummary> MysqlResultStore::GetBatch(
     const std::string& batch_id, const ReadScope& scope) {
   return impl_->reader().GetBatch(batch_id, scope);
 }
+
+absl::Status MysqlResultStore::Ping() { return impl_->Ping(); }
+
+void MysqlResultStore::StartDraining() { impl_->writer().StartDraining(); }
 
 absl::StatusOr<ResultPage> MysqlResultStore::ListResults(
     const std::string& batch_id, const ReadScope& scope, uint32_t from_index,

@@ -9,6 +9,7 @@
 #include "service/base/clock.h"
 #include "service/store/mysql/write_op.h"
 #include "service/store/result_store.h"
+#include "service/store/store_stats.h"
 
 namespace batchfetch {
 
@@ -51,6 +52,8 @@ class MysqlResultStore : public ResultStore {
     absl::Duration retry_budget = absl::Seconds(30);
     int max_group_rows = 512;
     int64_t max_group_bytes = 8 << 20;
+    // Connect and read timeout of Ping()'s probe (whole seconds).
+    absl::Duration ping_timeout = absl::Seconds(2);
     // Connections of the read pool open at once; callers wait for one.
     int max_read_connections = 8;
     // Where the writer's deadlines come from; not owned, must outlive the
@@ -59,6 +62,9 @@ class MysqlResultStore : public ResultStore {
     // Takes the groups the writer gives up on (runs on the writer thread;
     // see GivenUpHandler). Empty: each op's `done` gets UNAVAILABLE.
     GivenUpHandler on_group_given_up;
+    // The writer's counters (metrics); not owned, must outlive the store.
+    // Null: not counted.
+    StoreStats* stats = nullptr;
   };
 
   // Connects, applies pending schema migrations (serialized across replicas
@@ -81,6 +87,14 @@ class MysqlResultStore : public ResultStore {
                                          const ReadScope& scope,
                                          uint32_t from_index,
                                          uint32_t limit) override;
+  // "SELECT 1" on a connection of its own (so a busy read pool cannot
+  // delay it), with `ping_timeout` for connecting and reading; the
+  // connection is kept between pings and reopened after a failure.
+  // UNAVAILABLE when the database does not answer. Calls are serialized.
+  absl::Status Ping() override;
+  // Starts the writer's drain (MysqlWriter::StartDraining): every write group
+  // from now on is given up by about one retry_budget from this call.
+  void StartDraining() override;
 
   // Latest schema version this build knows.
   static int LatestSchemaVersion();

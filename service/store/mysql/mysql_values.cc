@@ -55,4 +55,15 @@ std::string Truncated(const std::string& s, size_t max) {
   return s.substr(0, n);
 }
 
+std::string TruncationMarker(size_t original_bytes) {
+  return absl::StrCat("\xE2\x80\xA6[truncated: ", original_bytes, " bytes]");
+}
+
+std::string FitColumn(const std::string& s, size_t max) {
+  if (s.size() <= max) return s;
+  const std::string marker = TruncationMarker(s.size());
+  if (marker.size() > max) return Truncated(s, max);
+  return absl::StrCat(Truncated(s, max - marker.size()), marker);
+}
+
 }  // namespace batchfetch

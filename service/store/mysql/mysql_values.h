@@ -15,7 +15,14 @@
 
 namespace batchfetch {
 
-// Column limits the writer enforces before binding.
+// Column limits, in bytes, that the writer enforces before binding (with
+// FitColumn), so that no value a caller or an upstream sends can make MySQL
+// refuse a row (error 1406 under strict SQL mode, the default of MariaDB
+// 10.11 and MySQL 8). `url` and `final_url` are TEXT (65535 bytes); `error`
+// is TEXT but kept short on purpose; `content_type` is VARCHAR(255), whose
+// 255 utf8mb4 characters hold at least 255 bytes. `json` (LONGTEXT) and
+// `body` (LONGBLOB) hold 4 GiB, far above --max_body_bytes, and are not cut.
+inline constexpr size_t kMaxStoredUrlBytes = 65535;
 inline constexpr size_t kMaxStoredErrorBytes = 4096;
 inline constexpr size_t kMaxStoredContentTypeBytes = 255;
 
@@ -42,6 +49,16 @@ absl::StatusOr<google::protobuf::Timestamp> TimestampFromDateTime(
 // UTF-8 sequence (so a text column stays valid text). `s` itself if short
 // enough.
 std::string Truncated(const std::string& s, size_t max);
+
+// What FitColumn appends to a value it cut: "…[truncated: N bytes]", where N
+// is the size of the whole value (the ellipsis is U+2026, 3 bytes).
+std::string TruncationMarker(size_t original_bytes);
+
+// `s` itself if it fits in `max` bytes. Otherwise the longest prefix that
+// does not split a UTF-8 sequence, followed by TruncationMarker(s.size()),
+// together at most `max` bytes, so a reader sees that and how much was cut.
+// If `max` cannot even hold the marker, just Truncated(s, max).
+std::string FitColumn(const std::string& s, size_t max);
 
 }  // namespace batchfetch
 

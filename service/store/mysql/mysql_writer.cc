@@ -26,14 +26,27 @@ MysqlWriter::~MysqlWriter() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
-    stop_requested_at_ = clock_->MonoNow();
+    if (!draining_) {
+      draining_ = true;
+      drain_started_at_ = clock_->MonoNow();
+    }
   }
   if (thread_.joinable()) thread_.join();
+}
+
+void MysqlWriter::StartDraining() {
+  absl::MutexLock lock(&mu_);
+  if (draining_) return;
+  draining_ = true;
+  drain_started_at_ = clock_->MonoNow();
 }
 
 void MysqlWriter::Enqueue(WriteOp op) {
   absl::MutexLock lock(&mu_);
   queue_.push_back(std::move(op));
+  if (options_.stats != nullptr) {
+    options_.stats->queue_depth.Set(static_cast<int64_t>(queue_.size()));
+  }
 }
 
 std::string MysqlWriter::InsertSql(int rows) {
@@ -77,8 +90,8 @@ void MysqlWriter::Loop() {
   MysqlSession::ThreadInit();
   while (true) {
     std::vector<WriteOp> group;
-    bool stopping;
-    MonoTime stop_requested_at;
+    bool draining;
+    MonoTime drain_started_at;
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
@@ -88,10 +101,13 @@ void MysqlWriter::Loop() {
           this));
       group =
           TakeGroup(queue_, options_.max_group_rows, options_.max_group_bytes);
-      stopping = stopping_;
-      stop_requested_at = stop_requested_at_;
+      if (options_.stats != nullptr) {
+        options_.stats->queue_depth.Set(static_cast<int64_t>(queue_.size()));
+      }
+      draining = draining_;
+      drain_started_at = drain_started_at_;
     }
-    if (stopping) policy_.StartDraining(stop_requested_at);
+    if (draining) policy_.StartDraining(drain_started_at);
     if (group.empty()) break;  // stopping and drained
     Process(group);
   }
@@ -164,12 +180,14 @@ MysqlStatus MysqlWriter::WriteWithRetries(const std::vector<WriteOp>& group) {
       }
     }
     if (session_ != nullptr) {
+      const MonoTime started = clock_->MonoNow();
       status = MysqlSession::Guard("storing results", [&] {
         WriteGroup(*session_, group);
         return absl::OkStatus();
       });
       if (status.ok()) {
         tries.Succeeded();
+        CountCommitted(group, Since(clock_->MonoNow(), started));
         return status;
       }
       if (status.kind == MysqlErrorKind::kConnectionLost) {
@@ -184,10 +202,22 @@ MysqlStatus MysqlWriter::WriteWithRetries(const std::vector<WriteOp>& group) {
         if (!rollback.ok()) session_.reset();
       }
     }
+    if (options_.stats != nullptr) options_.stats->errors.Increment();
     std::optional<absl::Duration> delay = tries.NextDelay(status.kind);
     if (!delay.has_value()) return status;
     absl::SleepFor(*delay);
   }
+}
+
+void MysqlWriter::CountCommitted(const std::vector<WriteOp>& group,
+                                 absl::Duration took) {
+  if (options_.stats == nullptr) return;
+  uint64_t rows = 0;
+  for (const WriteOp& op : group) {
+    if (op.is_result()) ++rows;
+  }
+  options_.stats->rows.Increment(rows);
+  options_.stats->commit_seconds.Observe(absl::ToDoubleSeconds(took));
 }
 
 void MysqlWriter::WriteGroup(MysqlSession& s,
@@ -206,18 +236,20 @@ void MysqlWriter::WriteGroup(MysqlSession& s,
       const unsigned base = static_cast<unsigned>(i * kResultColumns);
       ps.setString(base + 1, op.batch_id);
       ps.setUInt(base + 2, r.index());
-      ps.setString(base + 3, r.url());
+      // Every text a caller or upstream controls is cut to fit its column
+      // (see mysql_values.h), so no row is ever refused for its size.
+      ps.setString(base + 3, FitColumn(r.url(), kMaxStoredUrlBytes));
       ps.setUInt(base + 4, static_cast<uint32_t>(r.outcome()));
       ps.setInt(base + 5, r.http_status());
-      ps.setString(base + 6, Truncated(r.error(), kMaxStoredErrorBytes));
+      ps.setString(base + 6, FitColumn(r.error(), kMaxStoredErrorBytes));
       ps.setString(base + 7, r.json());
       ps.setString(base + 8, r.body());
       ps.setString(base + 9,
-                   Truncated(r.content_type(), kMaxStoredContentTypeBytes));
+                   FitColumn(r.content_type(), kMaxStoredContentTypeBytes));
       ps.setUInt(base + 10, r.attempts());
       ps.setInt64(base + 11, TimeUtil::DurationToMicroseconds(r.elapsed()));
       ps.setDateTime(base + 12, FormatDateTime(op.fetched_at));
-      ps.setString(base + 13, r.final_url());
+      ps.setString(base + 13, FitColumn(r.final_url(), kMaxStoredUrlBytes));
       if (r.has_timings()) {
         const v1::Timings& t = r.timings();
         ps.setInt64(base + 14, TimeUtil::DurationToMicroseconds(t.dns()));

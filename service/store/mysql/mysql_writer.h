@@ -15,6 +15,7 @@
 #include "service/store/mysql/mysql_session.h"
 #include "service/store/mysql/write_op.h"
 #include "service/store/mysql/write_retry_policy.h"
+#include "service/store/store_stats.h"
 
 namespace batchfetch {
 
@@ -40,8 +41,9 @@ namespace batchfetch {
 // not owned and must outlive the writer.
 // Threading: Enqueue() may be called from any thread and never blocks on
 // I/O. Everything else, including every `done` and the GivenUpHandler, runs
-// on the writer thread. The destructor stops taking new work, drains the
-// queue (see WriteRetryPolicy::StartDraining for the bound) and joins.
+// on the writer thread. StartDraining() (any thread) starts the shared drain
+// budget early; the destructor starts it (unless StartDraining did), drains
+// the queue (see WriteRetryPolicy::StartDraining for the bound) and joins.
 class MysqlWriter {
  public:
   struct Options {
@@ -52,6 +54,9 @@ class MysqlWriter {
     WriteRetryPolicy::Options retry;
     // Empty: FailEachOp.
     GivenUpHandler on_group_given_up;
+    // Where the writer counts its queue, rows, errors and commit times (see
+    // StoreStats). Not owned; must outlive the writer. Null: not counted.
+    StoreStats* stats = nullptr;
   };
 
   // Number of bound columns per result row.
@@ -66,6 +71,13 @@ class MysqlWriter {
   ~MysqlWriter();
 
   void Enqueue(WriteOp op);
+
+  // The server began draining: every group the writer starts from now on
+  // shares one retry budget counted from this call (WriteRetryPolicy::
+  // StartDraining), so queued groups against a dead database are given up
+  // within about one budget in total rather than one budget each. Only the
+  // first call counts; thread-safe; never blocks on I/O.
+  void StartDraining();
 
   // Pure helpers, exposed for tests.
   // The multi-row INSERT for `rows` rows.
@@ -86,6 +98,9 @@ class MysqlWriter {
   // gives up; returns the last failure.
   MysqlStatus WriteWithRetries(const std::vector<WriteOp>& group);
   void GiveUp(std::vector<WriteOp>&& group, const MysqlStatus& last);
+  // A group's transaction committed after `took`: its result rows and the
+  // time go to options_.stats.
+  void CountCommitted(const std::vector<WriteOp>& group, absl::Duration took);
   // One transaction; throws sql::SQLException.
   void WriteGroup(MysqlSession& s, const std::vector<WriteOp>& group);
 
@@ -97,7 +112,10 @@ class MysqlWriter {
   absl::Mutex mu_;
   std::deque<WriteOp> queue_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  MonoTime stop_requested_at_ ABSL_GUARDED_BY(mu_);
+  // Set by StartDraining or the destructor, whichever comes first; the writer
+  // thread hands it to policy_ (which only it touches) before each group.
+  bool draining_ ABSL_GUARDED_BY(mu_) = false;
+  MonoTime drain_started_at_ ABSL_GUARDED_BY(mu_);
 
   std::thread thread_;  // last: started after everything above exists
 };

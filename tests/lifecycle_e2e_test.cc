@@ -1,0 +1,527 @@
+// The server's lifecycle, end to end: health from our own grpc.health.v1
+// (also through the real grpcurl, reflection only), health through a MariaDB
+// outage (a private instance stopped and started), the drain on SIGTERM
+// (NOT_SERVING with the port open, UNAVAILABLE "draining" for new batches,
+// running batches finishing within --shutdown_grace or ending CANCELLED with
+// every result stored) and fail-fast start-up.
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/synchronization/notification.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/support/service_fixture.h"
+
+namespace batchfetch {
+namespace e2e {
+namespace {
+
+using grpc::health::v1::Health;
+using grpc::health::v1::HealthCheckRequest;
+using grpc::health::v1::HealthCheckResponse;
+
+// grpc.health.v1.Health/Check for `service` on a fresh channel to `port`:
+// the status, or the call's error (e.g. UNAVAILABLE once the port closed).
+absl::StatusOr<HealthCheckResponse::ServingStatus> CheckHealth(
+    int port, const std::string& service = "") {
+  auto channel = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
+                                     grpc::InsecureChannelCredentials());
+  auto stub = Health::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(3)));
+  HealthCheckRequest request;
+  request.set_service(service);
+  HealthCheckResponse response;
+  grpc::Status status = stub->Check(&context, request, &response);
+  if (!status.ok()) {
+    return absl::Status(static_cast<absl::StatusCode>(status.error_code()),
+                        status.error_message());
+  }
+  return response.status();
+}
+
+// Polls Check until it answers `want`; how long that took, or nullopt if
+// not within `within`.
+std::optional<absl::Duration> TimeUntilHealth(
+    int port, HealthCheckResponse::ServingStatus want, absl::Duration within) {
+  const absl::Time start = absl::Now();
+  while (absl::Now() - start < within) {
+    absl::StatusOr<HealthCheckResponse::ServingStatus> got = CheckHealth(port);
+    if (got.ok() && *got == want) return absl::Now() - start;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return std::nullopt;
+}
+
+// A port nothing listens on (bound, then closed).
+int ClosedPort() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Runs a shell command; its exit code, its stdout+stderr in `*output`.
+int RunCommand(const std::string& command, std::string* output) {
+  FILE* pipe = popen((command + " 2>&1").c_str(), "r");
+  if (pipe == nullptr) return -1;
+  char buffer[4096];
+  size_t n;
+  while ((n = fread(buffer, 1, sizeof(buffer), pipe)) > 0) {
+    output->append(buffer, n);
+  }
+  int status = pclose(pipe);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// The real server binary with its stderr (the JSON log) in a file, against
+// `db` (the shared MariaDB unless a test starts its own).
+class LifecycleTest : public BinaryTest {
+ protected:
+  void TearDown() override {
+    server_process_.reset();
+    if (!log_path_.empty()) unlink(log_path_.c_str());
+  }
+
+  void StartLoggedServer(std::vector<std::string> extra,
+                         const LocalMariaDb* db = nullptr) {
+    if (db == nullptr) db = db_;
+    char path[] = "/tmp/batchfetch_lifecycle_XXXXXX";
+    int fd = mkstemp(path);
+    ASSERT_GE(fd, 0);
+    close(fd);
+    log_path_ = path;
+    // `exec` keeps the pid: signals go to the server itself.
+    std::vector<std::string> args = {
+        "/bin/sh",
+        "-c",
+        absl::StrCat("exec \"$0\" \"$@\" 2>>", log_path_),
+        BATCHFETCH_SERVER_BINARY,
+        "--listen=127.0.0.1:0",
+        absl::StrCat("--mysql_port=", db->port()),
+        absl::StrCat("--mysql_database=", database_),
+        "--egress_allow_cidr=127.0.0.0/8"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    server_process_ = std::make_unique<Child>(
+        args, std::vector<std::string>{"BATCHFETCH_MYSQL_PASSWORD=" +
+                                       db->password()});
+    std::string line;
+    ASSERT_TRUE(server_process_->ReadLine(&line)) << ReadFile(log_path_);
+    absl::string_view rest = line;
+    ASSERT_TRUE(
+        absl::ConsumePrefix(&rest, "batchfetch_server listening on port "))
+        << line;
+    port_ = std::atoi(std::string(rest).c_str());
+    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", port_),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = v1::BatchFetcher::NewStub(channel_);
+  }
+
+  std::string Log() const { return ReadFile(log_path_); }
+  bool Logged(const std::string& event) const {
+    return absl::StrContains(Log(), absl::StrCat("\"event\":\"", event, "\""));
+  }
+
+  // Runs the binary, stdout and stderr together, until it exits; its exit
+  // code, and its lines in `*lines`.
+  static int RunUntilExit(const std::vector<std::string>& flags,
+                          std::vector<std::string>* lines) {
+    std::vector<std::string> args = {"/bin/sh", "-c", "exec \"$0\" \"$@\" 2>&1",
+                                     BATCHFETCH_SERVER_BINARY,
+                                     "--listen=127.0.0.1:0"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    Child server(args, {"BATCHFETCH_MYSQL_PASSWORD=batchfetch"});
+    std::string line;
+    while (server.ReadLine(&line)) lines->push_back(line);
+    return server.Wait();
+  }
+
+  std::string log_path_;
+};
+
+// FetchBatch on its own thread; `accepted` and `results_seen` let the test
+// act mid-batch.
+class BackgroundFetch {
+ public:
+  BackgroundFetch(v1::BatchFetcher::Stub* stub, v1::FetchBatchRequest request,
+                  int notify_after_results = 0)
+      : thread_([this, stub, request, notify_after_results] {
+          grpc::ClientContext context;
+          context.set_deadline(
+              absl::ToChronoTime(absl::Now() + absl::Seconds(90)));
+          auto reader = stub->FetchBatch(&context, request);
+          v1::FetchBatchEvent event;
+          int results = 0;
+          while (reader->Read(&event)) {
+            out_.events.push_back(event);
+            if (event.has_accepted() && notify_after_results == 0) {
+              ready_.Notify();
+            }
+            if (event.has_result() && ++results == notify_after_results) {
+              ready_.Notify();
+            }
+          }
+          out_.status = reader->Finish();
+          if (!ready_.HasBeenNotified()) ready_.Notify();
+        }) {}
+  ~BackgroundFetch() {
+    if (thread_.joinable()) thread_.join();
+  }
+  // Accepted (or the given number of results arrived).
+  bool WaitReady() {
+    return ready_.WaitForNotificationWithTimeout(absl::Seconds(30));
+  }
+  const Streamed& Join() {
+    thread_.join();
+    return out_;
+  }
+
+ private:
+  absl::Notification ready_;
+  Streamed out_;
+  std::thread thread_;
+};
+
+// --- Health, served from our own generated grpc.health.v1 ---------------
+
+TEST_F(ServiceTest, HealthAnswersServingForTheServerAndTheBatchFetcher) {
+  StartServer(Config());
+  for (const std::string service : {"", "batchfetch.v1.BatchFetcher"}) {
+    absl::StatusOr<HealthCheckResponse::ServingStatus> status =
+        CheckHealth(server_->port(), service);
+    ASSERT_TRUE(status.ok()) << service << ": " << status.status();
+    EXPECT_EQ(*status, HealthCheckResponse::SERVING) << service;
+  }
+  absl::StatusOr<HealthCheckResponse::ServingStatus> unknown =
+      CheckHealth(server_->port(), "no.such.Service");
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(ServiceTest, HealthWatchSendsServingThenNotServingWhenTheDrainStarts) {
+  StartServer(Config());
+  auto stub = Health::NewStub(channel_);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  HealthCheckRequest request;
+  request.set_service("batchfetch.v1.BatchFetcher");
+  auto reader = stub->Watch(&context, request);
+  HealthCheckResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  EXPECT_EQ(response.status(), HealthCheckResponse::SERVING);
+  std::thread drain([this] { server_->Shutdown(absl::ZeroDuration()); });
+  ASSERT_TRUE(reader->Read(&response));
+  EXPECT_EQ(response.status(), HealthCheckResponse::NOT_SERVING);
+  EXPECT_FALSE(reader->Read(&response));
+  grpc::Status status = reader->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE)
+      << status.error_message();
+  drain.join();
+}
+
+TEST_F(ServiceTest, HealthWatchOfAnUnknownServiceSaysServiceUnknown) {
+  StartServer(Config());
+  auto stub = Health::NewStub(channel_);
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(10)));
+  HealthCheckRequest request;
+  request.set_service("no.such.Service");
+  auto reader = stub->Watch(&context, request);
+  HealthCheckResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  EXPECT_EQ(response.status(), HealthCheckResponse::SERVICE_UNKNOWN);
+  context.TryCancel();
+  while (reader->Read(&response)) {
+  }
+  reader->Finish();
+}
+
+// --- grpcurl, reflection only (issue 11) ---------------------------------
+
+// ../shared/tools/grpcurl next to the checkout, else grpcurl on PATH; empty
+// when neither exists.
+std::string FindGrpcurl() {
+  const std::string shared =
+      absl::StrCat(BATCHFETCH_SOURCE_DIR, "/../shared/tools/grpcurl");
+  if (access(shared.c_str(), X_OK) == 0) return shared;
+  std::string found;
+  if (RunCommand("command -v grpcurl", &found) == 0 && !found.empty()) {
+    while (!found.empty() && found.back() == '\n') found.pop_back();
+    return found;
+  }
+  return "";
+}
+
+class GrpcurlTest : public ServiceTest {
+ protected:
+  void SetUp() override {
+    grpcurl_ = FindGrpcurl();
+    if (grpcurl_.empty()) {
+      GTEST_SKIP() << "no grpcurl: put it at ../shared/tools/grpcurl or on "
+                      "PATH to run these tests";
+    }
+    ServiceTest::SetUp();
+    StartServer(Config());
+  }
+  // grpcurl -plaintext `args` against the server; exit code, output.
+  int Grpcurl(const std::string& args, std::string* output) {
+    return RunCommand(absl::StrCat(grpcurl_, " -plaintext -max-time 10 ", args,
+                                   " 127.0.0.1:", server_->port(), " ", rest_),
+                      output);
+  }
+  int Grpcurl(const std::string& args, const std::string& rest,
+              std::string* output) {
+    rest_ = rest;
+    int code = Grpcurl(args, output);
+    rest_.clear();
+    return code;
+  }
+
+  std::string grpcurl_;
+  std::string rest_;
+};
+
+TEST_F(GrpcurlTest, ListShowsTheHealthAndBatchFetcherServices) {
+  std::string output;
+  ASSERT_EQ(Grpcurl("", "list", &output), 0) << output;
+  EXPECT_TRUE(absl::StrContains(output, "grpc.health.v1.Health")) << output;
+  EXPECT_TRUE(absl::StrContains(output, "batchfetch.v1.BatchFetcher"))
+      << output;
+}
+
+TEST_F(GrpcurlTest, ABareDescribeSucceeds) {
+  std::string output;
+  EXPECT_EQ(Grpcurl("", "describe", &output), 0) << output;
+  EXPECT_TRUE(absl::StrContains(output, "rpc Check")) << output;
+}
+
+TEST_F(GrpcurlTest, DescribesTheHealthService) {
+  std::string output;
+  ASSERT_EQ(Grpcurl("", "describe grpc.health.v1.Health", &output), 0)
+      << output;
+  EXPECT_TRUE(absl::StrContains(output, "rpc Watch")) << output;
+}
+
+TEST_F(GrpcurlTest, CallsHealthCheckByName) {
+  std::string output;
+  ASSERT_EQ(Grpcurl("", "grpc.health.v1.Health/Check", &output), 0) << output;
+  EXPECT_TRUE(absl::StrContains(output, "\"SERVING\"")) << output;
+  output.clear();
+  ASSERT_EQ(Grpcurl("-d '{\"service\":\"batchfetch.v1.BatchFetcher\"}'",
+                    "grpc.health.v1.Health/Check", &output),
+            0)
+      << output;
+  EXPECT_TRUE(absl::StrContains(output, "\"SERVING\"")) << output;
+}
+
+// --- The drain on SIGTERM ------------------------------------------------
+
+TEST_F(LifecycleTest, SigtermLetsARunningBatchFinishWithinTheGrace) {
+  StartLoggedServer({"--shutdown_grace=30s"});
+  std::vector<std::string> urls;
+  for (int i = 0; i < 3; ++i) {
+    urls.push_back(upstream_->Url(absl::StrCat("/slow?delay_ms=3000&n=", i)));
+  }
+  BackgroundFetch running(stub_.get(), Batch(urls, 3));
+  ASSERT_TRUE(running.WaitReady());
+  ASSERT_EQ(kill(server_process_->pid(), SIGTERM), 0);
+
+  // NOT_SERVING at once, answered on the port that stays open.
+  std::optional<absl::Duration> not_serving = TimeUntilHealth(
+      port_, HealthCheckResponse::NOT_SERVING, absl::Seconds(2));
+  ASSERT_TRUE(not_serving.has_value()) << "still SERVING after SIGTERM";
+
+  // A new batch is refused, saying why.
+  auto other = v1::BatchFetcher::NewStub(grpc::CreateChannel(
+      absl::StrCat("127.0.0.1:", port_), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(5)));
+  auto reader = other->FetchBatch(&context, Batch({upstream_->Url("/")}));
+  v1::FetchBatchEvent event;
+  EXPECT_FALSE(reader->Read(&event));
+  grpc::Status refused = reader->Finish();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_TRUE(absl::StrContains(refused.error_message(), "draining"))
+      << refused.error_message();
+
+  // The running batch finishes normally.
+  const Streamed& done = running.Join();
+  EXPECT_TRUE(done.status.ok()) << done.status.error_message();
+  ExpectWellFormedStream(done, 3);
+  for (const auto& [index, result] : done.results()) {
+    EXPECT_EQ(result.outcome(), v1::OUTCOME_OK) << index;
+  }
+  EXPECT_EQ(done.summary().state(), v1::BATCH_STATE_DONE);
+  EXPECT_EQ(server_process_->Wait(), 0);
+  EXPECT_TRUE(Logged("drain_started")) << Log();
+  EXPECT_TRUE(Logged("drain_finished")) << Log();
+}
+
+TEST_F(LifecycleTest, AfterTheGraceRunningBatchesEndCancelledAndAllIsStored) {
+  StartLoggedServer({"--shutdown_grace=1s"});
+  std::vector<std::string> urls;
+  for (int i = 0; i < 2; ++i) urls.push_back(upstream_->Url("/fast?n=1"));
+  for (int i = 0; i < 3; ++i) {
+    urls.push_back(upstream_->Url(absl::StrCat("/slow?delay_ms=60000&n=", i)));
+  }
+  v1::FetchBatchRequest request = Batch(urls, 5);
+  request.mutable_timeout()->set_seconds(120);
+  BackgroundFetch running(stub_.get(), request, /*notify_after_results=*/2);
+  ASSERT_TRUE(running.WaitReady());
+  const absl::Time signalled = absl::Now();
+  ASSERT_EQ(kill(server_process_->pid(), SIGTERM), 0);
+
+  const Streamed& done = running.Join();
+  EXPECT_LT(absl::Now() - signalled, absl::Seconds(20));
+  // CANCELLED, as the README promises, with every result and the summary
+  // (not gRPC's "Cancelling all calls").
+  EXPECT_EQ(done.status.error_code(), grpc::StatusCode::CANCELLED)
+      << done.status.error_message();
+  ExpectWellFormedStream(done, 5);
+  std::map<uint32_t, v1::FetchResult> results = done.results();
+  for (uint32_t i = 0; i < 5; ++i) {
+    ASSERT_EQ(results.count(i), 1u) << i;
+    EXPECT_EQ(results[i].outcome(),
+              i < 2 ? v1::OUTCOME_OK : v1::OUTCOME_CANCELLED)
+        << i;
+  }
+  EXPECT_EQ(done.summary().state(), v1::BATCH_STATE_CANCELLED);
+  EXPECT_EQ(server_process_->Wait(), 0);
+
+  // Nothing streamed is missing from the database.
+  const std::string id = done.batch_id();
+  absl::StatusOr<std::string> rows = db_->Execute(
+      absl::StrCat("SELECT COUNT(*) FROM fetch_results WHERE batch_id = '", id,
+                   "'"),
+      database_);
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  EXPECT_EQ(*rows, "5\n");
+  absl::StatusOr<std::string> state = db_->Execute(
+      absl::StrCat("SELECT state FROM batches WHERE batch_id = '", id, "'"),
+      database_);
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(*state, absl::StrCat(v1::BATCH_STATE_CANCELLED, "\n"));
+  EXPECT_TRUE(Logged("drain_finished")) << Log();
+}
+
+TEST_F(LifecycleTest, LogLevelErrorDropsTheInfoLinesOfTheDrain) {
+  StartLoggedServer({"--log_level=error"});
+  ASSERT_EQ(kill(server_process_->pid(), SIGTERM), 0);
+  EXPECT_EQ(server_process_->Wait(), 0);
+  EXPECT_FALSE(Logged("drain_started")) << Log();
+  EXPECT_FALSE(Logged("drain_finished")) << Log();
+}
+
+TEST_F(LifecycleTest, LogLevelInfoKeepsThem) {
+  StartLoggedServer({"--log_level=info"});
+  ASSERT_EQ(kill(server_process_->pid(), SIGTERM), 0);
+  EXPECT_EQ(server_process_->Wait(), 0);
+  EXPECT_TRUE(Logged("drain_started")) << Log();
+}
+
+// --- Health through a database outage ------------------------------------
+
+TEST_F(LifecycleTest, HealthFollowsThePrivateDatabaseGoingAwayAndComingBack) {
+  auto db = LocalMariaDb::Start(BATCHFETCH_SOURCE_DIR);
+  ASSERT_TRUE(db.ok()) << db.status();
+  StartLoggedServer({"--mysql_io_timeout=3s"}, db->get());
+  ASSERT_TRUE(
+      TimeUntilHealth(port_, HealthCheckResponse::SERVING, absl::Seconds(5))
+          .has_value());
+  const std::string script =
+      absl::StrCat(BATCHFETCH_SOURCE_DIR, "/scripts/mariadb-local.sh");
+  std::string output;
+  ASSERT_EQ(RunCommand(absl::StrCat("bash ", script, " stop ", (*db)->dir()),
+                       &output),
+            0)
+      << output;
+  std::optional<absl::Duration> down = TimeUntilHealth(
+      port_, HealthCheckResponse::NOT_SERVING, absl::Seconds(5));
+  ASSERT_TRUE(down.has_value()) << "still SERVING 5 s after MySQL stopped";
+  std::printf("NOT_SERVING %.1f s after MySQL stopped\n",
+              absl::ToDoubleSeconds(*down));
+  EXPECT_TRUE(Logged("database_unreachable")) << Log();
+
+  output.clear();
+  ASSERT_EQ(RunCommand(absl::StrCat("BATCHFETCH_MARIADB_OWNER_PID=", getpid(),
+                                    " bash ", script, " start ", (*db)->dir(),
+                                    " ", (*db)->port()),
+                       &output),
+            0)
+      << output;
+  std::optional<absl::Duration> up =
+      TimeUntilHealth(port_, HealthCheckResponse::SERVING, absl::Seconds(5));
+  ASSERT_TRUE(up.has_value()) << "not SERVING 5 s after MySQL came back";
+  std::printf("SERVING %.1f s after MySQL came back\n",
+              absl::ToDoubleSeconds(*up));
+  EXPECT_TRUE(Logged("database_reachable")) << Log();
+  // And batches work again.
+  Streamed after = Fetch(Batch({upstream_->Url("/?n=1")}));
+  EXPECT_TRUE(after.status.ok()) << after.status.error_message();
+}
+
+// --- Fail-fast start-up --------------------------------------------------
+
+TEST_F(LifecycleTest, StartUpFailsFastWhenTheDatabaseIsUnreachable) {
+  std::vector<std::string> lines;
+  const absl::Time start = absl::Now();
+  int code = RunUntilExit(
+      {absl::StrCat("--mysql_port=", ClosedPort()), "--mysql_startup_wait=1s"},
+      &lines);
+  EXPECT_LT(absl::Now() - start, absl::Seconds(15));
+  EXPECT_EQ(code, 1);
+  const std::string all = absl::StrJoin(lines, "\n");
+  EXPECT_TRUE(
+      absl::StrContains(all, "is unreachable after --mysql_startup_wait=1s"))
+      << all;
+  EXPECT_FALSE(absl::StrContains(all, "listening on port")) << all;
+}
+
+TEST_F(LifecycleTest, StartUpFailsWhenTheSchemaIsNewerThanTheBinary) {
+  const int future = MysqlResultStore::LatestSchemaVersion() + 1;
+  absl::StatusOr<std::string> made = db_->Execute(absl::StrCat(
+      "CREATE DATABASE `", database_, "`; USE `", database_,
+      "`; CREATE TABLE schema_migrations (version INT NOT NULL PRIMARY KEY, "
+      "description VARCHAR(255) NOT NULL, applied_at DATETIME(6) NOT NULL); "
+      "INSERT INTO schema_migrations VALUES (",
+      future, ", 'from a newer build', NOW(6))"));
+  ASSERT_TRUE(made.ok()) << made.status();
+  std::vector<std::string> lines;
+  int code = RunUntilExit({absl::StrCat("--mysql_port=", db_->port()),
+                           absl::StrCat("--mysql_database=", database_)},
+                          &lines);
+  EXPECT_EQ(code, 1);
+  const std::string all = absl::StrJoin(lines, "\n");
+  EXPECT_TRUE(absl::StrContains(all, "newer than this build")) << all;
+  EXPECT_FALSE(absl::StrContains(all, "listening on port")) << all;
+}
+
+}  // namespace
+}  // namespace e2e
+}  // namespace batchfetch
