@@ -3,15 +3,22 @@
 # Idempotent: installs only what is missing. Run as root (or with sudo available).
 set -euo pipefail
 
+# What building the two binaries needs (BATCHFETCH_DEPS=build: the
+# Dockerfile's build stage, without tests).
 PACKAGES=(
-  build-essential cmake pkg-config git ca-certificates
+  build-essential cmake pkg-config ca-certificates
   libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libcurl4-openssl-dev rapidjson-dev libmysqlcppconn-dev libssl-dev
-  libgtest-dev libgmock-dev zlib1g-dev
   libcivetweb-dev  # the embedded HTTP server of GET /metrics (--metrics_listen)
-  mariadb-server mariadb-client
-  python3 curl openssl  # openssl: the TLS tests make their certificates with it
 )
+# The tests too (the default).
+if [[ "${BATCHFETCH_DEPS:-test}" != build ]]; then
+  PACKAGES+=(
+    git libgtest-dev libgmock-dev zlib1g-dev
+    mariadb-server mariadb-client
+    python3 curl openssl  # openssl: the TLS tests make their certificates with it
+  )
+fi
 # scripts/fuzz.sh and scripts/sanitize.sh (both run by .ci/run): clang with
 # compiler-rt (libFuzzer, the ASan/UBSan/TSan runtimes: libclang-rt-14-dev
 # is only a Recommends of clang-14), ninja, and dpkg-source to unpack

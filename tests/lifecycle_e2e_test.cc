@@ -488,6 +488,11 @@ TEST_F(LifecycleTest, HealthFollowsThePrivateDatabaseGoingAwayAndComingBack) {
 
 // --- Fail-fast start-up --------------------------------------------------
 
+// `docker run IMAGE batchfetch fetch URL` must not silently start a server.
+TEST_F(LifecycleTest, AStrayPositionalArgumentStopsStartUpAsAUsageError) {
+  EXPECT_EQ(RunServerThatMustNotStart({"fetch", "https://example.com/"}), 2);
+}
+
 TEST_F(LifecycleTest, StartUpFailsFastWhenTheDatabaseIsUnreachable) {
   std::vector<std::string> lines;
   const absl::Time start = absl::Now();

@@ -475,5 +475,20 @@ TEST(ServerEgress, AnUnreadableCaBundleStopsTheServerNamingTheFlag) {
   }
 }
 
+TEST(ServerArguments, StrayPositionalArgumentsAreRefusedNamingTheFirst) {
+  char program[] = "batchfetch_server";
+  char fetch[] = "fetch";
+  char url[] = "https://example.com/";
+  EXPECT_TRUE(CheckNoPositionalArguments({program}).ok());
+  absl::Status stray = CheckNoPositionalArguments({program, fetch, url});
+  EXPECT_TRUE(absl::IsInvalidArgument(stray)) << stray;
+  EXPECT_NE(stray.message().find("unexpected argument 'fetch'"),
+            absl::string_view::npos)
+      << stray;
+  EXPECT_NE(stray.message().find("--entrypoint batchfetch"),
+            absl::string_view::npos)
+      << stray;
+}
+
 }  // namespace
 }  // namespace batchfetch

@@ -452,8 +452,20 @@ absl::StatusOr<ServerConfig> ParseServerConfig(int argc, char** argv) {
       "variable BATCHFETCH_<FLAG_NAME>; the MySQL password only via "
       "BATCHFETCH_MYSQL_PASSWORD or --mysql_password_file.");
   if (absl::Status env = ApplyEnvironmentToFlags(); !env.ok()) return env;
-  absl::ParseCommandLine(argc, argv);
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  if (absl::Status none = CheckNoPositionalArguments(positional); !none.ok()) {
+    return none;
+  }
   return ServerConfigFromFlags();
+}
+
+absl::Status CheckNoPositionalArguments(const std::vector<char*>& positional) {
+  // positional[0] is the program itself.
+  if (positional.size() <= 1) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unexpected argument '", positional[1],
+      "': batchfetch_server takes flags only (--name=value); to run the CLI "
+      "from the container image, use --entrypoint batchfetch"));
 }
 
 }  // namespace batchfetch

@@ -84,8 +84,14 @@ std::string TlsDescription(const ServerTlsConfig& tls);
 
 // What main() does with argv: sets --help up to list ServerFlags(), applies
 // the environment, parses the command line (exiting on --help or an unknown
-// flag, as absl does) and builds the configuration.
+// flag, as absl does), refuses stray positional arguments and builds the
+// configuration.
 absl::StatusOr<ServerConfig> ParseServerConfig(int argc, char** argv);
+
+// INVALID_ARGUMENT naming the first argument after the program name in
+// `positional` (what absl::ParseCommandLine leaves): a server that silently
+// ignored `batchfetch fetch URL` would start instead of failing.
+absl::Status CheckNoPositionalArguments(const std::vector<char*>& positional);
 
 }  // namespace batchfetch
 
