@@ -112,8 +112,9 @@ absl::StatusOr<LogLevel> ParseLogLevel(std::string_view name) {
   if (lower == "info") return LogLevel::kInfo;
   if (lower == "warning" || lower == "warn") return LogLevel::kWarning;
   if (lower == "error") return LogLevel::kError;
-  return absl::InvalidArgumentError(absl::StrCat(
-      "log level \"", std::string(name), "\" is not one of debug, info, warning, error"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("log level \"", std::string(name),
+                   "\" is not one of debug, info, warning, error"));
 }
 
 std::string_view LogLevelName(LogLevel level) {

@@ -29,6 +29,17 @@ SpoolLogReader SpoolLogReader::ForFileDescriptor(int fd) {
   });
 }
 
+SpoolLogReader::Next SpoolLogReader::DropRestOfBlock(size_t left) {
+  position_ = block_length_;
+  if (at_last_block_) {
+    stats_.torn_tail_bytes += left;
+    return Next::kEnd;
+  }
+  stats_.corrupt_bytes += left;
+  ++stats_.corruptions;
+  return Next::kDamaged;
+}
+
 SpoolLogReader::Next SpoolLogReader::ReadFragment(uint8_t* type,
                                                   absl::string_view* fragment) {
   while (true) {
@@ -63,29 +74,13 @@ SpoolLogReader::Next SpoolLogReader::ReadFragment(uint8_t* type,
     const size_t length =
         static_cast<size_t>(header[4]) | (static_cast<size_t>(header[5]) << 8);
     const uint8_t fragment_type = header[6];
-    if (kSpoolHeaderSize + length > left) {
-      position_ = block_length_;
-      if (at_last_block_) {
-        // The writer died while appending this fragment.
-        stats_.torn_tail_bytes += left;
-        return Next::kEnd;
-      }
-      // A full block always holds whole fragments: the length is damaged.
-      stats_.corrupt_bytes += left;
-      ++stats_.corruptions;
-      return Next::kDamaged;
-    }
-    if (fragment_type == 0 && length == 0) {
-      // Zero-filled space: never written by the writer (it does not
-      // preallocate), so the rest of this block holds nothing readable.
-      position_ = block_length_;
-      if (at_last_block_) {
-        stats_.torn_tail_bytes += left;
-        return Next::kEnd;
-      }
-      stats_.corrupt_bytes += left;
-      ++stats_.corruptions;
-      return Next::kDamaged;
+    // A fragment running past its block (a full block always holds whole
+    // fragments, so only the last one may: the writer died while appending
+    // it), or zero-filled space (never written by the writer, which does not
+    // preallocate): the rest of this block holds nothing readable.
+    if (kSpoolHeaderSize + length > left ||
+        (fragment_type == 0 && length == 0)) {
+      return DropRestOfBlock(left);
     }
     const uint32_t actual_crc = crc32c::Value(
         block_.get() + position_ + kSpoolHeaderSize - 1, 1 + length);

@@ -63,6 +63,9 @@ class SpoolLogReader {
   // What ReadFragment found.
   enum class Next { kFragment, kDamaged, kEnd };
   Next ReadFragment(uint8_t* type, absl::string_view* fragment);
+  // Skips the `left` unread bytes of the current block: a torn tail (kEnd)
+  // in the log's last block, damage (kDamaged, counted) anywhere else.
+  Next DropRestOfBlock(size_t left);
   void DropPartialRecord();
 
   Source source_;
