@@ -72,6 +72,10 @@ fetch flags:
   --extract NAME=/PTR    reduce each JSON body to {NAME: value at JSON
                          Pointer PTR}; repeatable
   --batch-id ID          use this batch id (default: server generates one)
+  --resume ID            continue the stored batch ID with the same URLs
+                         and flags for requests: its stored results are
+                         printed first, then only requests without an OK
+                         result are fetched again
   --quiet                no progress bar and no summary on stderr
   --summary-json         end stdout with a {"summary":{...}} line
 
@@ -471,6 +475,7 @@ absl::StatusOr<FetchOptions> ParseFetchArgs(
       {"--header", "-H", true},
       {"--extract", nullptr, true},
       {"--batch-id", nullptr, true},
+      {"--resume", nullptr, true},
       {"--quiet", "-q", false},
       {"--summary-json", nullptr, false},
   });
@@ -534,8 +539,18 @@ absl::StatusOr<FetchOptions> ParseFetchArgs(
         return absl::InvalidArgumentError(
             absl::StrCat("--extract name '", extract->first, "' given twice"));
       }
-    } else if (arg.flag == "--batch-id") {
+    } else if (arg.flag == "--batch-id" || arg.flag == "--resume") {
+      if (arg.flag == "--resume" && arg.value.empty()) {
+        return absl::InvalidArgumentError(
+            "--resume needs the id of the batch to resume");
+      }
+      if (!request.batch_id().empty() && request.batch_id() != arg.value) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(arg.flag, " ", arg.value, " names another batch than ",
+                         request.batch_id()));
+      }
       request.set_batch_id(arg.value);
+      if (arg.flag == "--resume") request.set_resume(true);
     } else if (arg.flag == "--quiet") {
       options.quiet = true;
     } else if (arg.flag == "--summary-json") {

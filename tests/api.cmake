@@ -5,6 +5,8 @@ batchfetch_e2e_test(auth_e2e_test auth_e2e_test.cc)
 # Request safety: smuggling headers, control characters, credentials in
 # URLs, message size; against the in-process server and a loopback upstream.
 batchfetch_e2e_test(request_safety_e2e_test request_safety_e2e_test.cc)
+# FetchBatchRequest.resume: stored results first, only the missing fetched.
+batchfetch_e2e_test(resume_e2e_test resume_e2e_test.cc)
 
 # service/api: request translation, the executor, the reactor's deadline
 # rule. No server, no network.

@@ -81,7 +81,7 @@ class FakeStore : public ResultStore {
                     absl::Time fetched_at, Done done) override {
     probe_->ExpectUnlocked("AppendResult");
     if (inline_acks && !probe_->Locked()) {
-      std::move(done)(absl::OkStatus());
+      std::move(done)(Durability::kCommitted);
       return;
     }
     appends.push_back(
@@ -91,7 +91,7 @@ class FakeStore : public ResultStore {
     probe_->ExpectUnlocked("FinishBatch");
     records.push_back(batch);
     if (inline_acks && !probe_->Locked()) {
-      std::move(done)(absl::OkStatus());
+      std::move(done)(Durability::kCommitted);
       return;
     }
     finishes.push_back({batch, std::move(done)});
@@ -106,13 +106,13 @@ class FakeStore : public ResultStore {
   }
 
   // Acknowledges the i-th queued result write; the store drops its copy.
-  void Ack(size_t i, absl::Status status = absl::OkStatus()) {
+  void Ack(size_t i, WriteOutcome outcome = Durability::kCommitted) {
     Append& a = appends.at(i);
     a.result.reset();
-    std::move(a.done)(std::move(status));
+    std::move(a.done)(std::move(outcome));
   }
-  void AckFinish(absl::Status status = absl::OkStatus()) {
-    std::move(finishes.at(0).done)(std::move(status));
+  void AckFinish(WriteOutcome outcome = Durability::kCommitted) {
+    std::move(finishes.at(0).done)(std::move(outcome));
   }
 
   bool inline_acks = false;
@@ -243,11 +243,7 @@ TEST_F(BatchRunTest, CountsAndReportsTheSummaryOnlyAfterEveryStoreAck) {
   FetchedResponse not_found = Ok(1);
   not_found.http_status = 404;
   Deliver(std::move(not_found));
-  ASSERT_EQ(observer_.results.size(), 3u);
-  EXPECT_EQ(observer_.results[0].index(), 2u);  // completion order
-  EXPECT_EQ(observer_.results[0].outcome(), v1::OUTCOME_OK);
-  EXPECT_EQ(observer_.results[1].outcome(), v1::OUTCOME_TIMEOUT);
-  EXPECT_EQ(observer_.results[2].outcome(), v1::OUTCOME_HTTP_ERROR);
+  EXPECT_TRUE(observer_.results.empty()) << "streamed before it was stored";
   ASSERT_EQ(store_.appends.size(), 3u);
   EXPECT_EQ(store_.appends[0].batch_id, "b-1");
   EXPECT_EQ(store_.appends[0].fetched_at, clock_.WallNow());
@@ -263,9 +259,17 @@ TEST_F(BatchRunTest, CountsAndReportsTheSummaryOnlyAfterEveryStoreAck) {
   store_.Ack(2);
   EXPECT_TRUE(store_.records.empty());
   EXPECT_EQ(run_->snapshot().stored, 2u);
+  // Streamed in the order the store acknowledged them.
+  ASSERT_EQ(observer_.results.size(), 2u);
+  EXPECT_EQ(observer_.results[0].index(), 2u);
+  EXPECT_EQ(observer_.results[0].outcome(), v1::OUTCOME_OK);
+  EXPECT_EQ(observer_.results[1].index(), 1u);
+  EXPECT_EQ(observer_.results[1].outcome(), v1::OUTCOME_HTTP_ERROR);
 
   clock_.Advance(absl::Nanoseconds(1'000'700));  // finished_at keeps micros
   store_.Ack(1);
+  ASSERT_EQ(observer_.results.size(), 3u);
+  EXPECT_EQ(observer_.results[2].outcome(), v1::OUTCOME_TIMEOUT);
   ASSERT_EQ(store_.records.size(), 1u);
   const BatchRecord& record = store_.records[0];
   EXPECT_EQ(record.batch_id, "b-1");
@@ -391,6 +395,42 @@ TEST_F(BatchRunTest, CancelBeforeStartIsAppliedOnceSubmitted) {
   EXPECT_EQ(observer_.accepted.total(), 1u);
 }
 
+TEST_F(BatchRunTest, SpooledResultsCountAsKeptAndTheBatchIsDone) {
+  Make(3);
+  Start(&observer_);
+  Deliver(Ok(0));
+  Deliver(Ok(1));
+  Deliver(Ok(2));
+  store_.Ack(0);
+  store_.Ack(1, ResultStore::Durability::kSpooled);
+  store_.Ack(2, ResultStore::Durability::kSpooled);
+  EXPECT_EQ(observer_.results.size(), 3u);
+  ASSERT_EQ(store_.records.size(), 1u);
+  EXPECT_EQ(store_.records[0].state, v1::BATCH_STATE_DONE);
+  EXPECT_EQ(store_.records[0].stored, 1u);
+  EXPECT_EQ(store_.records[0].spooled, 2u);
+  store_.AckFinish(ResultStore::Durability::kSpooled);
+  ASSERT_TRUE(observer_.finished);
+  EXPECT_TRUE(observer_.status.ok()) << observer_.status;
+  EXPECT_EQ(observer_.summary.state(), v1::BATCH_STATE_DONE);
+  EXPECT_EQ(observer_.summary.stored(), 1u);
+  EXPECT_EQ(observer_.summary.spooled(), 2u);
+}
+
+TEST_F(BatchRunTest, AResultTheStoreGaveUpOnIsStillStreamedAndTheBatchFails) {
+  Make(2);
+  Start(&observer_);
+  Deliver(Ok(0));
+  Deliver(Ok(1));
+  store_.Ack(0, absl::UnavailableError("MySQL away and no spool"));
+  store_.Ack(1);
+  EXPECT_EQ(observer_.results.size(), 2u);
+  ASSERT_EQ(store_.records.size(), 1u);
+  EXPECT_EQ(store_.records[0].state, v1::BATCH_STATE_FAILED);
+  store_.AckFinish();
+  EXPECT_TRUE(absl::IsUnavailable(observer_.status)) << observer_.status;
+}
+
 TEST_F(BatchRunTest, CancelAfterEveryResultWasRecordedChangesNothing) {
   Make(1);
   Start(&observer_);
@@ -407,7 +447,8 @@ TEST_F(BatchRunTest, AnObserverMayCallBackIntoTheRun) {
   Make(2);
   observer_.cancel_on_result = run_.get();
   Start(&observer_);
-  Deliver(Ok(0));  // the observer cancels from inside OnResult
+  Deliver(Ok(0));
+  store_.Ack(0);  // streamed now; the observer cancels from inside OnResult
   EXPECT_EQ(handle_->cancels, 1);
   observer_.cancel_on_result = nullptr;
 }
@@ -419,13 +460,14 @@ TEST_F(BatchRunTest, AResultHoldsItsWindowSlotUntilStreamAndStoreDropIt) {
   Deliver(Ok(0));
   Deliver(Ok(1));
   EXPECT_EQ(handle_->released, 0);
-  store_.Ack(0);  // store done, stream not yet
+  EXPECT_TRUE(observer_.kept.empty());  // streamed only once stored
+  store_.Ack(0);                        // store done, stream not yet
   EXPECT_EQ(handle_->released, 0);
   observer_.kept[0].reset();
   EXPECT_EQ(handle_->released, 1);
-  observer_.kept[1].reset();  // stream done, store not yet
-  EXPECT_EQ(handle_->released, 1);
   store_.Ack(1);
+  EXPECT_EQ(handle_->released, 1);
+  observer_.kept[1].reset();
   EXPECT_EQ(handle_->released, 2);
 }
 
@@ -587,6 +629,84 @@ TEST_F(BatchRunTest, ARunDestroyedUnfinishedIsNoLongerActive) {
   run_.reset();
   EXPECT_EQ(stats_.batches_active.value(), 0);
   EXPECT_EQ(stats_.batches_finished[v1::BATCH_STATE_DONE].value(), 0u);
+}
+
+// A resumed batch: its stored OK results come right after `accepted`, count
+// from the start, and the summary covers the whole batch.
+std::vector<std::shared_ptr<const v1::FetchBatchEvent>> StoredOk(
+    std::vector<uint32_t> indices) {
+  std::vector<std::shared_ptr<const v1::FetchBatchEvent>> events;
+  for (uint32_t index : indices) {
+    auto event = std::make_shared<v1::FetchBatchEvent>();
+    event->mutable_result()->set_index(index);
+    event->mutable_result()->set_outcome(v1::OUTCOME_OK);
+    events.push_back(std::move(event));
+  }
+  return events;
+}
+
+TEST_F(BatchRunTest, AResumedRunStreamsTheStoredResultsFirstAndCountsThem) {
+  BatchRun::Params params;
+  params.batch_id = "b-1";
+  params.total = 4;
+  params.created_at = created_at_;
+  params.store = &store_;
+  params.clock = &clock_;
+  params.resumed_results = StoredOk({0, 2});
+  run_ =
+      std::make_shared<BatchRun>(std::move(params), *JsonCleaner::Create({}));
+  probe_.Watch(run_.get());
+  Start(&observer_);
+  EXPECT_EQ(observer_.accepted.total(), 4u);
+  ASSERT_EQ(observer_.results.size(), 2u);
+  EXPECT_EQ(observer_.results[0].index(), 0u);
+  EXPECT_EQ(observer_.results[1].index(), 2u);
+  EXPECT_TRUE(store_.appends.empty()) << "a stored result was written again";
+  BatchRun::Snapshot s = run_->snapshot();
+  EXPECT_EQ(s.received, 2u);
+  EXPECT_EQ(s.stored, 2u);
+
+  Deliver(Ok(1));
+  Deliver(Failed(3, TransferResult::kTimeout));
+  store_.Ack(0);
+  store_.Ack(1);
+  ASSERT_EQ(store_.records.size(), 1u);
+  EXPECT_EQ(store_.records[0].state, v1::BATCH_STATE_DONE);
+  EXPECT_EQ(store_.records[0].total, 4u);
+  EXPECT_EQ(store_.records[0].succeeded, 3u);
+  EXPECT_EQ(store_.records[0].failed, 1u);
+  EXPECT_EQ(store_.records[0].stored, 4u);
+  store_.AckFinish();
+  ASSERT_TRUE(observer_.finished);
+  EXPECT_EQ(observer_.summary.stored(), 4u);
+  EXPECT_EQ(observer_.results.size(), 4u);
+}
+
+TEST_F(BatchRunTest, AResumedRunWithNothingLeftSubmitsNothingAndFinishes) {
+  BatchRun::Params params;
+  params.batch_id = "b-1";
+  params.total = 2;
+  params.created_at = created_at_;
+  params.store = &store_;
+  params.clock = &clock_;
+  params.resumed_results = StoredOk({0, 1});
+  run_ =
+      std::make_shared<BatchRun>(std::move(params), *JsonCleaner::Create({}));
+  probe_.Watch(run_.get());
+  bool submitted = false;
+  run_->Start(&observer_, [&](std::shared_ptr<FetchSink>) {
+    submitted = true;
+    return handle_;
+  });
+  EXPECT_FALSE(submitted);
+  EXPECT_EQ(observer_.results.size(), 2u);
+  ASSERT_EQ(store_.records.size(), 1u);
+  EXPECT_EQ(store_.records[0].state, v1::BATCH_STATE_DONE);
+  EXPECT_EQ(store_.records[0].succeeded, 2u);
+  EXPECT_EQ(store_.records[0].stored, 2u);
+  store_.AckFinish();
+  ASSERT_TRUE(observer_.finished);
+  EXPECT_TRUE(observer_.status.ok()) << observer_.status;
 }
 
 }  // namespace

@@ -99,6 +99,24 @@ TEST(CliArgs, ShortFlagTakesAGluedOrSeparateValue) {
   EXPECT_EQ(headers.at("B"), "2");
 }
 
+TEST(CliArgs, ResumeSetsTheBatchIdAndTheResumeFlag) {
+  absl::StatusOr<FetchOptions> options =
+      ParseFetch({"--resume", "b-1", "http://a/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->request.batch_id(), "b-1");
+  EXPECT_TRUE(options->request.resume());
+  EXPECT_FALSE(ParseFetch({"--batch-id=b-1", "http://a/"})->request.resume());
+  // The same id twice is fine; two different ones are not.
+  EXPECT_TRUE(ParseFetch({"--batch-id=b-1", "--resume=b-1", "http://a/"}).ok());
+  absl::StatusOr<FetchOptions> two =
+      ParseFetch({"--batch-id=b-1", "--resume=b-2", "http://a/"});
+  ASSERT_FALSE(two.ok());
+  EXPECT_NE(two.status().message().find("--resume"), std::string::npos);
+  absl::StatusOr<FetchOptions> empty = ParseFetch({"--resume=", "http://a/"});
+  ASSERT_FALSE(empty.ok());
+  EXPECT_NE(empty.status().message().find("--resume"), std::string::npos);
+}
+
 TEST(CliArgs, ValueThatLooksLikeAFlagIsStillTheValue) {
   absl::StatusOr<FetchOptions> options =
       ParseFetch({"--batch-id", "--quiet", "http://a/"});

@@ -35,6 +35,28 @@ TEST(JsonCleaner, RejectsInvalidJsonWithPosition) {
   EXPECT_NE(Clean(*cleaner, "\"\xff\"").find("ERROR"), std::string::npos);
 }
 
+TEST(JsonCleaner, RefusesAnUnpairedSurrogateEscapeInAStringOrKey) {
+  // RapidJSON 1.1 would write a lone low surrogate as the bytes ED B7 A9,
+  // which are not UTF-8 (found by tests/fuzz/json_cleaner_fuzzer.cc).
+  auto plain = JsonCleaner::Create({});
+  ASSERT_TRUE(plain.ok());
+  auto projecting = JsonCleaner::Create({{"c", "/b/c"}});
+  ASSERT_TRUE(projecting.ok());
+  for (const char* body : {R"({"b":{"c":"x\udde9y"}})", R"({"\udc00":1})",
+                           R"(["\udfff"])", R"(["\ud83d"])"}) {
+    for (const JsonCleaner* cleaner : {&*plain, &*projecting}) {
+      EXPECT_NE(Clean(*cleaner, body).find("ERROR: body is not valid JSON"),
+                std::string::npos)
+          << body;
+    }
+  }
+  EXPECT_NE(Clean(*plain, R"(["\udc00"])").find("unpaired UTF-16 surrogate"),
+            std::string::npos);
+  // A proper pair and U+D7FF / U+E000 (the neighbours) are kept.
+  EXPECT_EQ(Clean(*plain, R"(["\ud83d\ude00","\ud7ff","\ue000"])"),
+            "[\"\xF0\x9F\x98\x80\",\"\xED\x9F\xBF\",\"\xEE\x80\x80\"]");
+}
+
 TEST(JsonCleaner, RefusesDeepNestingWithoutCrashing) {
   auto cleaner = JsonCleaner::Create({});
   ASSERT_TRUE(cleaner.ok());

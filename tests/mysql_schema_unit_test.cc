@@ -27,7 +27,8 @@ TEST(MysqlSchemaTest, EveryStepIsIdempotentByConstruction) {
     for (const auto& step : m.steps) {
       if (!step.table.empty()) {
         EXPECT_TRUE(step.statement.empty()) << m.version;
-        EXPECT_FALSE(step.add_columns.empty()) << m.version;
+        EXPECT_FALSE(step.add_columns.empty() && step.add_indexes.empty())
+            << m.version;
         continue;
       }
       EXPECT_TRUE(
@@ -57,6 +58,40 @@ TEST(MysqlSchemaTest, AddColumnsSqlAddsOnlyTheGivenColumns) {
                                                    {"tls_us", "BIGINT NULL"}}),
       "ALTER TABLE `fetch_results` ADD COLUMN `dns_us` BIGINT NULL, "
       "ADD COLUMN `tls_us` BIGINT NULL");
+}
+
+TEST(MysqlSchemaTest, MissingIndexesComparesNamesCaseInsensitively) {
+  const std::vector<MysqlSchema::Index> wanted = {
+      {"batches_state_lease", "(state, lease_expires_at)"},
+      {"batches_created_at", "(created_at)"}};
+  std::vector<MysqlSchema::Index> missing =
+      MysqlSchema::MissingIndexes(wanted, {"PRIMARY", "BATCHES_CREATED_AT"});
+  ASSERT_EQ(missing.size(), 1u);
+  EXPECT_EQ(missing[0].name, "batches_state_lease");
+  EXPECT_TRUE(MysqlSchema::MissingIndexes(
+                  wanted, {"batches_state_lease", "batches_created_at"})
+                  .empty());
+}
+
+TEST(MysqlSchemaTest, AddIndexesSqlAddsOnlyTheGivenIndexes) {
+  EXPECT_EQ(MysqlSchema::AddIndexesSql(
+                "batches", {{"batches_state_lease", "(state, lease_expires_at)"}}),
+            "ALTER TABLE `batches` ADD INDEX `batches_state_lease` "
+            "(state, lease_expires_at)");
+}
+
+TEST(MysqlSchemaTest, LeaseMigrationIsVersionFive) {
+  const auto& migrations = MysqlSchema::Migrations();
+  ASSERT_GE(migrations.size(), 5u);
+  const auto& lease = migrations[4];
+  EXPECT_EQ(lease.version, 5);
+  ASSERT_EQ(lease.steps.size(), 1u);
+  EXPECT_EQ(lease.steps[0].table, "batches");
+  std::set<std::string> columns;
+  for (const auto& c : lease.steps[0].add_columns) columns.insert(c.name);
+  EXPECT_EQ(columns, (std::set<std::string>{"lease_owner", "lease_expires_at",
+                                            "state_reason"}));
+  ASSERT_EQ(lease.steps[0].add_indexes.size(), 1u);
 }
 
 }  // namespace

@@ -13,8 +13,8 @@ namespace {
 WriteOp Op(size_t bytes, absl::Status* got = nullptr) {
   WriteOp op;
   op.bytes = bytes;
-  op.done = [got](absl::Status s) {
-    if (got != nullptr) *got = s;
+  op.done = [got](ResultStore::WriteOutcome outcome) {
+    if (got != nullptr) *got = outcome.status();
   };
   return op;
 }
@@ -94,13 +94,13 @@ TEST(MysqlWriterTest, WriteOpFactories) {
   result->set_url("http://x/");
   result->set_body("12345");
   WriteOp op =
-      WriteOp::Result("b1", result, absl::UnixEpoch(), [](absl::Status) {});
+      WriteOp::Result("b1", result, absl::UnixEpoch(), [](ResultStore::WriteOutcome) {});
   EXPECT_TRUE(op.is_result());
   EXPECT_EQ(op.batch_id, "b1");
   EXPECT_EQ(op.bytes, 9u + 5u + 128u);
   BatchRecord record;
   record.batch_id = "b2";
-  WriteOp finish = WriteOp::FinishBatch(record, [](absl::Status) {});
+  WriteOp finish = WriteOp::FinishBatch(record, [](ResultStore::WriteOutcome) {});
   EXPECT_FALSE(finish.is_result());
   EXPECT_EQ(finish.batch_id, "b2");
 }

@@ -317,5 +317,62 @@ TEST(RetryFromRequest, MaxBackoffIsRaisedToInitial) {
   EXPECT_EQ(retry->max_backoff, absl::Seconds(5));
 }
 
+TEST(TranslateRequest, ResumeNeedsABatchId) {
+  v1::FetchBatchRequest request = Request(2);
+  request.set_resume(true);
+  ExpectRejected(request, "batch_id");
+  request.set_batch_id("earlier");
+  absl::StatusOr<BatchPlan> plan = Translate(request);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_TRUE(plan->resume);
+  EXPECT_EQ(plan->batch_id, "earlier");
+  EXPECT_FALSE(Translate(Request(2))->resume);
+}
+
+TEST(RequestsSha256, IsTheHexSha256OfTheRequestListAlone) {
+  v1::FetchBatchRequest request = Request(2);
+  const std::string sha = RequestsSha256(request);
+  EXPECT_EQ(sha.size(), 64u);
+  EXPECT_EQ(sha.find_first_not_of("0123456789abcdef"), std::string::npos);
+  // The batch's options, id and resume flag are not part of it.
+  v1::FetchBatchRequest with_options = request;
+  with_options.set_concurrency(9);
+  with_options.set_batch_id("x");
+  with_options.set_resume(true);
+  (*with_options.mutable_extract())["a"] = "/a";
+  EXPECT_EQ(RequestsSha256(with_options), sha);
+  // Every part of every request is.
+  v1::FetchBatchRequest other = request;
+  other.mutable_requests(1)->set_method("POST");
+  EXPECT_NE(RequestsSha256(other), sha);
+  other = request;
+  other.mutable_requests(0)->set_body("b");
+  EXPECT_NE(RequestsSha256(other), sha);
+  other = request;
+  (*other.mutable_requests(0)->mutable_headers())["X-A"] = "1";
+  EXPECT_NE(RequestsSha256(other), sha);
+  // Order matters; a prefix is not the list.
+  other = Request(0);
+  *other.add_requests() = request.requests(1);
+  *other.add_requests() = request.requests(0);
+  EXPECT_NE(RequestsSha256(other), sha);
+  EXPECT_NE(RequestsSha256(Request(1)), sha);
+}
+
+TEST(RequestsSha256, IsTheSha256OfADeterministicSerialization) {
+  // SHA-256 of the empty string: a batch without requests.
+  EXPECT_EQ(RequestsSha256(Request(0)),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  // Header maps hash the same whatever order they were filled in.
+  v1::FetchBatchRequest a = Request(1);
+  v1::FetchBatchRequest b = Request(1);
+  for (int i = 0; i < 20; ++i) {
+    (*a.mutable_requests(0)->mutable_headers())[absl::StrCat("H", i)] = "v";
+    (*b.mutable_requests(0)->mutable_headers())[absl::StrCat("H", 19 - i)] =
+        "v";
+  }
+  EXPECT_EQ(RequestsSha256(a), RequestsSha256(b));
+}
+
 }  // namespace
 }  // namespace batchfetch

@@ -15,9 +15,22 @@ target_link_libraries(health_checker_test PRIVATE batchfetch_server_lib
   batchfetch_warnings GTest::gtest_main)
 gtest_discover_tests(health_checker_test DISCOVERY_TIMEOUT 60)
 
+# The lease keeper's schedule (renew every quarter lease, sweep every half),
+# its log lines and counter, on a fake clock with a fake store.
+add_executable(lease_keeper_test lease_keeper_test.cc)
+target_link_libraries(lease_keeper_test PRIVATE batchfetch_server_lib
+  batchfetch_warnings GTest::gtest_main)
+gtest_discover_tests(lease_keeper_test DISCOVERY_TIMEOUT 60)
+
 # The drain on SIGTERM, health from our own grpc.health.v1 (grpcurl with
 # reflection only), health through a MariaDB outage, fail-fast start-up.
 batchfetch_e2e_test(lifecycle_e2e_test lifecycle_e2e_test.cc)
+batchfetch_e2e_test(outage_e2e_test outage_e2e_test.cc)
+
+# kill -9 of the real binary mid-batch, then a restart: the batch is marked
+# interrupted by the new process's lease sweep, every streamed result is
+# stored.
+batchfetch_e2e_test(crash_e2e_test crash_e2e_test.cc)
 
 # The metrics the server exposes (CollectServerMetrics), without a server.
 add_executable(server_metrics_test server_metrics_test.cc)

@@ -38,6 +38,9 @@ const std::map<std::string, std::string>& Samples() {
       {"mysql_startup_wait", "45s"},
       {"mysql_io_timeout", "7s"},
       {"store_retry_budget", "12s"},
+      {"spool_dir", "/var/lib/batchfetch/spool"},
+      {"spool_max_bytes", "2097152"},
+      {"lease_duration", "9s"},
       {"max_in_flight", "77"},
       {"default_concurrency", "5"},
       {"max_concurrency", "66"},
@@ -154,6 +157,37 @@ TEST(ServerFlags, DefaultsOfTheNewFlags) {
   EXPECT_EQ(config->engine.proxy, "");
   EXPECT_EQ(config->mysql.io_timeout, absl::Seconds(30));
   EXPECT_EQ(config->shutdown_grace, absl::Seconds(20));
+  EXPECT_EQ(config->mysql.lease_duration, absl::Seconds(30));
+}
+
+TEST(ServerFlags, TheSpoolIsOffByDefaultAndItsFlagsReachTheConfig) {
+  {
+    absl::FlagSaver saver;
+    absl::StatusOr<ServerConfig> config = ServerConfigFromFlags();
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->spool.spool.dir, "");
+    EXPECT_EQ(config->spool.spool.max_bytes, uint64_t{1} << 30);
+  }
+  absl::FlagSaver saver;
+  ScopedEnv env;
+  env.Set("BATCHFETCH_SPOOL_DIR", "/var/lib/batchfetch/spool");
+  env.Set("BATCHFETCH_SPOOL_MAX_BYTES", "2097152");
+  ASSERT_TRUE(ApplyEnvironmentToFlags().ok());
+  absl::StatusOr<ServerConfig> config = ServerConfigFromFlags();
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->spool.spool.dir, "/var/lib/batchfetch/spool");
+  EXPECT_EQ(config->spool.spool.max_bytes, 2097152u);
+  EXPECT_LE(config->spool.spool.segment_bytes, 2097152u / 8);
+}
+
+TEST(ServerFlags, LeaseDurationReachesTheStoreOptions) {
+  absl::FlagSaver saver;
+  ScopedEnv env;
+  env.Set("BATCHFETCH_LEASE_DURATION", "2s");
+  ASSERT_TRUE(ApplyEnvironmentToFlags().ok());
+  absl::StatusOr<ServerConfig> config = ServerConfigFromFlags();
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->mysql.lease_duration, absl::Seconds(2));
 }
 
 TEST(ServerFlags, ABadValueNamesItsVariable) {
@@ -170,6 +204,9 @@ TEST(ServerFlags, RangesAreChecked) {
   for (const auto& [env_name, value, flag] :
        {std::tuple{"BATCHFETCH_MYSQL_IO_TIMEOUT", "0s", "mysql_io_timeout"},
         {"BATCHFETCH_SHUTDOWN_GRACE", "-1s", "shutdown_grace"},
+        {"BATCHFETCH_LEASE_DURATION", "1s", "--lease_duration"},
+        {"BATCHFETCH_SPOOL_MAX_BYTES", "1000", "--spool_max_bytes"},
+        {"BATCHFETCH_LEASE_DURATION", "inf", "--lease_duration"},
         {"BATCHFETCH_MAX_IN_FLIGHT", "0", "max_in_flight"}}) {
     absl::FlagSaver saver;
     ScopedEnv env;

@@ -33,6 +33,7 @@ TEST(ServerMetricsTest, OutcomeAndStateLabelsAreLowerCaseWithoutPrefix) {
   EXPECT_EQ(OutcomeLabel(v1::OUTCOME_INVALID_REQUEST), "invalid_request");
   EXPECT_EQ(BatchStateLabel(v1::BATCH_STATE_DONE), "done");
   EXPECT_EQ(BatchStateLabel(v1::BATCH_STATE_CANCELLED), "cancelled");
+  EXPECT_EQ(BatchStateLabel(v1::BATCH_STATE_INTERRUPTED), "interrupted");
 }
 
 TEST(ServerMetricsTest, EveryRequiredFamilyIsThereWithItsType) {
@@ -54,6 +55,11 @@ TEST(ServerMetricsTest, EveryRequiredFamilyIsThereWithItsType) {
       {"batchfetch_store_commit_seconds", MetricType::kHistogram},
       {"batchfetch_store_rows_total", MetricType::kCounter},
       {"batchfetch_store_errors_total", MetricType::kCounter},
+      {"batchfetch_batches_interrupted_total", MetricType::kCounter},
+      {"batchfetch_spool_bytes", MetricType::kGauge},
+      {"batchfetch_spooled_writes_total", MetricType::kCounter},
+      {"batchfetch_spool_replayed_writes_total", MetricType::kCounter},
+      {"batchfetch_spool_parked_writes", MetricType::kGauge},
   };
   EXPECT_EQ(families.size(), std::size(required));
   for (const auto& [name, type] : required) {
@@ -119,6 +125,7 @@ TEST(ServerMetricsTest, ReadsEachNumberFromItsSource) {
   store.queue_depth.Set(5);
   store.rows.Increment(10);
   store.errors.Increment(1);
+  store.batches_interrupted.Increment(3);
   store.commit_seconds.Observe(0.02);
 
   const std::string text =
@@ -142,6 +149,7 @@ TEST(ServerMetricsTest, ReadsEachNumberFromItsSource) {
            "batchfetch_store_queue_depth 5",
            "batchfetch_store_rows_total 10",
            "batchfetch_store_errors_total 1",
+           "batchfetch_batches_interrupted_total 3",
            "batchfetch_store_commit_seconds_bucket{le=\"0.01\"} 0",
            "batchfetch_store_commit_seconds_bucket{le=\"0.025\"} 1",
            "batchfetch_store_commit_seconds_count 1",

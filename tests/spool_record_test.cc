@@ -46,6 +46,30 @@ TEST(SpoolRecordTest, BatchCreatedRoundTripsWithOwnerAndUnsetFinishTime) {
   ExpectSameBatch(back->batch, batch);
 }
 
+TEST(SpoolRecordTest, TheRequestOfACreatedBatchRoundTripsAndIsOptional) {
+  BatchRecord batch = SampleBatch();
+  batch.state = v1::BATCH_STATE_RUNNING;
+  batch.request = std::make_shared<const std::string>(std::string("\0req\xff", 5));
+  batch.requests_sha256 = std::string(64, 'a');
+  batch.spooled = 7;
+  absl::StatusOr<SpoolRecord> back =
+      DecodeSpoolRecord(EncodeSpoolRecord(SpoolRecord::BatchCreated(batch)));
+  ASSERT_TRUE(back.ok()) << back.status();
+  ExpectSameBatch(back->batch, batch);
+  ASSERT_NE(back->batch.request, nullptr);
+  EXPECT_EQ(*back->batch.request, *batch.request);
+  EXPECT_EQ(back->batch.requests_sha256, batch.requests_sha256);
+  EXPECT_EQ(back->batch.spooled, 7u);
+
+  // Without them (and as version-1 records written before they existed).
+  absl::StatusOr<SpoolRecord> plain = DecodeSpoolRecord(
+      EncodeSpoolRecord(SpoolRecord::BatchCreated(SampleBatch())));
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->batch.request, nullptr);
+  EXPECT_EQ(plain->batch.requests_sha256, "");
+  EXPECT_EQ(plain->batch.spooled, 0u);
+}
+
 TEST(SpoolRecordTest, BatchFinishedRoundTrips) {
   const BatchRecord batch = SampleBatch();
   absl::StatusOr<SpoolRecord> back =

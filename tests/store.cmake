@@ -14,7 +14,7 @@ gtest_discover_tests(store_unit_tests DISCOVERY_TIMEOUT 60)
 
 # MysqlResultStore and its parts against a private MariaDB (and a TCP black
 # hole in front of it). One CTest test so the instance is started once.
-add_executable(store_test store_test.cc)
+add_executable(store_test store_test.cc store_resume_test.cc)
 target_link_libraries(store_test PRIVATE batchfetch_store batchfetch_test_support
   batchfetch_warnings GTest::gtest_main)
 add_test(NAME store_test COMMAND store_test)
@@ -27,7 +27,8 @@ add_executable(spool_unit_tests
   spool_crc32c_test.cc
   spool_log_test.cc
   spool_record_test.cc
-  spool_result_spool_test.cc)
-target_link_libraries(spool_unit_tests PRIVATE batchfetch_spool batchfetch_warnings
-  GTest::gtest_main Threads::Threads)
+  spool_result_spool_test.cc
+  spooling_result_store_test.cc)
+target_link_libraries(spool_unit_tests PRIVATE batchfetch_spool batchfetch_store
+  batchfetch_warnings GTest::gtest_main Threads::Threads)
 gtest_discover_tests(spool_unit_tests DISCOVERY_TIMEOUT 60)

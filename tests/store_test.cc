@@ -35,13 +35,24 @@ using testing::TcpBlackHoleProxy;
 
 const ReadScope kAnyOwner = ReadScope::AnyOwner();
 
+// "1,2,...,N" for the latest schema version N.
+std::string AllSchemaVersions() {
+  std::string versions;
+  for (int v = 1; v <= MysqlResultStore::LatestSchemaVersion(); ++v) {
+    absl::StrAppend(&versions, v == 1 ? "" : ",", v);
+  }
+  return versions;
+}
+
 // Collects the status a `done` callback reports. The callback shares its
 // state, so a callback that runs late (after a failed test) stays safe.
 class DoneWaiter {
  public:
   ResultStore::Done Callback() {
-    return [state = state_](absl::Status status) {
-      state->status = std::move(status);
+    return [state = state_](ResultStore::WriteOutcome outcome) {
+      state->status = outcome.status();
+      state->durability = outcome.ok() ? *outcome
+                                       : ResultStore::Durability::kCommitted;
       state->at = absl::Now();
       state->done.Notify();
     };
@@ -56,6 +67,7 @@ class DoneWaiter {
   struct State {
     absl::Notification done;
     absl::Status status = absl::UnknownError("not called");
+    ResultStore::Durability durability = ResultStore::Durability::kCommitted;
     absl::Time at;
   };
   std::shared_ptr<State> state_ = std::make_shared<State>();
@@ -311,7 +323,8 @@ TEST_F(StoreTest, OwnerMigrationKeepsExistingBatchesUnowned) {
       "DELETE FROM schema_migrations WHERE version = 3");
   auto store = Open(Options());
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(Sql("SELECT COUNT(*) FROM schema_migrations"), "3");
+  EXPECT_EQ(Sql("SELECT COUNT(*) FROM schema_migrations"),
+            absl::StrCat(MysqlResultStore::LatestSchemaVersion()));
   EXPECT_EQ(Sql("SELECT CONCAT('[', owner, ']') FROM batches"), "[]");
   EXPECT_TRUE(store->GetBatch("old", kAnyOwner).ok());
   EXPECT_TRUE(absl::IsNotFound(
@@ -357,8 +370,8 @@ TEST_F(StoreTest, MigrationsAreRecorded) {
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(Sql("SELECT GROUP_CONCAT(version ORDER BY version) FROM "
                 "schema_migrations"),
-            "1,2,3");
-  EXPECT_EQ(MysqlResultStore::LatestSchemaVersion(), 3);
+            "1,2,3,4,5,6");
+  EXPECT_EQ(MysqlResultStore::LatestSchemaVersion(), 6);
 }
 
 // Fix b: a crash between migration 2's DDL and its record (simulated by
@@ -371,7 +384,7 @@ TEST_F(StoreTest, MigrationRerunsAfterItsRecordWasLost) {
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(Sql("SELECT GROUP_CONCAT(version ORDER BY version) FROM "
                 "schema_migrations"),
-            "1,2,3");
+            AllSchemaVersions());
   EXPECT_EQ(Sql("SELECT COUNT(*) FROM information_schema.COLUMNS WHERE "
                 "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'fetch_results'"),
             "18");
@@ -394,7 +407,8 @@ TEST_F(StoreTest, MigrationAddsOnlyTheMissingColumns) {
                 "TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'fetch_results' "
                 "AND COLUMN_NAME IN ('tls_us', 'total_us')"),
             "2");
-  EXPECT_EQ(Sql("SELECT COUNT(*) FROM schema_migrations"), "3");
+  EXPECT_EQ(Sql("SELECT COUNT(*) FROM schema_migrations"),
+            absl::StrCat(MysqlResultStore::LatestSchemaVersion()));
 }
 
 TEST_F(StoreTest, ReopeningIsANoOp) {
@@ -402,7 +416,8 @@ TEST_F(StoreTest, ReopeningIsANoOp) {
   Open(Options()).reset();
   auto store = Open(Options());
   ASSERT_NE(store, nullptr);
-  EXPECT_EQ(Sql("SELECT COUNT(*) FROM schema_migrations"), "3");
+  EXPECT_EQ(Sql("SELECT COUNT(*) FROM schema_migrations"),
+            absl::StrCat(MysqlResultStore::LatestSchemaVersion()));
 }
 
 TEST_F(StoreTest, NewerSchemaIsRefused) {
@@ -669,7 +684,7 @@ TEST_F(StoreTest, GivenUpGroupsGoToTheHandler) {
     EXPECT_TRUE(absl::IsUnavailable(given_up_with)) << given_up_with;
   }
   EXPECT_FALSE(waiter.Wait(absl::ZeroDuration()));  // the handler owns it now
-  std::move(taken[0].done)(absl::OkStatus());
+  std::move(taken[0].done)(ResultStore::Durability::kCommitted);
   EXPECT_TRUE(waiter.Wait(absl::ZeroDuration()));
 }
 
@@ -860,6 +875,222 @@ TEST_F(StoreTest, QueueDepthCountsWritesWaitingBehindAStuckGroup) {
   EXPECT_GE(stats.errors.value(), 1u);
   EXPECT_EQ(stats.queue_depth.value(), 0);
   EXPECT_TRUE(DestroyWithin(std::move(store), absl::Seconds(10)));
+}
+
+// ---- Batch leases (migration 5, MysqlLeases) ----
+
+// A store acting as replica `replica_id` with a `lease` long lease.
+MysqlResultStore::Options AsReplica(MysqlResultStore::Options o,
+                                    const std::string& replica_id,
+                                    absl::Duration lease = absl::Seconds(30)) {
+  o.replica_id = replica_id;
+  o.lease_duration = lease;
+  return o;
+}
+
+// Moves a batch's lease into the past (as if its owner stopped renewing).
+std::string ExpireLeaseSql(const std::string& batch_id) {
+  return absl::StrCat(
+      "UPDATE batches SET lease_expires_at = UTC_TIMESTAMP(6) - INTERVAL 1 "
+      "MINUTE WHERE batch_id = '",
+      batch_id, "'");
+}
+
+// How far a batch's lease lies ahead of the database's clock, in seconds.
+std::string LeaseSecondsLeftSql(const std::string& batch_id) {
+  return absl::StrCat(
+      "SELECT ROUND(TIMESTAMPDIFF(MICROSECOND, UTC_TIMESTAMP(6), "
+      "lease_expires_at) / 1000000) FROM batches WHERE batch_id = '",
+      batch_id, "'");
+}
+
+void FinishAs(ResultStore& store, BatchRecord record, v1::BatchState state) {
+  record.state = state;
+  record.finished_at = absl::Now();
+  DoneWaiter finish;
+  store.FinishBatch(record, finish.Callback());
+  ASSERT_TRUE(finish.Wait(absl::Seconds(30)));
+  ASSERT_TRUE(finish.status().ok()) << finish.status();
+}
+
+TEST_F(StoreTest, CreateBatchLeasesTheBatchToThisReplicaByTheDatabaseClock) {
+  auto store = Open(AsReplica(Options(), "replica-a", absl::Seconds(20)));
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateBatch(Running("leased", 1)).ok());
+  EXPECT_EQ(Sql("SELECT lease_owner FROM batches WHERE batch_id = 'leased'"),
+            "replica-a");
+  EXPECT_EQ(Sql(LeaseSecondsLeftSql("leased")), "20");
+}
+
+TEST_F(StoreTest, WithoutAReplicaIdTheStoreMakesAUniqueOne) {
+  auto first = Open(Options());
+  auto second = Open(Options());
+  ASSERT_NE(first, nullptr);
+  ASSERT_NE(second, nullptr);
+  ASSERT_TRUE(first->CreateBatch(Running("one", 1)).ok());
+  ASSERT_TRUE(second->CreateBatch(Running("two", 1)).ok());
+  const std::string owner_one =
+      Sql("SELECT lease_owner FROM batches WHERE batch_id = 'one'");
+  const std::string owner_two =
+      Sql("SELECT lease_owner FROM batches WHERE batch_id = 'two'");
+  EXPECT_FALSE(owner_one.empty());
+  EXPECT_NE(owner_one, owner_two);
+  EXPECT_TRUE(absl::StrContains(owner_one, absl::StrCat("-", getpid(), "-")))
+      << owner_one;
+  EXPECT_LE(MysqlResultStore::NewReplicaId().size(), 64u);
+}
+
+TEST_F(StoreTest, RenewLeasesExtendsOnlyThisReplicasRunningBatches) {
+  auto a = Open(AsReplica(Options(), "replica-a", absl::Seconds(40)));
+  auto b = Open(AsReplica(Options(), "replica-b", absl::Seconds(40)));
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  ASSERT_TRUE(a->CreateBatch(Running("a-running", 1)).ok());
+  ASSERT_TRUE(a->CreateBatch(Running("a-done", 1)).ok());
+  FinishAs(*a, Running("a-done", 1), v1::BATCH_STATE_DONE);
+  ASSERT_TRUE(b->CreateBatch(Running("b-running", 1)).ok());
+  for (const char* id : {"a-running", "a-done", "b-running"}) {
+    Sql(absl::StrCat("UPDATE batches SET lease_expires_at = UTC_TIMESTAMP(6) "
+                     "+ INTERVAL 5 SECOND WHERE batch_id = '",
+                     id, "'"));
+  }
+  ASSERT_TRUE(a->RenewLeases().ok());
+  EXPECT_EQ(Sql(LeaseSecondsLeftSql("a-running")), "40");
+  EXPECT_EQ(Sql(LeaseSecondsLeftSql("a-done")), "5");
+  EXPECT_EQ(Sql(LeaseSecondsLeftSql("b-running")), "5");
+}
+
+TEST_F(StoreTest, InterruptExpiredLeasesMarksOnlyExpiredForeignRunningBatches) {
+  auto a = Open(AsReplica(Options(), "replica-a"));
+  auto b = Open(AsReplica(Options(), "replica-b"));
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  for (const char* id : {"a-expired", "a-live", "a-done", "a-cancelled"}) {
+    ASSERT_TRUE(a->CreateBatch(Running(id, 1)).ok());
+  }
+  ASSERT_TRUE(b->CreateBatch(Running("b-own-expired", 1)).ok());
+  FinishAs(*a, Running("a-done", 1), v1::BATCH_STATE_DONE);
+  FinishAs(*a, Running("a-cancelled", 1), v1::BATCH_STATE_CANCELLED);
+  ASSERT_TRUE(Append(*a, "a-expired", Result(0)).ok());
+  // A batch from before migration 5 has no lease: never touched.
+  ASSERT_TRUE(a->CreateBatch(Running("pre-lease", 1)).ok());
+  Sql("UPDATE batches SET lease_expires_at = NULL, lease_owner = '' "
+      "WHERE batch_id = 'pre-lease'");
+  for (const char* id :
+       {"a-expired", "a-done", "a-cancelled", "b-own-expired"}) {
+    Sql(ExpireLeaseSql(id));
+  }
+
+  auto interrupted = b->InterruptExpiredLeases();
+  ASSERT_TRUE(interrupted.ok()) << interrupted.status();
+  EXPECT_EQ(*interrupted, std::vector<std::string>{"a-expired"});
+
+  auto summary = b->GetBatch("a-expired", kAnyOwner);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->state(), v1::BATCH_STATE_INTERRUPTED);
+  EXPECT_TRUE(absl::StartsWith(summary->state_reason(),
+                               "lease of replica replica-a expired at "))
+      << summary->state_reason();
+  EXPECT_TRUE(absl::EndsWith(summary->state_reason(),
+                             ": the replica stopped (crash or lost database)"))
+      << summary->state_reason();
+  // Its counters were never written: what is stored is counted live.
+  EXPECT_EQ(summary->stored(), 1u);
+  EXPECT_EQ(summary->succeeded(), 1u);
+
+  EXPECT_EQ(b->GetBatch("a-live", kAnyOwner)->state(),
+            v1::BATCH_STATE_RUNNING);
+  EXPECT_EQ(b->GetBatch("a-done", kAnyOwner)->state(), v1::BATCH_STATE_DONE);
+  EXPECT_EQ(b->GetBatch("a-cancelled", kAnyOwner)->state(),
+            v1::BATCH_STATE_CANCELLED);
+  EXPECT_EQ(b->GetBatch("b-own-expired", kAnyOwner)->state(),
+            v1::BATCH_STATE_RUNNING);
+  EXPECT_EQ(b->GetBatch("pre-lease", kAnyOwner)->state(),
+            v1::BATCH_STATE_RUNNING);
+  EXPECT_EQ(b->GetBatch("a-live", kAnyOwner)->state_reason(), "");
+
+  // Once interrupted, a batch is neither returned again nor renewed back.
+  auto again = b->InterruptExpiredLeases();
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(again->empty());
+  ASSERT_TRUE(a->RenewLeases().ok());
+  EXPECT_EQ(b->GetBatch("a-expired", kAnyOwner)->state(),
+            v1::BATCH_STATE_INTERRUPTED);
+}
+
+TEST_F(StoreTest, ReplicasSweepingAtOnceInterruptEachBatchExactlyOnce) {
+  auto a = Open(AsReplica(Options(), "replica-a"));
+  ASSERT_NE(a, nullptr);
+  constexpr int kBatches = 60;
+  for (int i = 0; i < kBatches; ++i) {
+    ASSERT_TRUE(a->CreateBatch(Running(absl::StrCat("x", i), 1)).ok());
+  }
+  Sql("UPDATE batches SET lease_expires_at = UTC_TIMESTAMP(6) - INTERVAL 1 "
+      "MINUTE");
+  std::vector<std::unique_ptr<MysqlResultStore>> sweepers;
+  for (int i = 0; i < 4; ++i) {
+    sweepers.push_back(Open(AsReplica(Options(), absl::StrCat("sweeper-", i))));
+    ASSERT_NE(sweepers.back(), nullptr);
+  }
+  std::vector<std::vector<std::string>> found(sweepers.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < sweepers.size(); ++i) {
+    threads.emplace_back([&, i] {
+      MysqlSession::ThreadInit();
+      auto ids = sweepers[i]->InterruptExpiredLeases();
+      EXPECT_TRUE(ids.ok()) << ids.status();
+      if (ids.ok()) found[i] = *ids;
+      MysqlSession::ThreadEnd();
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  std::vector<std::string> all;
+  for (const auto& ids : found) all.insert(all.end(), ids.begin(), ids.end());
+  std::sort(all.begin(), all.end());
+  EXPECT_EQ(all.size(), static_cast<size_t>(kBatches));
+  EXPECT_EQ(std::unique(all.begin(), all.end()), all.end());  // no repeats
+  EXPECT_EQ(Sql("SELECT COUNT(*) FROM batches WHERE state = 5"),
+            absl::StrCat(kBatches));
+}
+
+// A live owner that was wrongly interrupted (it lost the database for
+// longer than its lease) finishes its batch normally.
+TEST_F(StoreTest, FinishBatchAfterInterruptedWinsAndClearsTheReason) {
+  auto a = Open(AsReplica(Options(), "replica-a"));
+  auto b = Open(AsReplica(Options(), "replica-b"));
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  ASSERT_TRUE(a->CreateBatch(Running("slow", 2)).ok());
+  Sql(ExpireLeaseSql("slow"));
+  auto interrupted = b->InterruptExpiredLeases();
+  ASSERT_TRUE(interrupted.ok()) << interrupted.status();
+  ASSERT_EQ(*interrupted, std::vector<std::string>{"slow"});
+
+  ASSERT_TRUE(Append(*a, "slow", Result(0)).ok());
+  ASSERT_TRUE(Append(*a, "slow", Result(1)).ok());
+  BatchRecord done = Running("slow", 2);
+  done.succeeded = 2;
+  done.stored = 2;
+  FinishAs(*a, done, v1::BATCH_STATE_DONE);
+  auto summary = b->GetBatch("slow", kAnyOwner);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->state(), v1::BATCH_STATE_DONE);
+  EXPECT_EQ(summary->state_reason(), "");
+  EXPECT_EQ(summary->stored(), 2u);
+}
+
+TEST_F(StoreTest, LeaseMigrationRerunsAfterItsRecordWasLost) {
+  Open(Options()).reset();
+  Sql("DELETE FROM schema_migrations WHERE version = 5");
+  auto store = Open(Options());
+  ASSERT_NE(store, nullptr);
+  EXPECT_EQ(Sql("SELECT COUNT(DISTINCT INDEX_NAME) FROM "
+                "information_schema.STATISTICS WHERE TABLE_SCHEMA = "
+                "DATABASE() AND TABLE_NAME = 'batches' AND INDEX_NAME = "
+                "'batches_state_lease'"),
+            "1");
+  EXPECT_EQ(Sql("SELECT COUNT(*) FROM schema_migrations WHERE version = 5"),
+            "1");
 }
 
 }  // namespace

@@ -109,6 +109,23 @@ TEST(WriteRetryPolicyTest, AfterTheDrainBudgetAnUnreachableDatabaseIsNotTried) {
   EXPECT_TRUE(policy.GiveUpWithoutTrying());
 }
 
+TEST(WriteRetryPolicyTest, AShortDrainBudgetAlsoCutsTheGroupInProgress) {
+  FakeClock clock;
+  WriteRetryPolicy::Options options = Budget(absl::Seconds(30));
+  options.drain_budget = absl::Seconds(2);  // what is given up is spooled
+  WriteRetryPolicy policy(options, &clock);
+  WriteRetryPolicy::Group in_progress = policy.StartGroup();
+  EXPECT_EQ(in_progress.deadline(), clock.MonoNow() + absl::Seconds(30));
+  clock.Advance(absl::Seconds(5));
+  EXPECT_TRUE(in_progress.NextDelay(Kind::kConnectionLost).has_value());
+  policy.StartDraining(clock.MonoNow());
+  EXPECT_EQ(policy.StartGroup().deadline(),
+            clock.MonoNow() + absl::Seconds(2));
+  clock.Advance(absl::Milliseconds(1990));
+  EXPECT_FALSE(in_progress.NextDelay(Kind::kConnectionLost).has_value())
+      << "the group begun before the drain must not keep its 30 s";
+}
+
 TEST(WriteRetryPolicyTest, AHealthyDatabaseDrainsEverything) {
   FakeClock clock;
   WriteRetryPolicy policy(Budget(absl::Seconds(3)), &clock);

@@ -13,6 +13,7 @@
 #include "service/api/grpc_status.h"
 #include "service/batch/batch_id.h"
 #include "service/batch/batch_run.h"
+#include "service/batch/result_conversion.h"
 
 namespace batchfetch {
 namespace {
@@ -105,30 +106,60 @@ grpc::ServerWriteReactor<v1::FetchBatchEvent>* BatchFetcherService::FetchBatch(
   }
   reactor->HoldUntilFinished(*std::move(lease));
   if (store_ == nullptr) {  // no round trip: start here
-    CreateAndRun(reactor, *std::move(plan), std::move(caller->owner));
+    if (plan->resume) {
+      reactor->Reject(absl::UnimplementedError(
+          "resume: this server runs with --store=none (nothing is stored to "
+          "resume from)"));
+      return reactor;
+    }
+    CreateAndRun(reactor, *std::move(plan), request, *std::move(caller));
     return reactor;
   }
+  // `request` stays valid until the reactor finishes, which is after
+  // CreateAndRun has used it.
   absl::Status queued =
-      executor_.Submit([this, reactor, plan = *std::move(plan),
-                        owner = std::move(caller->owner)]() mutable {
-        CreateAndRun(reactor, std::move(plan), std::move(owner));
+      executor_.Submit([this, reactor, plan = *std::move(plan), request,
+                        caller = *std::move(caller)]() mutable {
+        CreateAndRun(reactor, std::move(plan), request, std::move(caller));
       });
   if (!queued.ok()) reactor->Reject(queued);
   return reactor;
 }
 
 void BatchFetcherService::CreateAndRun(FetchBatchReactor* reactor,
-                                       BatchPlan plan, std::string owner) {
-  if (store_ != nullptr) {
+                                       BatchPlan plan,
+                                       const v1::FetchBatchRequest* request,
+                                       Caller caller) {
+  std::vector<std::shared_ptr<const v1::FetchBatchEvent>> resumed;
+  if (store_ != nullptr && plan.resume) {
+    absl::Status prepared =
+        PrepareResume(*request, caller.scope, plan, &resumed);
+    if (!prepared.ok()) {
+      reactor->Reject(prepared);
+      return;
+    }
+  } else if (store_ != nullptr) {
     // A batch_id taken by another owner answers ALREADY_EXISTS, as one of
     // the caller's own: batch ids are one namespace, and the answer says
     // only that the id is taken, never whose it is or what it holds.
     BatchRecord record;
     record.batch_id = plan.batch_id;
-    record.owner = std::move(owner);
+    record.owner = std::move(caller.owner);
     record.state = v1::BATCH_STATE_RUNNING;
     record.total = plan.total;
     record.created_at = plan.created_at;
+    // What a resume (and a takeover) needs: the request as accepted, under
+    // the id it got, and the hash of its request list.
+    auto serialized = std::make_shared<std::string>();
+    if (request->batch_id() == plan.batch_id) {
+      request->SerializeToString(serialized.get());
+    } else {
+      v1::FetchBatchRequest with_id = *request;
+      with_id.set_batch_id(plan.batch_id);
+      with_id.SerializeToString(serialized.get());
+    }
+    record.request = std::move(serialized);
+    record.requests_sha256 = RequestsSha256(*request);
     absl::Status created = store_->CreateBatch(record);
     if (absl::IsUnavailable(created)) {
       reactor->Reject(absl::UnavailableError(
@@ -147,6 +178,7 @@ void BatchFetcherService::CreateAndRun(FetchBatchReactor* reactor,
   params.store = store_;
   params.clock = clock_;
   params.stats = options_.batch_stats;
+  params.resumed_results = std::move(resumed);
   auto run =
       std::make_shared<BatchRun>(std::move(params), std::move(plan.cleaner));
   bool cancel_at_once = false;
@@ -167,6 +199,70 @@ void BatchFetcherService::CreateAndRun(FetchBatchReactor* reactor,
     return engine_->Submit(std::move(plan.specs), plan.options,
                            std::move(sink));
   });
+}
+
+absl::Status BatchFetcherService::PrepareResume(
+    const v1::FetchBatchRequest& request, const ReadScope& scope,
+    BatchPlan& plan,
+    std::vector<std::shared_ptr<const v1::FetchBatchEvent>>* resumed) {
+  absl::StatusOr<ResumePlan> begun =
+      store_->BeginResume(plan.batch_id, scope, RequestsSha256(request));
+  if (absl::IsUnavailable(begun.status())) {
+    return absl::UnavailableError(absl::StrCat("result database unavailable: ",
+                                               begun.status().message()));
+  }
+  if (!begun.ok()) return begun.status();
+  plan.created_at = begun->created_at;
+  // The stored OK results, streamed first; BeginResume's list is the
+  // authority (a row read here outside it is not counted), and an OK index
+  // that cannot be read back is simply fetched again.
+  std::vector<bool> ok(plan.total, false);
+  for (uint32_t index : begun->ok_indices) {
+    if (index < plan.total) ok[index] = true;
+  }
+  std::vector<bool> have(plan.total, false);
+  constexpr uint32_t kPage = 1000;
+  int64_t from = 0;
+  while (from >= 0) {
+    absl::StatusOr<ResultPage> page = store_->ListResults(
+        plan.batch_id, scope, static_cast<uint32_t>(from), kPage);
+    if (!page.ok()) {
+      // The batch is RUNNING under our lease with nobody running it: record
+      // it FAILED (resumable again), counting what is stored.
+      BatchRecord failed;
+      failed.batch_id = plan.batch_id;
+      failed.state = v1::BATCH_STATE_FAILED;
+      failed.total = plan.total;
+      failed.succeeded = static_cast<uint32_t>(begun->ok_indices.size());
+      failed.failed = plan.total - failed.succeeded;
+      failed.stored = failed.succeeded;
+      failed.created_at = begun->created_at;
+      failed.finished_at = TruncateToMicros(clock_->WallNow());
+      store_->FinishBatch(failed, [](ResultStore::WriteOutcome) {});
+      return absl::IsUnavailable(page.status())
+                 ? absl::UnavailableError(
+                       absl::StrCat("result database unavailable: ",
+                                    page.status().message()))
+                 : page.status();
+    }
+    for (v1::FetchResult& r : page->results) {
+      const uint32_t index = r.index();
+      if (index >= plan.total || !ok[index] || have[index] ||
+          r.outcome() != v1::OUTCOME_OK) {
+        continue;
+      }
+      have[index] = true;
+      auto event = std::make_shared<v1::FetchBatchEvent>();
+      *event->mutable_result() = std::move(r);
+      resumed->push_back(std::move(event));
+    }
+    from = page->next_index;
+  }
+  plan.specs.erase(
+      std::remove_if(plan.specs.begin(), plan.specs.end(),
+                     [&](const FetchSpec& spec) { return have[spec.index]; }),
+      plan.specs.end());
+  return absl::OkStatus();
 }
 
 void BatchFetcherService::StartDraining() {

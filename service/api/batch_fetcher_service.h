@@ -102,10 +102,22 @@ class BatchFetcherService final : public v1::BatchFetcher::CallbackService {
   absl::StatusOr<Caller> Identify(
       const grpc::CallbackServerContext& context) const;
 
-  // Records the batch (with a store), then runs it on `reactor`. Runs on an
-  // executor thread, or inline without a store.
+  // Records the batch (with a store; or, with `plan.resume`, takes the
+  // stored one up again: PrepareResume), then runs it on `reactor`. Runs on
+  // an executor thread, or inline without a store. `request` is the call's
+  // (valid until the reactor finishes).
   void CreateAndRun(FetchBatchReactor* reactor, BatchPlan plan,
-                    std::string owner);
+                    const v1::FetchBatchRequest* request, Caller caller);
+  // Resume, before the run: BeginResume (checks, deletes the stored non-OK
+  // results, RUNNING under this replica's lease), then reads the stored OK
+  // results into `resumed` (in index order) and leaves in `plan` only the
+  // specs still to fetch, with the batch's original created_at. A read
+  // that fails after BeginResume records the batch FAILED again (so it can
+  // be resumed later) and returns the error.
+  absl::Status PrepareResume(
+      const v1::FetchBatchRequest& request, const ReadScope& scope,
+      BatchPlan& plan,
+      std::vector<std::shared_ptr<const v1::FetchBatchEvent>>* resumed);
 
   // Constant after construction.
   const ServiceOptions options_;

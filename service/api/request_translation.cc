@@ -1,12 +1,18 @@
 #include "service/api/request_translation.h"
 
+#include <openssl/evp.h>
+
 #include <algorithm>
 #include <climits>
+#include <memory>
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "service/batch/batch_id.h"
 #include "service/batch/result_conversion.h"
 
@@ -170,6 +176,11 @@ absl::StatusOr<BatchPlan> TranslateRequest(const v1::FetchBatchRequest& request,
   if (!cleaner.ok()) return cleaner.status();
 
   std::string batch_id = request.batch_id();
+  if (request.resume() && batch_id.empty()) {
+    return absl::InvalidArgumentError(
+        "batch_id: required when resume is set (the id of the batch to "
+        "resume)");
+  }
   if (batch_id.empty()) {
     batch_id = NewBatchId(call.now);
   } else if (absl::Status valid = ValidateBatchId(batch_id); !valid.ok()) {
@@ -186,10 +197,40 @@ absl::StatusOr<BatchPlan> TranslateRequest(const v1::FetchBatchRequest& request,
     spec.body = in.body();
     spec.headers.assign(in.headers().begin(), in.headers().end());
   }
-  return BatchPlan{std::move(batch_id),       static_cast<uint32_t>(n),
-                   std::move(specs),          std::move(batch),
-                   std::move(extract),        *std::move(cleaner),
-                   TruncateToMicros(call.now)};
+  BatchPlan plan{std::move(batch_id),       static_cast<uint32_t>(n),
+                 std::move(specs),          std::move(batch),
+                 std::move(extract),        *std::move(cleaner),
+                 TruncateToMicros(call.now)};
+  plan.resume = request.resume();
+  return plan;
+}
+
+std::string RequestsSha256(const v1::FetchBatchRequest& request) {
+  // Field 1 (`requests`), length-delimited: what a FetchBatchRequest holding
+  // only these requests serializes to, one entry at a time (no copy of the
+  // whole list).
+  constexpr uint32_t kRequestsTag = (1 << 3) | 2;
+  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> sha(EVP_MD_CTX_new(),
+                                                              &EVP_MD_CTX_free);
+  EVP_DigestInit_ex(sha.get(), EVP_sha256(), nullptr);
+  std::string bytes;
+  for (const v1::FetchRequest& r : request.requests()) {
+    bytes.clear();
+    {
+      google::protobuf::io::StringOutputStream raw(&bytes);
+      google::protobuf::io::CodedOutputStream out(&raw);
+      out.SetSerializationDeterministic(true);
+      out.WriteTag(kRequestsTag);
+      out.WriteVarint32(static_cast<uint32_t>(r.ByteSizeLong()));
+      r.SerializeWithCachedSizes(&out);
+    }
+    EVP_DigestUpdate(sha.get(), bytes.data(), bytes.size());
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  EVP_DigestFinal_ex(sha.get(), digest, &length);
+  return absl::BytesToHexString(
+      absl::string_view(reinterpret_cast<const char*>(digest), length));
 }
 
 }  // namespace batchfetch

@@ -28,6 +28,9 @@ struct BatchPlan {
   JsonCleaner::Extract extract;  // sorted by name (a stable projection)
   JsonCleaner cleaner;           // compiled from `extract`
   absl::Time created_at;         // `now` truncated to microseconds
+  // FetchBatchRequest.resume: continue the stored batch `batch_id` (then
+  // `created_at` is replaced by the stored one).
+  bool resume = false;
 };
 
 // What the call brings besides its message.
@@ -46,13 +49,22 @@ struct CallInfo {
 //   deadline       negative or malformed;
 //   retry.*        see RetryFromRequest;
 //   extract[...]   a bad name or JSON Pointer (JsonCleaner::Create);
-//   batch_id       not 1-64 characters of [A-Za-z0-9._:-].
+//   batch_id       not 1-64 characters of [A-Za-z0-9._:-], or empty while
+//                  `resume` is set.
 // Clamps rather than refuses: concurrency to [1, max_concurrency],
 // per_host_concurrency to max_concurrency (0 stays "no cap"),
 // retry.max_attempts to [1, max_attempts].
 absl::StatusOr<BatchPlan> TranslateRequest(const v1::FetchBatchRequest& request,
                                            const ServiceOptions& options,
                                            const CallInfo& call);
+
+// The lower-case hex SHA-256 that identifies a batch's request list, stored
+// with the batch and compared on resume. It covers `requests` only (URL,
+// method, headers, body of each, in order), not the batch options, id or
+// `resume`: it is the SHA-256 of the deterministic serialization (map
+// entries sorted by key, so header order does not matter) of a
+// FetchBatchRequest holding nothing but `request.requests`.
+std::string RequestsSha256(const v1::FetchBatchRequest& request);
 
 // The engine's retry options for `policy`, with defaults and the server's
 // attempts cap applied. INVALID_ARGUMENT naming the field for an unknown

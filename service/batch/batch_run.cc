@@ -51,7 +51,14 @@ BatchRun::BatchRun(Params params, JsonCleaner cleaner)
       store_(params.store),
       clock_(params.clock),
       cleaner_(std::move(cleaner)),
-      stats_(params.stats) {}
+      stats_(params.stats) {
+  absl::MutexLock lock(&mu_);
+  resumed_ = std::move(params.resumed_results);
+  // Already stored OK: received, succeeded, acknowledged and stored.
+  const auto resumed = static_cast<uint32_t>(resumed_.size());
+  received_ = succeeded_ = store_acks_ = resumed;
+  if (store_ != nullptr) stored_ = resumed;
+}
 
 BatchRun::~BatchRun() {
   absl::MutexLock lock(&mu_);
@@ -62,6 +69,7 @@ void BatchRun::Start(BatchObserver* observer, Submit submit) {
   auto accepted = std::make_shared<v1::FetchBatchEvent>();
   accepted->mutable_accepted()->set_batch_id(batch_id_);
   accepted->mutable_accepted()->set_total(total_);
+  std::optional<Actions> nothing_to_fetch;
   {
     absl::MutexLock lock(&mu_);
     observer_ = observer;
@@ -73,6 +81,21 @@ void BatchRun::Start(BatchObserver* observer, Submit submit) {
     notice.kind = Notice::Kind::kAccepted;
     notice.event = std::move(accepted);
     notices_.push_back(std::move(notice));
+    for (std::shared_ptr<const v1::FetchBatchEvent>& event : resumed_) {
+      Notice resumed;
+      resumed.kind = Notice::Kind::kResult;
+      resumed.event = std::move(event);
+      notices_.push_back(std::move(resumed));
+    }
+    resumed_.clear();
+    if (received_ >= total_) {
+      // Every result is stored already: nothing to submit.
+      nothing_to_fetch = MaybeComplete();
+    }
+  }
+  if (nothing_to_fetch.has_value()) {
+    Act(*std::move(nothing_to_fetch));
+    return;
   }
   DrainNotices();
   // Responses may arrive (OnFetched) before Submit returns.
@@ -126,49 +149,65 @@ void BatchRun::OnFetched(FetchedResponse response,
     }
   }
   if (result->outcome() == v1::OUTCOME_BLOCKED) LogBlocked(batch_id_, *result);
+  const v1::FetchBatchEvent* event = &slot->event;
+  std::shared_ptr<const v1::FetchBatchEvent> shared_event(slot, event);
   if (store_ != nullptr) {
+    // Streamed only once the store has it durable (or gave up on it), so a
+    // crash can never lose a result the caller already saw (see the class
+    // comment). The store's copy and the observer's share the slot.
     store_->AppendResult(
         batch_id_, std::shared_ptr<const v1::FetchResult>(slot, result),
-        clock_->WallNow(), [self = shared_from_this()](absl::Status status) {
-          self->OnStored(status);
+        clock_->WallNow(),
+        [self = shared_from_this(),
+         shared_event](ResultStore::WriteOutcome outcome) mutable {
+          self->OnStored(std::move(shared_event), outcome);
         });
   }
-  Notice notice;
-  notice.kind = Notice::Kind::kResult;
-  const v1::FetchBatchEvent* event = &slot->event;
-  notice.event =
-      std::shared_ptr<const v1::FetchBatchEvent>(std::move(slot), event);
   Actions actions;
   {
     absl::MutexLock lock(&mu_);
     ++received_;
     if (ok) ++succeeded_;
-    notices_.push_back(std::move(notice));
-    actions = MaybeComplete();
-  }
-  Act(std::move(actions));
-}
-
-void BatchRun::OnStored(const absl::Status& status) {
-  Actions actions;
-  {
-    absl::MutexLock lock(&mu_);
-    ++store_acks_;
-    if (status.ok()) {
-      ++stored_;
-    } else if (store_error_.empty()) {
-      store_error_ = std::string(status.message());
+    if (store_ == nullptr) {
+      Notice notice;
+      notice.kind = Notice::Kind::kResult;
+      notice.event = std::move(shared_event);
+      notices_.push_back(std::move(notice));
     }
     actions = MaybeComplete();
   }
   Act(std::move(actions));
 }
 
-void BatchRun::OnBatchRecorded(const absl::Status& status) {
+void BatchRun::OnStored(std::shared_ptr<const v1::FetchBatchEvent> event,
+                        const ResultStore::WriteOutcome& outcome) {
+  Notice notice;
+  notice.kind = Notice::Kind::kResult;
+  notice.event = std::move(event);
+  Actions actions;
   {
     absl::MutexLock lock(&mu_);
-    if (!status.ok() && store_error_.empty()) {
-      store_error_ = std::string(status.message());
+    ++store_acks_;
+    if (!outcome.ok()) {
+      if (store_error_.empty()) {
+        store_error_ = std::string(outcome.status().message());
+      }
+    } else if (*outcome == ResultStore::Durability::kSpooled) {
+      ++spooled_;
+    } else {
+      ++stored_;
+    }
+    notices_.push_back(std::move(notice));
+    actions = MaybeComplete();
+  }
+  Act(std::move(actions));
+}
+
+void BatchRun::OnBatchRecorded(const ResultStore::WriteOutcome& outcome) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (!outcome.ok() && store_error_.empty()) {
+      store_error_ = std::string(outcome.status().message());
     }
     QueueFinished();
   }
@@ -181,13 +220,14 @@ BatchRun::Actions BatchRun::MaybeComplete() {
   if (store_ != nullptr && store_acks_ < total_) return actions;
   record_.batch_id = batch_id_;
   record_.state = cancelled_ ? v1::BATCH_STATE_CANCELLED
-                  : store_ != nullptr && stored_ < total_
+                  : store_ != nullptr && stored_ + spooled_ < total_
                       ? v1::BATCH_STATE_FAILED
                       : v1::BATCH_STATE_DONE;
   record_.total = total_;
   record_.succeeded = succeeded_;
   record_.failed = total_ - succeeded_;
   record_.stored = stored_;
+  record_.spooled = spooled_;
   record_.created_at = created_at_;
   // Microsecond precision: what the database keeps, so that the streamed
   // summary and GetBatch agree exactly.
@@ -217,6 +257,7 @@ void BatchRun::QueueFinished() {
   s.set_succeeded(record_.succeeded);
   s.set_failed(record_.failed);
   s.set_stored(record_.stored);
+  s.set_spooled(record_.spooled);
   *s.mutable_created_at() = ToProtoTimestamp(record_.created_at);
   *s.mutable_finished_at() = ToProtoTimestamp(record_.finished_at);
   if (record_.state == v1::BATCH_STATE_CANCELLED) {
@@ -228,7 +269,7 @@ void BatchRun::QueueFinished() {
               "OUTCOME_CANCELLED");
   } else if (!store_error_.empty()) {
     notice.status = absl::UnavailableError(
-        absl::StrCat(total_ - stored_, " of ", total_,
+        absl::StrCat(total_ - stored_ - spooled_, " of ", total_,
                      " results could not be stored: ", store_error_));
   }
   notices_.push_back(std::move(notice));
@@ -238,10 +279,11 @@ void BatchRun::Act(Actions actions) {
   if (actions.finish_batch.has_value()) {
     // The store runs `done` on its own thread, never inline; nothing here
     // depends on that.
-    store_->FinishBatch(*actions.finish_batch,
-                        [self = shared_from_this()](absl::Status status) {
-                          self->OnBatchRecorded(status);
-                        });
+    store_->FinishBatch(
+        *actions.finish_batch,
+        [self = shared_from_this()](ResultStore::WriteOutcome outcome) {
+          self->OnBatchRecorded(outcome);
+        });
   }
   DrainNotices();
 }
@@ -295,6 +337,7 @@ BatchRun::Snapshot BatchRun::snapshot() const {
   s.succeeded = succeeded_;
   s.store_acks = store_acks_;
   s.stored = stored_;
+  s.spooled = spooled_;
   s.cancelled = cancelled_;
   return s;
 }

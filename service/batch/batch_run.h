@@ -6,6 +6,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/functional/function_ref.h"
@@ -27,6 +28,11 @@ namespace batchfetch {
 // the store, counts, and once every result and then the final batch row are
 // acknowledged by the store, reports the end. What happens is reported to a
 // BatchObserver (the caller's gRPC stream, or nobody).
+//
+// With a store, a result is reported to the observer only once the store
+// has answered for it (committed, spooled, or given up): whatever a caller
+// has seen survives a crash of the process. Results therefore reach the
+// observer in the order the store acknowledges them.
 //
 // Phases: kFetching (results arriving, store acks pending) -> kRecording
 // (the final BatchRecord is queued in the store; skipped without a store)
@@ -61,6 +67,14 @@ class BatchRun final : public FetchSink,
     // Where the run counts its results, its end and itself while active
     // (metrics). Not owned; must outlive the run. Null: nothing is counted.
     BatchStats* stats = nullptr;
+    // A resumed batch (FetchBatchRequest.resume): its results already
+    // stored OK, one `result` event each, distinct indices. They are
+    // reported right after `accepted` and before anything fetched, and
+    // count as received, succeeded and stored from the start: `total` is
+    // still the whole batch, and the submitted requests are the other
+    // total - size() (when there are none, Start submits nothing and the
+    // batch finishes at once). They hold no engine window slot.
+    std::vector<std::shared_ptr<const v1::FetchBatchEvent>> resumed_results;
   };
 
   enum class Phase { kFetching, kRecording, kFinished };
@@ -87,9 +101,10 @@ class BatchRun final : public FetchSink,
   BatchRun& operator=(const BatchRun&) = delete;
 
   // Reports `accepted` to `observer` (null: nobody is told anything), then
-  // submits the batch. A Cancel that came earlier is applied to the handle
-  // at once. REQUIRES: called exactly once; `observer`, when not null, stays
-  // valid until its OnFinished.
+  // the resumed results (Params::resumed_results), then submits the batch
+  // (unless nothing is left to fetch). A Cancel that came earlier is applied to
+  // the handle at once. REQUIRES: called exactly once; `observer`, when not
+  // null, stays valid until its OnFinished.
   void Start(BatchObserver* observer, Submit submit);
 
   // Ends the batch early; it is recorded CANCELLED. The first call wins;
@@ -109,6 +124,7 @@ class BatchRun final : public FetchSink,
     uint32_t succeeded = 0;
     uint32_t store_acks = 0;
     uint32_t stored = 0;
+    uint32_t spooled = 0;
     bool cancelled = false;
   };
   Snapshot snapshot() const;
@@ -133,8 +149,12 @@ class BatchRun final : public FetchSink,
     std::optional<BatchRecord> finish_batch;  // store_->FinishBatch
   };
 
-  void OnStored(const absl::Status& status) ABSL_LOCKS_EXCLUDED(mu_);
-  void OnBatchRecorded(const absl::Status& status) ABSL_LOCKS_EXCLUDED(mu_);
+  // The store's answer for one result; `event` is then streamed.
+  void OnStored(std::shared_ptr<const v1::FetchBatchEvent> event,
+                const ResultStore::WriteOutcome& outcome)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  void OnBatchRecorded(const ResultStore::WriteOutcome& outcome)
+      ABSL_LOCKS_EXCLUDED(mu_);
   Actions MaybeComplete() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void QueueFinished() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Act(Actions actions) ABSL_LOCKS_EXCLUDED(mu_);
@@ -151,6 +171,9 @@ class BatchRun final : public FetchSink,
   const Clock* const clock_;
   const JsonCleaner cleaner_;
   BatchStats* const stats_;
+  // Params::resumed_results, until Start has queued them.
+  std::vector<std::shared_ptr<const v1::FetchBatchEvent>> resumed_
+      ABSL_GUARDED_BY(mu_);
 
   mutable absl::Mutex mu_;
   BatchObserver* observer_ ABSL_GUARDED_BY(mu_) = nullptr;
@@ -161,7 +184,8 @@ class BatchRun final : public FetchSink,
   uint32_t received_ ABSL_GUARDED_BY(mu_) = 0;
   uint32_t succeeded_ ABSL_GUARDED_BY(mu_) = 0;
   uint32_t store_acks_ ABSL_GUARDED_BY(mu_) = 0;
-  uint32_t stored_ ABSL_GUARDED_BY(mu_) = 0;
+  uint32_t stored_ ABSL_GUARDED_BY(mu_) = 0;   // committed
+  uint32_t spooled_ ABSL_GUARDED_BY(mu_) = 0;  // in the local spool
   std::string store_error_ ABSL_GUARDED_BY(mu_);  // the first one
   BatchRecord record_ ABSL_GUARDED_BY(mu_);       // final, from kRecording on
   std::deque<Notice> notices_ ABSL_GUARDED_BY(mu_);

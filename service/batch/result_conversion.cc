@@ -173,14 +173,9 @@ void FillResult(FetchedResponse& response, const JsonCleaner& cleaner,
     result->set_outcome(v1::OUTCOME_OK);  // no content by design
     return;
   }
-  absl::Status cleaned = cleaner.Clean(response.body, result->mutable_json());
-  // RapidJSON validates the body's bytes, but decodes the escape of an
-  // unpaired low surrogate (U+DC00 to U+DFFF) into bytes that are not UTF-8.
-  if (cleaned.ok() && !IsValidUtf8(result->json())) {
-    cleaned = absl::InvalidArgumentError(
-        "body is not valid JSON: a string holds an unpaired UTF-16 surrogate "
-        "escape, which is no Unicode character");
-  }
+  // The cleaner refuses what is not Unicode (unpaired surrogate escapes).
+  const absl::Status cleaned =
+      cleaner.Clean(response.body, result->mutable_json());
   if (cleaned.ok()) {
     result->set_outcome(v1::OUTCOME_OK);
   } else if (absl::IsResourceExhausted(cleaned)) {

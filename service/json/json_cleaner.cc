@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <string>
 #include <type_traits>
 
 #include "absl/strings/numbers.h"
@@ -30,6 +32,23 @@ constexpr unsigned kDomFlags = kStreamFlags;
 // DOM recurses once per level, so depth must stay small whatever the body.
 constexpr int kMaxJsonDepth = 256;
 
+// RapidJSON 1.1 decodes a lone low-surrogate escape ("\udc00".."\udfff")
+// into the three bytes ED B0..BF xx, which are not UTF-8 (a lone high
+// surrogate is refused by the parser itself). Such a string is no Unicode
+// text: it could not go into a proto3 string or a utf8mb4 column, so the
+// body is refused as invalid JSON (the raw body is still kept by the
+// caller). Raw surrogate bytes in the body never get here: encoding
+// validation refuses them.
+bool HasSurrogate(const char* s, size_t n) {
+  for (const char* p = static_cast<const char*>(std::memchr(s, '\xED', n));
+       p != nullptr && p + 1 < s + n;
+       p = static_cast<const char*>(
+           std::memchr(p + 1, '\xED', static_cast<size_t>(s + n - p - 1)))) {
+    if (static_cast<unsigned char>(p[1]) >= 0xA0) return true;
+  }
+  return false;
+}
+
 // Forwards SAX events to `Inner`, failing the parse past kMaxJsonDepth.
 template <typename Inner>
 class DepthLimitedHandler {
@@ -53,10 +72,10 @@ class DepthLimitedHandler {
     }
   }
   bool String(const char* s, rapidjson::SizeType n, bool copy) {
-    return inner_.String(s, n, copy);
+    return !LoneSurrogate(s, n) && inner_.String(s, n, copy);
   }
   bool Key(const char* s, rapidjson::SizeType n, bool copy) {
-    return inner_.Key(s, n, copy);
+    return !LoneSurrogate(s, n) && inner_.Key(s, n, copy);
   }
   bool StartObject() {
     return ++depth_ <= kMaxJsonDepth && inner_.StartObject();
@@ -71,6 +90,7 @@ class DepthLimitedHandler {
     return inner_.EndArray(n);
   }
   bool too_deep() const { return depth_ > kMaxJsonDepth; }
+  bool lone_surrogate() const { return lone_surrogate_; }
   bool number_too_big() const { return number_too_big_; }
 
  private:
@@ -95,9 +115,15 @@ class DepthLimitedHandler {
     return inner_.Double(d);
   }
 
+  bool LoneSurrogate(const char* s, size_t n) {
+    lone_surrogate_ = HasSurrogate(s, n);
+    return lone_surrogate_;
+  }
+
   Inner& inner_;
   int depth_ = 0;
   bool number_too_big_ = false;
+  bool lone_surrogate_ = false;
 };
 
 absl::Status ParseError(rapidjson::ParseErrorCode code, size_t offset) {
@@ -167,17 +193,20 @@ absl::Status JsonCleaner::Clean(absl::string_view body,
   rapidjson::Document doc;
   bool too_deep = false;
   bool number_too_big = false;
+  bool lone_surrogate = false;
   rapidjson::ParseResult ok;
   if (compiled_ == nullptr) {
     DepthLimitedHandler<decltype(writer)> handler(writer);
     ok = reader.Parse<kStreamFlags>(stream, handler);
     too_deep = handler.too_deep();
+    lone_surrogate = handler.lone_surrogate();
   } else {
     auto generate = [&](rapidjson::Document& target) {
       DepthLimitedHandler<rapidjson::Document> handler(target);
       ok = reader.Parse<kDomFlags>(stream, handler);
       too_deep = handler.too_deep();
       number_too_big = handler.number_too_big();
+      lone_surrogate = handler.lone_surrogate();
       return static_cast<bool>(ok);
     };
     doc.Populate(generate);
@@ -186,6 +215,12 @@ absl::Status JsonCleaner::Clean(absl::string_view body,
     return absl::InvalidArgumentError(
         absl::StrCat("body is not accepted: JSON nested deeper than ",
                      kMaxJsonDepth, " levels"));
+  }
+  if (lone_surrogate) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "body is not valid JSON: a string holds an unpaired UTF-16 surrogate "
+        "escape, which is no Unicode character (before byte ",
+        ok.Offset(), ")"));
   }
   if (number_too_big) {
     return ParseError(rapidjson::kParseErrorNumberTooBig, ok.Offset());

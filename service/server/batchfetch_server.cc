@@ -49,12 +49,44 @@ void RaiseFileLimit() {
 absl::StatusOr<std::unique_ptr<BatchFetchServer>> BatchFetchServer::Start(
     const ServerConfig& config, std::unique_ptr<ResultStore> store) {
   std::unique_ptr<BatchFetchServer> server(new BatchFetchServer);
+  std::string replica_id;  // known when we open the store ourselves
   if (store != nullptr) {
     server->store_ = std::move(store);
   } else if (config.store_enabled) {
     MysqlResultStore::Options mysql_options = config.mysql;
     mysql_options.stats = server->store_stats_.get();
-    auto mysql = MysqlResultStore::Open(mysql_options);
+    // This process's identity in the batch leases: new at every start, so
+    // a restarted replica sweeps its predecessor's batches like any other.
+    if (mysql_options.replica_id.empty()) {
+      mysql_options.replica_id = MysqlResultStore::NewReplicaId();
+    }
+    replica_id = mysql_options.replica_id;
+    absl::StatusOr<std::unique_ptr<ResultStore>> mysql;
+    if (config.spool.spool.dir.empty()) {
+      auto plain = MysqlResultStore::Open(mysql_options);
+      if (plain.ok()) {
+        mysql = std::unique_ptr<ResultStore>(*std::move(plain));
+      } else {
+        mysql = plain.status();
+      }
+    } else {
+      SpoolingResultStore::Options spool_options = config.spool;
+      spool_options.stats = server->store_stats_.get();
+      mysql = SpoolingResultStore::Open(
+          spool_options,
+          [&mysql_options](GivenUpHandler on_group_given_up)
+              -> absl::StatusOr<std::unique_ptr<ResultStore>> {
+            MysqlResultStore::Options options = mysql_options;
+            options.on_group_given_up = std::move(on_group_given_up);
+            // What a drain gives up is spooled, not lost: no reason to
+            // hold the exit for a whole retry budget.
+            options.drain_retry_budget =
+                std::min(options.retry_budget, absl::Seconds(2));
+            auto opened = MysqlResultStore::Open(options);
+            if (!opened.ok()) return opened.status();
+            return std::unique_ptr<ResultStore>(*std::move(opened));
+          });
+    }
     if (!mysql.ok()) {
       // Fail fast, in one line that says what to fix.
       if (absl::IsUnavailable(mysql.status())) {
@@ -69,6 +101,22 @@ absl::StatusOr<std::unique_ptr<BatchFetchServer>> BatchFetchServer::Start(
           absl::StrCat("opening the result store: ", mysql.status().message()));
     }
     server->store_ = *std::move(mysql);
+  }
+  if (server->store_ != nullptr) {
+    LeaseKeeper::Options lease_options;
+    lease_options.lease_duration = config.mysql.lease_duration;
+    lease_options.thread_init = &MysqlSession::ThreadInit;
+    lease_options.thread_end = &MysqlSession::ThreadEnd;
+    server->lease_keeper_ = std::make_unique<LeaseKeeper>(
+        server->store_.get(), server->store_stats_.get(),
+        std::move(lease_options));
+    // The first sweep runs now: batches a crashed replica (e.g. this one's
+    // predecessor) left RUNNING are interrupted before we serve.
+    server->lease_keeper_->Start();
+    LogEvent(LogLevel::kInfo, "lease_keeper_started")
+        .Add("replica_id", replica_id)
+        .Add("lease_seconds",
+             absl::ToDoubleSeconds(config.mysql.lease_duration));
   }
   auto engine = FetchEngine::Create(config.engine);
   if (!engine.ok()) return engine.status();
@@ -228,6 +276,8 @@ BatchFetchServer::~BatchFetchServer() {
   service_.reset();
   metrics_http_.reset();  // waits for a running scrape
   engine_.reset();
+  // Leases are renewed until the writer's final drain begins.
+  lease_keeper_.reset();
   store_.reset();
   if (drained_) {
     LogEvent(LogLevel::kInfo, "drain_finished")

@@ -13,6 +13,7 @@
 #include "service/fetch/fetch_engine.h"
 #include "service/metrics/metrics_http_server.h"
 #include "service/server/health_checker.h"
+#include "service/server/lease_keeper.h"
 #include "service/server/server_config.h"
 #include "service/store/mysql/mysql_result_store.h"
 #include "service/store/result_store.h"
@@ -34,7 +35,7 @@ void RaiseFileLimit();
 // Threads it brings up: gRPC's callback threads, the engine's event-loop
 // and delivery threads, the service's executor (ServiceOptions::
 // store_threads, for CreateBatch/GetBatch/ListResults), the store's
-// writer thread and the health checker's thread.
+// writer thread, the health checker's thread and the lease keeper's thread.
 //
 // Thread-safety: Shutdown, Wait and the destructor from one thread (main's).
 class BatchFetchServer {
@@ -90,6 +91,10 @@ class BatchFetchServer {
   std::unique_ptr<BatchStats> batch_stats_ = std::make_unique<BatchStats>();
   std::unique_ptr<StoreStats> store_stats_ = std::make_unique<StoreStats>();
   std::unique_ptr<ResultStore> store_;
+  // Renews this replica's batch leases and sweeps expired ones; runs from
+  // just after the store opens until just before it closes. Null without a
+  // store.
+  std::unique_ptr<LeaseKeeper> lease_keeper_;
   std::unique_ptr<FetchEngine> engine_;
   // Null without --auth_token_file; outlives the service that reads it.
   std::unique_ptr<TokenAuthenticator> authenticator_;

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -51,6 +52,18 @@ ABSL_FLAG(absl::Duration, mysql_io_timeout, absl::Seconds(30),
           "connection fails after it instead of hanging");
 ABSL_FLAG(absl::Duration, store_retry_budget, absl::Seconds(30),
           "How long the writer retries a group through connection loss");
+ABSL_FLAG(std::string, spool_dir, "",
+          "Directory of the local spool: results MySQL cannot take within "
+          "--store_retry_budget are kept there (fsynced) and replayed when "
+          "it is back, and at the next start. Empty: no spool (such results "
+          "are lost and their batch ends FAILED)");
+ABSL_FLAG(int64_t, spool_max_bytes, int64_t{1} << 30,
+          "Bound on the spool's files; when full, new batches get "
+          "UNAVAILABLE and health says NOT_SERVING until it is replayed");
+ABSL_FLAG(absl::Duration, lease_duration, absl::Seconds(30),
+          "How long a running batch's lease lasts without renewal (renewed "
+          "every quarter of it); a batch whose replica stopped renewing is "
+          "marked interrupted by another replica after it. At least 2s");
 ABSL_FLAG(int, max_in_flight, 1000,
           "Server-wide cap on simultaneous transfers across all batches");
 ABSL_FLAG(int, default_concurrency, 32,
@@ -211,6 +224,9 @@ const std::vector<ServerFlag>& ServerFlags() {
           Bind(FLAGS_mysql_startup_wait, "BATCHFETCH_MYSQL_STARTUP_WAIT"),
           Bind(FLAGS_mysql_io_timeout, "BATCHFETCH_MYSQL_IO_TIMEOUT"),
           Bind(FLAGS_store_retry_budget, "BATCHFETCH_STORE_RETRY_BUDGET"),
+          Bind(FLAGS_spool_dir, "BATCHFETCH_SPOOL_DIR"),
+          Bind(FLAGS_spool_max_bytes, "BATCHFETCH_SPOOL_MAX_BYTES"),
+          Bind(FLAGS_lease_duration, "BATCHFETCH_LEASE_DURATION"),
           Bind(FLAGS_max_in_flight, "BATCHFETCH_MAX_IN_FLIGHT"),
           Bind(FLAGS_default_concurrency, "BATCHFETCH_DEFAULT_CONCURRENCY"),
           Bind(FLAGS_max_concurrency, "BATCHFETCH_MAX_CONCURRENCY"),
@@ -288,6 +304,26 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   config.mysql.startup_wait = absl::GetFlag(FLAGS_mysql_startup_wait);
   config.mysql.io_timeout = absl::GetFlag(FLAGS_mysql_io_timeout);
   config.mysql.retry_budget = absl::GetFlag(FLAGS_store_retry_budget);
+  config.spool.spool.dir = absl::GetFlag(FLAGS_spool_dir);
+  const int64_t spool_max_bytes = absl::GetFlag(FLAGS_spool_max_bytes);
+  if (spool_max_bytes < (int64_t{1} << 20)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--spool_max_bytes must be at least 1048576 (1 MiB), not ",
+        spool_max_bytes));
+  }
+  config.spool.spool.max_bytes = static_cast<uint64_t>(spool_max_bytes);
+  // Segments small enough that replayed space comes back in steps.
+  config.spool.spool.segment_bytes =
+      std::min<uint64_t>(config.spool.spool.segment_bytes,
+                         std::max<uint64_t>(config.spool.spool.max_bytes / 8,
+                                            uint64_t{64} << 10));
+  config.mysql.lease_duration = absl::GetFlag(FLAGS_lease_duration);
+  if (config.mysql.lease_duration < absl::Seconds(2) ||
+      config.mysql.lease_duration == absl::InfiniteDuration()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--lease_duration must be at least 2s and finite, not ",
+        absl::FormatDuration(config.mysql.lease_duration)));
+  }
   if (config.mysql.io_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--mysql_io_timeout must be > 0");
   }

@@ -12,6 +12,7 @@
 #include "service/base/log.h"
 #include "service/fetch/fetch_engine.h"
 #include "service/store/mysql/mysql_result_store.h"
+#include "service/store/spooling_result_store.h"
 
 namespace batchfetch {
 
@@ -40,6 +41,8 @@ struct ServerConfig {
   ServerTlsConfig tls;
   bool store_enabled = true;  // false: --store=none
   MysqlResultStore::Options mysql;
+  // --spool_dir, --spool_max_bytes; an empty `spool.spool.dir`: no spool.
+  SpoolingResultStore::Options spool;
   FetchEngine::Options engine;
   ServiceOptions service;
   // Largest FetchBatchRequest accepted (gRPC max receive message size).

@@ -117,6 +117,23 @@ std::vector<MetricFamily> CollectServerMetrics(const FetchStatsSnapshot& fetch,
              "Time to write and commit one group of rows (INSERTs to COMMIT).");
   commit.series.emplace_back().histogram = store->commit_seconds.snapshot();
   out.push_back(std::move(commit));
+  out.push_back(Single(
+      "batchfetch_spool_bytes", MetricType::kGauge,
+      "Bytes of the local spool's files (--spool_dir; 0 without a spool).",
+      static_cast<double>(store->spool_bytes.value())));
+  out.push_back(Single(
+      "batchfetch_spooled_writes_total", MetricType::kCounter,
+      "Writes MySQL could not take in time, appended to the local spool.",
+      static_cast<double>(store->spooled_writes.value())));
+  out.push_back(Single("batchfetch_spool_replayed_writes_total",
+                       MetricType::kCounter,
+                       "Spooled writes replayed into MySQL.",
+                       static_cast<double>(store->replayed_writes.value())));
+  out.push_back(Single(
+      "batchfetch_spool_parked_writes", MetricType::kGauge,
+      "Writes held in memory because the spool was full (their batches "
+      "start no new transfers meanwhile).",
+      static_cast<double>(store->parked_writes.value())));
   out.push_back(Single("batchfetch_store_rows_total", MetricType::kCounter,
                        "Result rows committed to the database.",
                        static_cast<double>(store->rows.value())));
@@ -125,6 +142,12 @@ std::vector<MetricFamily> CollectServerMetrics(const FetchStatsSnapshot& fetch,
       "Failed database write attempts (a reconnect or a transaction that "
       "failed; each retry counts).",
       static_cast<double>(store->errors.value())));
+  out.push_back(Single(
+      "batchfetch_batches_interrupted_total", MetricType::kCounter,
+      "Batches this replica marked interrupted because the replica running "
+      "them stopped renewing their lease (each also logged as "
+      "batch_interrupted).",
+      static_cast<double>(store->batches_interrupted.value())));
   return out;
 }
 

@@ -27,8 +27,29 @@ struct BatchRecord {
   uint32_t succeeded = 0;
   uint32_t failed = 0;
   uint32_t stored = 0;
+  // Results held in the local spool, not yet replayed into MySQL.
+  uint32_t spooled = 0;
+  // Why the batch is in `state`, when that needs saying (INTERRUPTED).
+  std::string state_reason;
+  // Written by CreateBatch only (empty elsewhere): what the batch was asked
+  // to do, for resume and takeover. `request` is the serialized
+  // v1::FetchBatchRequest as accepted (shared: it may be large and the
+  // record is copied); `requests_sha256` the lower-case hex SHA-256 that
+  // identifies its request list (see the resume code for what it covers).
+  std::shared_ptr<const std::string> request;
+  std::string requests_sha256;
   absl::Time created_at;
   absl::Time finished_at = absl::InfinitePast();  // InfinitePast: not yet
+};
+
+// What BeginResume found and did: the batch may run again.
+struct ResumePlan {
+  uint32_t total = 0;     // requests in the whole batch
+  absl::Time created_at;  // when the batch was first accepted
+  v1::BatchState previous_state = v1::BATCH_STATE_UNSPECIFIED;
+  // Indices that have a stored OUTCOME_OK result, ascending: only the
+  // others are to be fetched.
+  std::vector<uint32_t> ok_indices;
 };
 
 struct ResultPage {
@@ -57,9 +78,17 @@ struct ReadScope {
 // Thread-safety: every method may be called from any thread.
 class ResultStore {
  public:
-  // Runs exactly once, on a store-owned thread: OK once the write is
-  // committed, an error once the store gave up on it. Must not block.
-  using Done = absl::AnyInvocable<void(absl::Status) &&>;
+  // Where a write the store took is kept.
+  enum class Durability {
+    kCommitted,  // committed to MySQL
+    // Durable in the local spool (fsynced); replayed into MySQL later.
+    kSpooled,
+  };
+  // A write's end: where it is durable, or why the store gave up on it.
+  using WriteOutcome = absl::StatusOr<Durability>;
+  // Runs exactly once, on a store-owned thread, once the write is durable
+  // (committed or spooled) or the store gave up on it. Must not block.
+  using Done = absl::AnyInvocable<void(WriteOutcome) &&>;
 
   virtual ~ResultStore() = default;
 
@@ -94,6 +123,50 @@ class ResultStore {
   // queued write. A healthy database still gets every write. Idempotent
   // (the first call counts); never blocks. Default: nothing to bound.
   virtual void StartDraining() {}
+
+  // Batch leases (a store shared by replicas; see LeaseKeeper). Every
+  // batch CreateBatch records is leased to this replica for the store's
+  // lease duration. Both calls block for a round trip or two and use the
+  // database's clock only, so clock skew between replicas does not matter.
+  // Defaults (stores no other replica shares): nothing to renew or sweep.
+  //
+  // Extends the lease of every RUNNING batch this replica owns.
+  virtual absl::Status RenewLeases() { return absl::OkStatus(); }
+  // Marks BATCH_STATE_INTERRUPTED (with a state_reason) every RUNNING batch
+  // whose lease has expired and that another replica owns, and returns their
+  // ids. Race-free across replicas: each batch is returned by one call only.
+  virtual absl::StatusOr<std::vector<std::string>> InterruptExpiredLeases() {
+    return std::vector<std::string>();
+  }
+
+  // Takes the stored batch `batch_id` up again (FetchBatchRequest.resume),
+  // in one transaction: checks it, deletes its stored results whose outcome
+  // is not OK (they are fetched and written again, and a write keeps the
+  // first row of an index), and marks it RUNNING, leased to this replica.
+  // Errors, with nothing changed:
+  //   NOT_FOUND            unknown id, or one outside `scope`;
+  //   FAILED_PRECONDITION  `requests_sha256` differs from the stored one (or
+  //                        none was stored), or the batch is RUNNING and its
+  //                        lease has not expired (a live replica runs it);
+  //   UNAVAILABLE          the database cannot be reached.
+  // Resumable: CANCELLED, FAILED, INTERRUPTED, DONE (whose results are then
+  // all OK or are fetched again) and RUNNING with an expired lease.
+  // Default: UNIMPLEMENTED (a store that cannot resume).
+  virtual absl::StatusOr<ResumePlan> BeginResume(
+      const std::string& batch_id, const ReadScope& scope,
+      const std::string& requests_sha256) {
+    (void)batch_id;
+    (void)scope;
+    (void)requests_sha256;
+    return absl::UnimplementedError("this store cannot resume batches");
+  }
+
+  // Recomputes the batch row's `stored` (the result rows there are) and
+  // lowers `spooled` to at most `total - stored`, after spooled writes of
+  // it were replayed. Default: nothing to recount.
+  virtual absl::Status RecountStored(const std::string& /*batch_id*/) {
+    return absl::OkStatus();
+  }
 
   // Results with index >= `from_index` in index order, at most `limit`.
   // NOT_FOUND for an unknown batch id or one outside `scope`.

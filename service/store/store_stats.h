@@ -20,6 +20,16 @@ struct StoreStats {
   // Seconds from a group's first INSERT to its acknowledged COMMIT, for
   // every group written successfully.
   Histogram commit_seconds{DatabaseSecondsBuckets()};
+  // The local spool (SpoolingResultStore): bytes of its files, writes
+  // appended (each fsynced) and writes replayed into MySQL, and writes
+  // waiting in memory because it was full.
+  Gauge spool_bytes;
+  Counter spooled_writes;
+  Counter replayed_writes;
+  Gauge parked_writes;
+  // Batches this replica marked INTERRUPTED because their owner's lease
+  // expired (moved by the LeaseKeeper's sweeps).
+  Counter batches_interrupted;
 };
 
 }  // namespace batchfetch

@@ -31,15 +31,28 @@ class FaultInjectingResultStore : public ResultStore {
     const bool fail = from >= 0 && result->index() >= from;
     inner_->AppendResult(
         batch_id, std::move(result), fetched_at,
-        [fail, done = std::move(done)](absl::Status status) mutable {
+        [fail, done = std::move(done)](WriteOutcome outcome) mutable {
           std::move(done)(fail ? absl::UnavailableError("injected write fault")
-                               : status);
+                               : std::move(outcome));
         });
   }
   void FinishBatch(const BatchRecord& batch, Done done) override {
     inner_->FinishBatch(batch, std::move(done));
   }
   void StartDraining() override { inner_->StartDraining(); }
+  absl::Status RenewLeases() override { return inner_->RenewLeases(); }
+  absl::StatusOr<std::vector<std::string>> InterruptExpiredLeases() override {
+    return inner_->InterruptExpiredLeases();
+  }
+  absl::Status Ping() override { return inner_->Ping(); }
+  absl::Status RecountStored(const std::string& batch_id) override {
+    return inner_->RecountStored(batch_id);
+  }
+  absl::StatusOr<ResumePlan> BeginResume(
+      const std::string& batch_id, const ReadScope& scope,
+      const std::string& requests_sha256) override {
+    return inner_->BeginResume(batch_id, scope, requests_sha256);
+  }
   absl::StatusOr<v1::BatchSummary> GetBatch(const std::string& batch_id,
                                             const ReadScope& scope) override {
     return inner_->GetBatch(batch_id, scope);

@@ -15,6 +15,39 @@ namespace batchfetch {
 
 using google::protobuf::util::TimeUtil;
 
+namespace {
+
+// START TRANSACTION now; ROLLBACK when destroyed uncommitted (an error thrown
+// or returned mid-way), so a pooled connection never goes back to the pool
+// with a transaction open. A failing ROLLBACK (the connection is lost) is
+// ignored: the server rolls back when the connection goes.
+class Transaction {
+ public:
+  explicit Transaction(MysqlSession& s) : s_(s) {
+    s_.Execute("START TRANSACTION");
+  }
+  ~Transaction() {
+    if (committed_) return;
+    try {
+      s_.Rollback();
+    } catch (...) {
+    }
+  }
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+
+  void Commit() {
+    s_.Commit();
+    committed_ = true;
+  }
+
+ private:
+  MysqlSession& s_;
+  bool committed_ = false;
+};
+
+}  // namespace
+
 MysqlReader::MysqlReader(Options options)
     : options_(std::move(options)),
       max_open_(std::max(1, options_.max_read_connections)) {}
@@ -96,27 +129,166 @@ absl::Status MysqlReader::CreateBatch(const BatchRecord& batch) {
   int tries = 0;
   return WithSession("creating batch", [&](MysqlSession& s) {
     ++tries;
+    // The row and its requests commit together, or neither does.
+    Transaction transaction(s);
     sql::PreparedStatement& ps = s.Prepared(
-        "INSERT INTO batches (batch_id, state, total, created_at, owner) "
-        "VALUES (?, ?, ?, ?, ?)");
+        "INSERT INTO batches (batch_id, state, total, created_at, owner, "
+        "lease_owner, lease_expires_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, NOW(6) + INTERVAL ? MICROSECOND)");
     ps.setString(1, batch.batch_id);
     ps.setUInt(2, static_cast<uint32_t>(batch.state));
     ps.setUInt(3, batch.total);
     ps.setDateTime(4, FormatDateTime(batch.created_at));
     ps.setString(5, batch.owner);
+    // The first lease (database time; see MysqlLeases).
+    ps.setString(6, options_.replica_id);
+    ps.setInt64(7, absl::ToInt64Microseconds(options_.lease_duration));
+    bool inserted = false;
     try {
       ps.executeUpdate();
+      inserted = true;
     } catch (const sql::SQLException& e) {
       // A retry after a lost connection may find the row the first try
       // committed before its answer was lost: that row is ours, not a
-      // taken id, when it is exactly what we inserted.
+      // taken id, when it is exactly what we inserted (and its requests
+      // were committed with it).
       if (tries < 2 || e.getErrorCode() != MysqlSession::kErrDupEntry ||
           !IsRowWeInserted(s, batch)) {
         throw;
       }
     }
+    if (inserted) WriteRequests(s, batch);
+    transaction.Commit();
     return absl::OkStatus();
   });
+}
+
+void MysqlReader::WriteRequests(MysqlSession& s, const BatchRecord& batch) {
+  sql::PreparedStatement& hash =
+      s.Prepared("UPDATE batches SET requests_sha256 = ? WHERE batch_id = ?");
+  hash.setString(1, batch.requests_sha256);
+  hash.setString(2, batch.batch_id);
+  hash.executeUpdate();
+  if (batch.request == nullptr) return;
+  const std::string& bytes = *batch.request;
+  sql::PreparedStatement& chunk = s.Prepared(
+      "INSERT INTO batch_requests (batch_id, chunk, bytes) VALUES (?, ?, ?)");
+  uint32_t number = 0;
+  for (size_t at = 0; at < bytes.size(); at += kRequestChunkBytes, ++number) {
+    chunk.setString(1, batch.batch_id);
+    chunk.setUInt(2, number);
+    chunk.setString(3, bytes.substr(at, kRequestChunkBytes));
+    chunk.executeUpdate();
+  }
+}
+
+absl::StatusOr<std::string> MysqlReader::ReadRequest(
+    const std::string& batch_id) {
+  std::string request;
+  bool found = false;
+  absl::Status status = WithSession("reading request", [&](MysqlSession& s) {
+    request.clear();
+    found = false;
+    sql::PreparedStatement& ps = s.Prepared(
+        "SELECT bytes FROM batch_requests WHERE batch_id = ? ORDER BY chunk");
+    ps.setString(1, batch_id);
+    std::unique_ptr<sql::ResultSet> rs(ps.executeQuery());
+    while (rs->next()) {
+      found = true;
+      request += rs->getString("bytes").asStdString();
+    }
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  if (!found) {
+    return absl::NotFoundError(
+        absl::StrCat("no stored request for batch '", batch_id, "'"));
+  }
+  return request;
+}
+
+absl::StatusOr<ResumePlan> MysqlReader::BeginResume(
+    const std::string& batch_id, const ReadScope& scope,
+    const std::string& requests_sha256) {
+  ResumePlan plan;
+  int tries = 0;
+  absl::Status status = WithSession("resuming batch", [&](MysqlSession& s) {
+    ++tries;
+    plan = ResumePlan();
+    Transaction transaction(s);
+    // The row lock serializes resumes (and the lease sweep) of this batch.
+    sql::PreparedStatement& lock = s.Prepared(absl::StrCat(
+        "SELECT state, total, created_at, requests_sha256, lease_owner, "
+        "(lease_expires_at IS NOT NULL AND lease_expires_at > NOW(6)) "
+        "AS lease_live FROM batches WHERE batch_id = ?",
+        kScopeSql, " FOR UPDATE"));
+    lock.setString(1, batch_id);
+    BindScope(lock, 2, scope);
+    std::unique_ptr<sql::ResultSet> rs(lock.executeQuery());
+    if (!rs->next()) {
+      return absl::NotFoundError(
+          absl::StrCat("no batch with id '", batch_id, "'"));
+    }
+    plan.previous_state = static_cast<v1::BatchState>(rs->getUInt("state"));
+    plan.total = rs->getUInt("total");
+    absl::StatusOr<absl::Time> created =
+        ParseDateTime(rs->getString("created_at").asStdString());
+    if (created.ok()) plan.created_at = *created;
+    const std::string stored_sha256 =
+        rs->getString("requests_sha256").asStdString();
+    const bool ours_already =
+        tries > 1 &&
+        rs->getString("lease_owner").asStdString() == options_.replica_id;
+    if (stored_sha256.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "batch '", batch_id,
+          "' was created before batches stored their requests; it cannot "
+          "be resumed"));
+    }
+    if (stored_sha256 != requests_sha256) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "requests: the list differs from the one batch '", batch_id,
+          "' was created with (resume needs the same requests, in the same "
+          "order)"));
+    }
+    // A retry after a lost connection may find the lease its first try
+    // committed: then the batch is ours, not another replica's.
+    if (plan.previous_state == v1::BATCH_STATE_RUNNING &&
+        rs->getInt("lease_live") != 0 && !ours_already) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "batch '", batch_id,
+          "' is RUNNING on a live replica (its lease has not expired)"));
+    }
+    rs.reset();
+    sql::PreparedStatement& drop = s.Prepared(
+        "DELETE FROM fetch_results WHERE batch_id = ? AND outcome <> ?");
+    drop.setString(1, batch_id);
+    drop.setUInt(2, static_cast<uint32_t>(v1::OUTCOME_OK));
+    drop.executeUpdate();
+    sql::PreparedStatement& ok = s.Prepared(
+        "SELECT idx FROM fetch_results WHERE batch_id = ? AND outcome = ? "
+        "ORDER BY idx");
+    ok.setString(1, batch_id);
+    ok.setUInt(2, static_cast<uint32_t>(v1::OUTCOME_OK));
+    std::unique_ptr<sql::ResultSet> oks(ok.executeQuery());
+    while (oks->next()) plan.ok_indices.push_back(oks->getUInt("idx"));
+    oks.reset();
+    // The final counters are written again when the run finishes; until
+    // then GetBatch counts a RUNNING batch's results live.
+    sql::PreparedStatement& run = s.Prepared(
+        "UPDATE batches SET state = ?, state_reason = '', finished_at = NULL, "
+        "lease_owner = ?, lease_expires_at = NOW(6) + INTERVAL ? MICROSECOND "
+        "WHERE batch_id = ?");
+    run.setUInt(1, static_cast<uint32_t>(v1::BATCH_STATE_RUNNING));
+    run.setString(2, options_.replica_id);
+    run.setInt64(3, absl::ToInt64Microseconds(options_.lease_duration));
+    run.setString(4, batch_id);
+    run.executeUpdate();
+    transaction.Commit();
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return status;
+  return plan;
 }
 
 bool MysqlReader::IsRowWeInserted(MysqlSession& s, const BatchRecord& batch) {
@@ -149,8 +321,9 @@ absl::StatusOr<v1::BatchSummary> MysqlReader::GetBatch(
   absl::Status status = WithSession("reading batch", [&](MysqlSession& s) {
     summary.Clear();
     sql::PreparedStatement& ps = s.Prepared(absl::StrCat(
-        "SELECT state, total, succeeded, failed, `stored`, created_at, "
-        "finished_at FROM batches WHERE batch_id = ?",
+        "SELECT state, total, succeeded, failed, `stored`, spooled, "
+        "state_reason, created_at, finished_at FROM batches "
+        "WHERE batch_id = ?",
         kScopeSql));
     ps.setString(1, batch_id);
     BindScope(ps, 2, scope);
@@ -165,6 +338,8 @@ absl::StatusOr<v1::BatchSummary> MysqlReader::GetBatch(
     summary.set_succeeded(rs->getUInt("succeeded"));
     summary.set_failed(rs->getUInt("failed"));
     summary.set_stored(rs->getUInt("stored"));
+    summary.set_spooled(rs->getUInt("spooled"));
+    summary.set_state_reason(rs->getString("state_reason").asStdString());
     // A value that is no valid time (e.g. a zero date) leaves the field
     // unset rather than producing an out-of-range Timestamp.
     auto created_at =
@@ -175,8 +350,10 @@ absl::StatusOr<v1::BatchSummary> MysqlReader::GetBatch(
           TimestampFromDateTime(rs->getString("finished_at").asStdString());
       if (finished_at.ok()) *summary.mutable_finished_at() = *finished_at;
     }
-    if (summary.state() == v1::BATCH_STATE_RUNNING) {
-      // Counters are written when the batch ends; count progress live.
+    if (summary.state() == v1::BATCH_STATE_RUNNING ||
+        summary.state() == v1::BATCH_STATE_INTERRUPTED) {
+      // Counters are written when the batch ends (an interrupted batch's
+      // never were); count what is stored live.
       sql::PreparedStatement& count = s.Prepared(kCountResultsSql);
       count.setUInt(1, static_cast<uint32_t>(v1::OUTCOME_OK));
       count.setString(2, batch_id);
@@ -266,6 +443,23 @@ absl::StatusOr<ResultPage> MysqlReader::ListResults(const std::string& batch_id,
   });
   if (!status.ok()) return status;
   return page;
+}
+
+absl::Status MysqlReader::RecountStored(const std::string& batch_id) {
+  return WithSession("recounting batch", [&](MysqlSession& s) {
+    // Both counts come from subqueries on fetch_results, so the result does
+    // not depend on the order MySQL and MariaDB apply SET assignments in.
+    sql::PreparedStatement& ps = s.Prepared(
+        "UPDATE batches SET `stored` = (SELECT COUNT(*) FROM fetch_results "
+        "WHERE batch_id = ?), spooled = LEAST(spooled, "
+        "GREATEST(CAST(total AS SIGNED) - (SELECT COUNT(*) FROM fetch_results "
+        "WHERE batch_id = ?), 0)) WHERE batch_id = ?");
+    ps.setString(1, batch_id);
+    ps.setString(2, batch_id);
+    ps.setString(3, batch_id);
+    ps.executeUpdate();
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace batchfetch

@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "batchfetch/v1/batchfetch.pb.h"
 #include "service/store/mysql/mysql_session.h"
 #include "service/store/result_store.h"
@@ -65,6 +66,10 @@ class MysqlReader {
     // Must select the database.
     MysqlSession::Options session;
     int max_read_connections = 8;  // values below 1 count as 1
+    // CreateBatch leases the new batch to `replica_id` for
+    // `lease_duration` (see MysqlLeases).
+    std::string replica_id;
+    absl::Duration lease_duration = absl::Seconds(30);
   };
 
   static constexpr size_t kMaxPageBytes = 3 << 20;
@@ -81,14 +86,31 @@ class MysqlReader {
   MysqlReader& operator=(const MysqlReader&) = delete;
   ~MysqlReader();
 
-  // ALREADY_EXISTS (message from MySQL) when the id is taken.
+  // Largest piece of a stored request in one batch_requests row: well under
+  // MySQL's max_allowed_packet (16 MiB on MariaDB, 64 MiB on MySQL 8).
+  static constexpr size_t kRequestChunkBytes = 1 << 20;
+
+  // ALREADY_EXISTS (message from MySQL) when the id is taken. The row, its
+  // requests_sha256 and `batch.request` (in batch_requests, in chunks of
+  // kRequestChunkBytes) are committed in one transaction.
   absl::Status CreateBatch(const BatchRecord& batch);
+  // ResultStore::BeginResume; the lease taken is `replica_id`'s for
+  // `lease_duration` (database time).
+  absl::StatusOr<ResumePlan> BeginResume(const std::string& batch_id,
+                                         const ReadScope& scope,
+                                         const std::string& requests_sha256);
+  // The serialized request CreateBatch stored with `batch_id`, reassembled;
+  // NOT_FOUND when none was stored. Unscoped: for the service's own use
+  // (takeover), never a caller's read.
+  absl::StatusOr<std::string> ReadRequest(const std::string& batch_id);
   // NOT_FOUND, as for an unknown id, when the batch is outside `scope`.
   absl::StatusOr<v1::BatchSummary> GetBatch(const std::string& batch_id,
                                             const ReadScope& scope);
   absl::StatusOr<ResultPage> ListResults(const std::string& batch_id,
                                          const ReadScope& scope,
                                          uint32_t from_index, uint32_t limit);
+  // ResultStore::RecountStored.
+  absl::Status RecountStored(const std::string& batch_id);
 
   // Connections open now (idle or lent), and the most ever open at once.
   int open_connections() const;
@@ -98,6 +120,9 @@ class MysqlReader {
   // Binds kScopeSql's two parameters, from parameter index `first`.
   static void BindScope(sql::PreparedStatement& ps, int first,
                         const ReadScope& scope);
+  // Sets `batch`'s requests_sha256 and inserts `batch.request` in chunks
+  // (inside CreateBatch's transaction).
+  static void WriteRequests(MysqlSession& s, const BatchRecord& batch);
   // Whether `batch`'s row holds exactly what CreateBatch inserts for it.
   static bool IsRowWeInserted(MysqlSession& s, const BatchRecord& batch);
   // Runs `fn(session)` on a pooled connection (see the class comment).

@@ -2,11 +2,18 @@
 
 #include <cppconn/resultset.h>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <random>
+#include <string>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "service/store/mysql/mysql_leases.h"
 #include "service/store/mysql/mysql_reader.h"
 #include "service/store/mysql/mysql_schema.h"
 #include "service/store/mysql/mysql_session.h"
@@ -19,14 +26,16 @@ namespace batchfetch {
 class MysqlResultStore::Impl {
  public:
   Impl(std::unique_ptr<MysqlReader> reader, std::unique_ptr<MysqlWriter> writer,
-       MysqlSession::Options probe)
+       std::unique_ptr<MysqlLeases> leases, MysqlSession::Options probe)
       : reader_(std::move(reader)),
         writer_(std::move(writer)),
+        leases_(std::move(leases)),
         probe_options_(std::move(probe)) {}
   ~Impl() { writer_.reset(); }
 
   MysqlReader& reader() { return *reader_; }
   MysqlWriter& writer() { return *writer_; }
+  MysqlLeases& leases() { return *leases_; }
 
   absl::Status Ping() {
     absl::MutexLock lock(&probe_mu_);
@@ -46,6 +55,7 @@ class MysqlResultStore::Impl {
  private:
   std::unique_ptr<MysqlReader> reader_;
   std::unique_ptr<MysqlWriter> writer_;
+  std::unique_ptr<MysqlLeases> leases_;
   // Ping()'s own connection (see MysqlResultStore::Ping).
   const MysqlSession::Options probe_options_;
   absl::Mutex probe_mu_;
@@ -84,12 +94,27 @@ absl::StatusOr<std::unique_ptr<MysqlResultStore>> MysqlResultStore::Open(
   MysqlReader::Options reader;
   reader.session = with_db;
   reader.max_read_connections = options.max_read_connections;
+  const std::string replica_id =
+      options.replica_id.empty() ? NewReplicaId() : options.replica_id;
+  reader.replica_id = replica_id;
+  reader.lease_duration = options.lease_duration;
+
+  MysqlLeases::Options leases;
+  leases.session = with_db;
+  // A renewal slower than half a lease is as good as none: fail it then.
+  leases.session.connect_timeout =
+      std::min(options.connect_timeout, options.lease_duration / 2);
+  leases.session.io_timeout =
+      std::min(options.io_timeout, options.lease_duration / 2);
+  leases.replica_id = replica_id;
+  leases.lease_duration = options.lease_duration;
 
   MysqlWriter::Options writer;
   writer.session = with_db;
   writer.max_group_rows = options.max_group_rows;
   writer.max_group_bytes = options.max_group_bytes;
   writer.retry.budget = options.retry_budget;
+  writer.retry.drain_budget = options.drain_retry_budget;
   writer.on_group_given_up = options.on_group_given_up;
   writer.stats = options.stats;
 
@@ -101,6 +126,7 @@ absl::StatusOr<std::unique_ptr<MysqlResultStore>> MysqlResultStore::Open(
       new MysqlResultStore(std::make_unique<Impl>(
           std::make_unique<MysqlReader>(std::move(reader)),
           std::make_unique<MysqlWriter>(std::move(writer), clock),
+          std::make_unique<MysqlLeases>(std::move(leases)),
           std::move(probe))));
 }
 
@@ -133,10 +159,46 @@ absl::Status MysqlResultStore::Ping() { return impl_->Ping(); }
 
 void MysqlResultStore::StartDraining() { impl_->writer().StartDraining(); }
 
+absl::Status MysqlResultStore::RecountStored(const std::string& batch_id) {
+  return impl_->reader().RecountStored(batch_id);
+}
+
+absl::Status MysqlResultStore::RenewLeases() { return impl_->leases().Renew(); }
+
+absl::StatusOr<std::vector<std::string>>
+MysqlResultStore::InterruptExpiredLeases() {
+  return impl_->leases().InterruptExpired();
+}
+
+std::string MysqlResultStore::NewReplicaId() {
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') {
+    std::snprintf(host, sizeof(host), "unknown-host");
+  }
+  std::random_device random;
+  const std::string suffix = absl::StrCat(
+      "-", getpid(), "-",
+      absl::Hex(random() & 0xffffff, absl::PadSpec::kZeroPad6));
+  // Host names are ASCII; keep the unique tail when one is very long.
+  std::string id = std::string(host).substr(0, 64 - suffix.size());
+  return id + suffix;
+}
+
 absl::StatusOr<ResultPage> MysqlResultStore::ListResults(
     const std::string& batch_id, const ReadScope& scope, uint32_t from_index,
     uint32_t limit) {
   return impl_->reader().ListResults(batch_id, scope, from_index, limit);
+}
+
+absl::StatusOr<ResumePlan> MysqlResultStore::BeginResume(
+    const std::string& batch_id, const ReadScope& scope,
+    const std::string& requests_sha256) {
+  return impl_->reader().BeginResume(batch_id, scope, requests_sha256);
+}
+
+absl::StatusOr<std::string> MysqlResultStore::ReadRequest(
+    const std::string& batch_id) {
+  return impl_->reader().ReadRequest(batch_id);
 }
 
 }  // namespace batchfetch

@@ -3,6 +3,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -27,7 +28,9 @@ class MysqlWriter;
 //    WriteRetryPolicy says so (after `retry_budget`) and hands it to
 //    `on_group_given_up`;
 //  * MysqlReader: CreateBatch, GetBatch, ListResults on a pool of at most
-//    `max_read_connections` connections.
+//    `max_read_connections` connections;
+//  * MysqlLeases: renewing this replica's batch leases and interrupting
+//    expired ones (CreateBatch takes a batch's first lease).
 // Every round trip is bounded by `io_timeout`, so a half-open connection
 // cannot hang a caller, the writer or shutdown.
 //
@@ -50,6 +53,9 @@ class MysqlResultStore : public ResultStore {
     // How long the writer retries a group through connection loss. While
     // the store is being destroyed, the whole drain shares one budget.
     absl::Duration retry_budget = absl::Seconds(30);
+    // What the whole drain shares (see WriteRetryPolicy::Options::
+    // drain_budget); negative: `retry_budget`.
+    absl::Duration drain_retry_budget = absl::Seconds(-1);
     int max_group_rows = 512;
     int64_t max_group_bytes = 8 << 20;
     // Connect and read timeout of Ping()'s probe (whole seconds).
@@ -65,6 +71,14 @@ class MysqlResultStore : public ResultStore {
     // The writer's counters (metrics); not owned, must outlive the store.
     // Null: not counted.
     StoreStats* stats = nullptr;
+    // This replica's identity in the batch leases (lease_owner; at most 64
+    // ASCII characters, unique among the replicas sharing the database; see
+    // NewReplicaId). Empty: Open() makes one.
+    std::string replica_id;
+    // How long a batch's lease lasts without a renewal (RenewLeases); a
+    // RUNNING batch whose lease expired is interrupted by another replica's
+    // InterruptExpiredLeases.
+    absl::Duration lease_duration = absl::Seconds(30);
   };
 
   // Connects, applies pending schema migrations (serialized across replicas
@@ -87,6 +101,13 @@ class MysqlResultStore : public ResultStore {
                                          const ReadScope& scope,
                                          uint32_t from_index,
                                          uint32_t limit) override;
+  // MysqlReader::BeginResume: the lease taken is `replica_id`'s.
+  absl::StatusOr<ResumePlan> BeginResume(
+      const std::string& batch_id, const ReadScope& scope,
+      const std::string& requests_sha256) override;
+  // The serialized FetchBatchRequest stored with `batch_id` by CreateBatch
+  // (MysqlReader::ReadRequest); NOT_FOUND when none was stored.
+  absl::StatusOr<std::string> ReadRequest(const std::string& batch_id);
   // "SELECT 1" on a connection of its own (so a busy read pool cannot
   // delay it), with `ping_timeout` for connecting and reading; the
   // connection is kept between pings and reopened after a failure.
@@ -95,6 +116,15 @@ class MysqlResultStore : public ResultStore {
   // Starts the writer's drain (MysqlWriter::StartDraining): every write group
   // from now on is given up by about one retry_budget from this call.
   void StartDraining() override;
+  absl::Status RecountStored(const std::string& batch_id) override;
+  // See ResultStore and MysqlLeases; on a connection of their own.
+  absl::Status RenewLeases() override;
+  absl::StatusOr<std::vector<std::string>> InterruptExpiredLeases() override;
+
+  // "<hostname>-<pid>-<6 random hex digits>", at most 64 ASCII characters:
+  // unique per process start, so a restarted replica never mistakes its
+  // predecessor's leases for its own.
+  static std::string NewReplicaId();
 
   // Latest schema version this build knows.
   static int LatestSchemaVersion();

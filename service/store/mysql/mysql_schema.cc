@@ -65,6 +65,43 @@ const std::vector<MysqlSchema::Migration>& MysqlSchema::Migrations() {
          {{"owner",
            "VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL "
            "DEFAULT ''"}}}}},
+      {4,
+       "results of a batch still in a replica's local spool",
+       {{"",
+         "batches",
+         {{"spooled", "INT UNSIGNED NOT NULL DEFAULT 0"}}}}},
+      {5,
+       "batch leases: the replica running a batch renews its lease; an "
+       "expired lease marks the batch interrupted",
+       {{"",
+         "batches",
+         {{"lease_owner",
+           "VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL "
+           "DEFAULT ''"},
+          {"lease_expires_at", "DATETIME(6) NULL"},
+          {"state_reason", "VARCHAR(255) NOT NULL DEFAULT ''"}},
+         // The sweep: RUNNING batches whose lease has expired.
+         {{"batches_state_lease", "(state, lease_expires_at)"}}}}},
+      {6,
+       "the requests of a batch, for resume and takeover",
+       {{"",
+         "batches",
+         // Lower-case hex SHA-256 of the request list (RequestsSha256); ''
+         // for batches created before this migration (not resumable).
+         {{"requests_sha256",
+           "CHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL "
+           "DEFAULT ''"}}},
+        // The serialized FetchBatchRequest as accepted, in chunks of at
+        // most MysqlReader::kRequestChunkBytes (a statement must fit
+        // max_allowed_packet); chunk numbers start at 0.
+        {R"sql(CREATE TABLE IF NOT EXISTS batch_requests (
+  batch_id VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  chunk INT UNSIGNED NOT NULL,
+  bytes LONGBLOB NOT NULL,
+  PRIMARY KEY (batch_id, chunk)
+) ENGINE=InnoDB)sql",
+         "",
+         {}}}},
   };
   return *migrations;
 }
@@ -123,6 +160,29 @@ std::string MysqlSchema::AddColumnsSql(const std::string& table,
       }));
 }
 
+std::vector<MysqlSchema::Index> MysqlSchema::MissingIndexes(
+    const std::vector<Index>& wanted, const std::set<std::string>& existing) {
+  std::set<std::string> have;
+  for (const std::string& name : existing)
+    have.insert(absl::AsciiStrToLower(name));
+  std::vector<Index> missing;
+  for (const Index& index : wanted) {
+    if (have.count(absl::AsciiStrToLower(index.name)) == 0) {
+      missing.push_back(index);
+    }
+  }
+  return missing;
+}
+
+std::string MysqlSchema::AddIndexesSql(const std::string& table,
+                                       const std::vector<Index>& indexes) {
+  return absl::StrCat(
+      "ALTER TABLE `", table, "` ",
+      absl::StrJoin(indexes, ", ", [](std::string* out, const Index& index) {
+        absl::StrAppend(out, "ADD INDEX `", index.name, "` ", index.columns);
+      }));
+}
+
 absl::Status MysqlSchema::ApplyStep(MysqlSession& session, const Step& step) {
   if (step.table.empty()) {
     session.Execute(step.statement);
@@ -141,6 +201,21 @@ absl::Status MysqlSchema::ApplyStep(MysqlSession& session, const Step& step) {
   }
   std::vector<Column> missing = MissingColumns(step.add_columns, existing);
   if (!missing.empty()) session.Execute(AddColumnsSql(step.table, missing));
+  if (step.add_indexes.empty()) return absl::OkStatus();
+  sql::PreparedStatement& indexes_ps = session.Prepared(
+      "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS "
+      "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ?");
+  indexes_ps.setString(1, step.table);
+  std::set<std::string> existing_indexes;
+  std::unique_ptr<sql::ResultSet> index_rs(indexes_ps.executeQuery());
+  while (index_rs->next()) {
+    existing_indexes.insert(index_rs->getString(1).asStdString());
+  }
+  std::vector<Index> missing_indexes =
+      MissingIndexes(step.add_indexes, existing_indexes);
+  if (!missing_indexes.empty()) {
+    session.Execute(AddIndexesSql(step.table, missing_indexes));
+  }
   return absl::OkStatus();
 }
 

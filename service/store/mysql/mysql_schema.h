@@ -34,12 +34,19 @@ class MysqlSchema {
     std::string name;
     std::string definition;  // e.g. "BIGINT NULL"
   };
+  struct Index {
+    std::string name;
+    std::string columns;  // e.g. "(state, lease_expires_at)"
+  };
   // One idempotent step: a statement that is idempotent by itself, or
-  // (when `table` is set) the columns of `add_columns` that `table` lacks.
+  // (when `table` is set) the columns of `add_columns` and then the indexes
+  // of `add_indexes` that `table` lacks (by name, as information_schema
+  // shows them: MySQL 8 has no CREATE INDEX IF NOT EXISTS).
   struct Step {
     std::string statement;
     std::string table;
     std::vector<Column> add_columns;
+    std::vector<Index> add_indexes = {};
   };
   struct Migration {
     int version;
@@ -73,6 +80,13 @@ class MysqlSchema {
   // "ALTER TABLE t ADD COLUMN a ..., ADD COLUMN b ..." (non-empty `columns`).
   static std::string AddColumnsSql(const std::string& table,
                                    const std::vector<Column>& columns);
+  // The indexes of `wanted` whose names are not in `existing` (compared
+  // case-insensitively).
+  static std::vector<Index> MissingIndexes(
+      const std::vector<Index>& wanted, const std::set<std::string>& existing);
+  // "ALTER TABLE t ADD INDEX `a` (...), ADD INDEX `b` (...)" (non-empty).
+  static std::string AddIndexesSql(const std::string& table,
+                                   const std::vector<Index>& indexes);
 
  private:
   absl::Status ApplyStep(MysqlSession& session, const Step& step);

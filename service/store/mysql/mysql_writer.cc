@@ -118,7 +118,9 @@ void MysqlWriter::Loop() {
 void MysqlWriter::Process(std::vector<WriteOp>& group) {
   MysqlStatus status = WriteWithRetries(group);
   if (status.ok()) {
-    for (WriteOp& op : group) std::move(op.done)(absl::OkStatus());
+    for (WriteOp& op : group) {
+      std::move(op.done)(ResultStore::Durability::kCommitted);
+    }
     return;
   }
   if (IsTransient(status.kind)) {
@@ -135,7 +137,7 @@ void MysqlWriter::Process(std::vector<WriteOp>& group) {
     single.push_back(std::move(op));
     MysqlStatus one = WriteWithRetries(single);
     if (one.ok()) {
-      std::move(single[0].done)(absl::OkStatus());
+      std::move(single[0].done)(ResultStore::Durability::kCommitted);
     } else if (IsTransient(one.kind)) {
       GiveUp(std::move(single), one);
     } else {
@@ -272,17 +274,30 @@ void MysqlWriter::WriteGroup(MysqlSession& s,
     const BatchRecord& b = op.record;
     sql::PreparedStatement& ps = s.Prepared(
         "UPDATE batches SET state = ?, succeeded = ?, failed = ?, "
-        "`stored` = ?, finished_at = ? WHERE batch_id = ?");
+        "`stored` = GREATEST(?, (SELECT COUNT(*) FROM fetch_results WHERE "
+        "batch_id = ?)), spooled = LEAST(?, GREATEST(CAST(total AS SIGNED) - "
+        "(SELECT COUNT(*) FROM fetch_results WHERE batch_id = ?), 0)), "
+        "finished_at = ?, state_reason = ? WHERE batch_id = ?");
+    // `stored` and `spooled` from the rows as they are at this commit: the
+    // spool's replayer may have committed some of the spooled results
+    // already (MysqlReader::RecountStored covers the ones it commits after).
     ps.setUInt(1, static_cast<uint32_t>(b.state));
     ps.setUInt(2, b.succeeded);
     ps.setUInt(3, b.failed);
     ps.setUInt(4, b.stored);
+    ps.setString(5, b.batch_id);
+    ps.setUInt(6, b.spooled);
+    ps.setString(7, b.batch_id);
     if (b.finished_at == absl::InfinitePast()) {
-      ps.setNull(5, sql::DataType::TIMESTAMP);
+      ps.setNull(8, sql::DataType::TIMESTAMP);
     } else {
-      ps.setDateTime(5, FormatDateTime(b.finished_at));
+      ps.setDateTime(8, FormatDateTime(b.finished_at));
     }
-    ps.setString(6, b.batch_id);
+    // Unconditional (no "AND state = RUNNING"): the owner's final row wins
+    // over an INTERRUPTED mark another replica made while this one could
+    // not renew its lease, and clears that mark's reason.
+    ps.setString(9, FitColumn(b.state_reason, 255));
+    ps.setString(10, b.batch_id);
     ps.executeUpdate();
   }
   // Checked: only a COMMIT that the server acknowledged lets the caller run

@@ -23,8 +23,11 @@ bool WriteRetryPolicy::GiveUpWithoutTrying() const {
 void WriteRetryPolicy::StartDraining(MonoTime since) {
   if (draining_) return;
   draining_ = true;
-  if (options_.budget < absl::Hours(24 * 365)) {
-    drain_deadline_ = since + std::max(options_.budget, absl::ZeroDuration());
+  const absl::Duration budget = options_.drain_budget < absl::ZeroDuration()
+                                    ? options_.budget
+                                    : options_.drain_budget;
+  if (budget < absl::Hours(24 * 365)) {
+    drain_deadline_ = since + budget;
   }
 }
 
@@ -41,7 +44,9 @@ std::optional<absl::Duration> WriteRetryPolicy::Group::NextDelay(
   }
   const absl::Duration delay = backoff_;
   const MonoTime now = policy_->clock_->MonoNow();
-  if (now >= deadline_ || Since(deadline_, now) < delay) {
+  // A group that started before the drain is also cut at the drain's end.
+  const MonoTime deadline = std::min(deadline_, policy_->drain_deadline_);
+  if (now >= deadline || Since(deadline, now) < delay) {
     policy_->unreachable_ = true;
     return std::nullopt;
   }

@@ -17,8 +17,8 @@ namespace batchfetch {
 // `initial_backoff` and doubling up to `max_backoff`, for as long as the
 // next try would start within `budget` of the group's first try.
 //
-// Shutdown: once StartDraining(since) was called, groups started afterwards
-// are also given up by `since + budget`; and once that has passed, a group
+// Shutdown: once StartDraining(since) was called, every group (the one in
+// progress too) is given up by `since + drain_budget`; and once that has passed, a group
 // following one that was given up (the database is unreachable) is given up
 // without a try. So a drain against a dead or half-open database takes
 // about one budget (plus one try's timeouts) in total, not one per queued
@@ -31,6 +31,10 @@ class WriteRetryPolicy {
  public:
   struct Options {
     absl::Duration budget = absl::Seconds(30);
+    // The budget the whole drain shares (StartDraining). Shorter than
+    // `budget` when what is given up is spooled rather than lost, so a
+    // drain against a dead database ends soon. Negative: `budget`.
+    absl::Duration drain_budget = absl::Seconds(-1);
     absl::Duration initial_backoff = absl::Milliseconds(50);
     absl::Duration max_backoff = absl::Seconds(2);
   };

@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -24,7 +25,11 @@ enum Tag : uint8_t {
   kFinishedAt = 9,
   kFetchedAt = 10,
   kResultBytes = 11,
-  kMaxTag = 11,
+  // Optional (a writer may leave them out; older records have none).
+  kSpooled = 12,
+  kRequest = 13,
+  kRequestsSha256 = 14,
+  kMaxTag = 14,
 };
 
 const char* TagName(uint8_t tag) {
@@ -51,6 +56,12 @@ const char* TagName(uint8_t tag) {
       return "fetched_at";
     case kResultBytes:
       return "result";
+    case kSpooled:
+      return "spooled";
+    case kRequest:
+      return "request";
+    case kRequestsSha256:
+      return "requests_sha256";
     default:
       return "unknown";
   }
@@ -61,6 +72,8 @@ constexpr uint32_t Bit(uint8_t tag) { return 1u << tag; }
 constexpr uint32_t kBatchFields =
     Bit(kBatchId) | Bit(kOwner) | Bit(kState) | Bit(kTotal) | Bit(kSucceeded) |
     Bit(kFailed) | Bit(kStored) | Bit(kCreatedAt) | Bit(kFinishedAt);
+constexpr uint32_t kOptionalBatchFields =
+    Bit(kSpooled) | Bit(kRequest) | Bit(kRequestsSha256);
 constexpr uint32_t kResultFields =
     Bit(kBatchId) | Bit(kFetchedAt) | Bit(kResultBytes);
 
@@ -168,6 +181,11 @@ std::string EncodeSpoolRecord(const SpoolRecord& record) {
   PutU32(kStored, b.stored, &out);
   PutTime(kCreatedAt, b.created_at, &out);
   PutTime(kFinishedAt, b.finished_at, &out);
+  if (b.spooled != 0) PutU32(kSpooled, b.spooled, &out);
+  if (b.request != nullptr) PutString(kRequest, *b.request, &out);
+  if (!b.requests_sha256.empty()) {
+    PutString(kRequestsSha256, b.requests_sha256, &out);
+  }
   return out;
 }
 
@@ -179,14 +197,16 @@ absl::StatusOr<SpoolRecord> DecodeSpoolRecord(absl::string_view bytes) {
   }
   SpoolRecord record;
   const uint8_t kind = static_cast<uint8_t>(bytes[1]);
+  uint32_t required = 0;
   uint32_t allowed = 0;
   switch (kind) {
     case static_cast<uint8_t>(SpoolRecord::Kind::kBatchCreated):
     case static_cast<uint8_t>(SpoolRecord::Kind::kBatchFinished):
-      allowed = kBatchFields;
+      required = kBatchFields;
+      allowed = kBatchFields | kOptionalBatchFields;
       break;
     case static_cast<uint8_t>(SpoolRecord::Kind::kResult):
-      allowed = kResultFields;
+      required = allowed = kResultFields;
       break;
     default:
       return Malformed(absl::StrCat("unknown kind ", kind));
@@ -220,6 +240,12 @@ absl::StatusOr<SpoolRecord> DecodeSpoolRecord(absl::string_view bytes) {
       case kBatchId:
         (allowed == kResultFields ? record.batch_id : record.batch.batch_id) =
             std::string(value);
+        continue;
+      case kRequest:
+        record.batch.request = std::make_shared<const std::string>(value);
+        continue;
+      case kRequestsSha256:
+        record.batch.requests_sha256 = std::string(value);
         continue;
       case kOwner:
         record.batch.owner = std::string(value);
@@ -270,11 +296,14 @@ absl::StatusOr<SpoolRecord> DecodeSpoolRecord(absl::string_view bytes) {
       case kStored:
         record.batch.stored = v;
         break;
+      case kSpooled:
+        record.batch.spooled = v;
+        break;
       default:
         break;
     }
   }
-  const uint32_t missing = allowed & ~seen;
+  const uint32_t missing = required & ~seen;
   if (missing != 0) {
     for (uint8_t tag = 1; tag <= kMaxTag; ++tag) {
       if ((missing & Bit(tag)) != 0) {

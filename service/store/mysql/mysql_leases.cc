@@ -1,0 +1,115 @@
+#include "service/store/mysql/mysql_leases.h"
+
+#include <cppconn/prepared_statement.h>
+#include <cppconn/resultset.h>
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "batchfetch/v1/batchfetch.pb.h"
+#include "service/store/mysql/mysql_values.h"
+
+namespace batchfetch {
+
+namespace {
+
+constexpr size_t kMaxStateReasonBytes = 255;
+
+}  // namespace
+
+MysqlLeases::MysqlLeases(Options options) : options_(std::move(options)) {}
+
+std::string MysqlLeases::InterruptedReason(absl::string_view owner,
+                                           absl::Time expired_at) {
+  return FitColumn(
+      absl::StrCat("lease of replica ", owner, " expired at ",
+                   absl::FormatTime("%Y-%m-%dT%H:%M:%E3SZ", expired_at,
+                                    absl::UTCTimeZone()),
+                   ": the replica stopped (crash or lost database)"),
+      kMaxStateReasonBytes);
+}
+
+template <typename Fn>
+absl::Status MysqlLeases::WithSession(absl::string_view what, Fn fn) {
+  absl::MutexLock lock(&mu_);
+  for (int attempt = 0;; ++attempt) {
+    if (session_ == nullptr) {
+      auto session = MysqlSession::Connect(options_.session);
+      if (!session.ok()) return session.status();
+      session_ = *std::move(session);
+    }
+    MysqlStatus status =
+        MysqlSession::Guard(what, [&] { return fn(*session_); });
+    if (status.ok()) return status.status;
+    // Closing the connection also rolls back a transaction left open.
+    session_.reset();
+    if (status.kind == MysqlErrorKind::kConnectionLost && attempt == 0) {
+      continue;
+    }
+    return status.status;
+  }
+}
+
+absl::Status MysqlLeases::Renew() {
+  return WithSession("renewing batch leases", [&](MysqlSession& s) {
+    sql::PreparedStatement& ps = s.Prepared(
+        "UPDATE batches SET lease_expires_at = NOW(6) + INTERVAL ? "
+        "MICROSECOND WHERE state = ? AND lease_owner = ?");
+    ps.setInt64(1, absl::ToInt64Microseconds(options_.lease_duration));
+    ps.setUInt(2, static_cast<uint32_t>(v1::BATCH_STATE_RUNNING));
+    ps.setString(3, options_.replica_id);
+    ps.executeUpdate();
+    return absl::OkStatus();
+  });
+}
+
+absl::StatusOr<std::vector<std::string>> MysqlLeases::InterruptExpired() {
+  std::vector<std::string> interrupted;
+  absl::Status status =
+      WithSession("interrupting expired batch leases", [&](MysqlSession& s) {
+        interrupted.clear();
+        s.Execute("START TRANSACTION");
+        sql::PreparedStatement& select = s.Prepared(absl::StrCat(
+            "SELECT batch_id, lease_owner, lease_expires_at FROM batches "
+            "WHERE state = ? AND lease_expires_at < NOW(6) "
+            "AND lease_owner <> ? ORDER BY lease_expires_at LIMIT ",
+            kMaxInterruptsPerSweep, " FOR UPDATE"));
+        select.setUInt(1, static_cast<uint32_t>(v1::BATCH_STATE_RUNNING));
+        select.setString(2, options_.replica_id);
+        struct Expired {
+          std::string batch_id;
+          std::string reason;
+        };
+        std::vector<Expired> expired;
+        {
+          std::unique_ptr<sql::ResultSet> rs(select.executeQuery());
+          while (rs->next()) {
+            absl::StatusOr<absl::Time> at =
+                ParseDateTime(rs->getString("lease_expires_at").asStdString());
+            expired.push_back(
+                {rs->getString("batch_id").asStdString(),
+                 InterruptedReason(rs->getString("lease_owner").asStdString(),
+                                   at.ok() ? *at : absl::UnixEpoch())});
+          }
+        }
+        sql::PreparedStatement& update = s.Prepared(
+            "UPDATE batches SET state = ?, state_reason = ? "
+            "WHERE batch_id = ? AND state = ?");
+        for (const Expired& e : expired) {
+          update.setUInt(1, static_cast<uint32_t>(v1::BATCH_STATE_INTERRUPTED));
+          update.setString(2, e.reason);
+          update.setString(3, e.batch_id);
+          update.setUInt(4, static_cast<uint32_t>(v1::BATCH_STATE_RUNNING));
+          // Under the row lock taken above, the row is still RUNNING.
+          if (update.executeUpdate() > 0) interrupted.push_back(e.batch_id);
+        }
+        // Checked: a COMMIT lost with the connection throws, so no id is
+        // reported for a change that did not happen.
+        s.Commit();
+        return absl::OkStatus();
+      });
+  if (!status.ok()) return status;
+  return interrupted;
+}
+
+}  // namespace batchfetch

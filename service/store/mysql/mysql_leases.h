@@ -1,0 +1,87 @@
+#ifndef BATCHFETCH_SERVICE_STORE_MYSQL_MYSQL_LEASES_H_
+#define BATCHFETCH_SERVICE_STORE_MYSQL_MYSQL_LEASES_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "service/store/mysql/mysql_session.h"
+
+namespace batchfetch {
+
+// The lease rows of `batches` (schema migration 5): which replica runs a
+// RUNNING batch (`lease_owner`) and until when it promised to renew
+// (`lease_expires_at`). CreateBatch (MysqlReader) takes the first lease;
+// this class renews this replica's leases and interrupts expired foreign
+// ones.
+//
+// Contract: every time is the database's NOW(6) (sessions run in UTC), never
+// a local clock, so clock skew between replicas does not matter. Only
+// RUNNING batches are ever touched, so a batch that finished (DONE,
+// CANCELLED, FAILED) is never interrupted, and a batch created before
+// migration 5 (lease_expires_at NULL) is left alone. The final-row UPDATE
+// (MysqlWriter) is unconditional, so an owner that was wrongly interrupted
+// (e.g. it lost the database for longer than a lease) still finishes its
+// batch normally.
+//
+// Ownership: owns one connection of its own (so a busy read pool cannot
+// delay a renewal), opened on first use and reopened after a failure.
+// Threading: the methods may be called from any thread; calls are
+// serialized. Each blocks for a few round trips, each bounded by the
+// session's io_timeout.
+class MysqlLeases {
+ public:
+  struct Options {
+    // Must select the database.
+    MysqlSession::Options session;
+    // This replica's identity, written into lease_owner (at most 64 ASCII
+    // characters).
+    std::string replica_id;
+    absl::Duration lease_duration = absl::Seconds(30);
+  };
+
+  // Sweep at most this many batches per InterruptExpired call; the next
+  // call takes the rest.
+  static constexpr int kMaxInterruptsPerSweep = 1000;
+
+  explicit MysqlLeases(Options options);
+  MysqlLeases(const MysqlLeases&) = delete;
+  MysqlLeases& operator=(const MysqlLeases&) = delete;
+
+  // One UPDATE: lease_expires_at = NOW(6) + lease_duration for every
+  // RUNNING batch whose lease_owner is this replica.
+  absl::Status Renew();
+  // In one transaction: locks (SELECT ... FOR UPDATE) the RUNNING batches
+  // whose lease expired before NOW(6) and whose owner is another replica,
+  // marks each BATCH_STATE_INTERRUPTED with InterruptedReason(), commits,
+  // and returns their ids. Two replicas sweeping at once: the second waits
+  // for the first's row locks, then no longer sees those rows RUNNING, so
+  // each batch is returned once.
+  absl::StatusOr<std::vector<std::string>> InterruptExpired();
+
+  // "lease of replica <owner> expired at <time>: the replica stopped (crash
+  // or lost database)", at most 255 bytes (the column). Pure.
+  static std::string InterruptedReason(absl::string_view owner,
+                                       absl::Time expired_at);
+
+ private:
+  // Runs `fn(session)` on the own connection (connecting first if needed);
+  // a lost connection is dropped and the call retried once on a new one.
+  template <typename Fn>
+  absl::Status WithSession(absl::string_view what, Fn fn)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  const Options options_;
+  absl::Mutex mu_;
+  std::unique_ptr<MysqlSession> session_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace batchfetch
+
+#endif  // BATCHFETCH_SERVICE_STORE_MYSQL_MYSQL_LEASES_H_
