@@ -19,9 +19,15 @@ RUN apt-get update \
       libgrpc++1.51 libprotobuf32 libcurl4 libmysqlcppconn7v5 libabsl20220623 libcivetweb1 libssl3 ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 batchfetch \
- && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin batchfetch
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin batchfetch \
+ && install -d -o 10001 -g 10001 -m 0700 /var/lib/batchfetch/spool
 COPY --from=build /tmp/build/batchfetch_server /tmp/build/batchfetch /usr/local/bin/
 USER 10001:10001
+# The local spool (docs/RELIABILITY.md): results MySQL cannot take are kept
+# here until it is back. A volume, so it stays writable under --read-only;
+# give it a volume that outlives the container to keep them across restarts.
+ENV BATCHFETCH_SPOOL_DIR=/var/lib/batchfetch/spool
+VOLUME ["/var/lib/batchfetch/spool"]
 # gRPC; metrics when --metrics_listen=:9090 is given.
 EXPOSE 50051 9090
 # Configure with BATCHFETCH_* environment variables or flags after the image

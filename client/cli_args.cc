@@ -33,6 +33,10 @@ Usage:
   batchfetch fetch [flags] -f FILE    fetch the URLs listed in FILE
   batchfetch fetch [flags] -          fetch the URLs read from stdin
   batchfetch get ID [flags]           show a stored batch
+  batchfetch watch ID [flags]         follow a batch: its stored results,
+                                      then live ones, then the summary
+  batchfetch cancel ID [flags]        cancel a running batch (any replica)
+  batchfetch list [flags]             list your batches, newest first
   batchfetch help                     show this text
 
 URL sources may be mixed and repeated; requests keep command-line order.
@@ -41,7 +45,9 @@ Flags accept both --flag=value and --flag value.
 
 Common flags:
   --server ADDR          server address (default: $BATCHFETCH_SERVER,
-                         else localhost:50051)
+                         else localhost:50051); several replicas as
+                         ipv4:HOST:PORT,HOST:PORT,... or dns:///NAME:PORT,
+                         with calls spread round-robin over them
   --connect-timeout DUR  give up when not connected within DUR (default 5s)
   --deadline DUR         gRPC deadline for the whole command (default: none)
   --tls                  connect with TLS, trusting the system's CA
@@ -76,8 +82,34 @@ fetch flags:
                          and flags for requests: its stored results are
                          printed first, then only requests without an OK
                          result are fetched again
-  --quiet                no progress bar and no summary on stderr
+  --retry N              up to N attempts per request (retry.max_attempts)
+  --retry-on LIST        what is retried, comma-separated: connect, timeout,
+                         transport, 5xx, 429 and HTTP status codes (e.g.
+                         timeout,5xx,408; default: connect, timeout, 429,
+                         502, 503, 504)
+  --per-host N           simultaneous requests to one host
+  --deadline-batch DUR   budget for the whole batch (request deadline);
+                         requests not started by then end CANCELLED
+  --body TEXT            request body for every URL, as UTF-8 text
+                         (body_text); use with --method POST
+  --body-file FILE       request body for every URL, read from FILE as bytes
+  --output FORMAT        ndjson (default: one JSON object per result) or csv
+                         (index,url,outcome,http_status,attempts,
+                         elapsed_ms,content_type,error)
+  --quiet                no progress line and no summary on stderr
   --summary-json         end stdout with a {"summary":{...}} line
+  --detach               keep the batch running after the command ends:
+                         print its batch id on stdout once accepted and
+                         exit 0 (follow it with 'batchfetch watch ID')
+
+watch flags:
+  --from-index N         only results with index >= N
+
+list flags:
+  --state S              only batches in state S: running, done,
+                         cancelled, failed or interrupted
+  --page-size N          batches per ListBatches call (server default 50)
+  --limit N              print at most N batches (default: all)
 
 get flags:
   --results              also print every stored result
@@ -140,6 +172,9 @@ absl::StatusOr<bool> ApplyConnectionFlag(const Arg& arg,
     if (arg.value.empty()) {
       return absl::InvalidArgumentError("--server must not be empty");
     }
+    absl::StatusOr<ServerTarget> target =
+        ParseServerTarget(arg.value, "--server");
+    if (!target.ok()) return target.status();
     options->server = arg.value;
   } else if (arg.flag == "--connect-timeout") {
     absl::StatusOr<absl::Duration> d = ParseDurationFlag(arg, false);
@@ -319,6 +354,72 @@ absl::StatusOr<std::string> ResolveToken(
   return token;
 }
 
+absl::StatusOr<ServerTarget> ParseServerTarget(absl::string_view value,
+                                               absl::string_view source) {
+  const auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": '", value, "' ", why));
+  };
+  ServerTarget target{std::string(value), false};
+  absl::string_view rest = value;
+  if (absl::ConsumePrefix(&rest, "ipv4:") ||
+      absl::ConsumePrefix(&rest, "ipv6:")) {
+    const std::vector<absl::string_view> entries = absl::StrSplit(rest, ',');
+    for (absl::string_view entry : entries) {
+      const size_t colon = entry.rfind(':');
+      uint32_t port = 0;
+      if (entry.empty() || colon == absl::string_view::npos || colon == 0 ||
+          !absl::SimpleAtoi(entry.substr(colon + 1), &port) || port == 0 ||
+          port > 65535) {
+        return bad(
+            "is not a list of ADDRESS:PORT (e.g. "
+            "ipv4:10.0.0.1:50051,10.0.0.2:50051)");
+      }
+    }
+    target.round_robin = entries.size() > 1;
+  } else if (absl::ConsumePrefix(&rest, "dns:")) {
+    if (absl::ConsumePrefix(&rest, "//")) {  // dns://[resolver]/name:port
+      const size_t slash = rest.find('/');
+      rest = slash == absl::string_view::npos ? "" : rest.substr(slash + 1);
+    }
+    if (rest.empty()) return bad("names no host (e.g. dns:///batchfetch:50051)");
+    target.round_robin = true;
+  }
+  return target;
+}
+
+absl::Status ParseRetryOn(absl::string_view value, pb::RetryPolicy* policy) {
+  if (value.empty()) {
+    return absl::InvalidArgumentError(
+        "--retry-on: empty (give conditions such as timeout,5xx,429)");
+  }
+  for (absl::string_view item : absl::StrSplit(value, ',')) {
+    item = absl::StripAsciiWhitespace(item);
+    const std::string lower = absl::AsciiStrToLower(item);
+    int status = 0;
+    if (lower == "connect") {
+      policy->add_retry_on(pb::RETRY_ON_CONNECT_ERROR);
+    } else if (lower == "timeout") {
+      policy->add_retry_on(pb::RETRY_ON_TIMEOUT);
+    } else if (lower == "transport") {
+      policy->add_retry_on(pb::RETRY_ON_TRANSPORT_ERROR);
+    } else if (lower == "5xx") {
+      policy->add_retry_on(pb::RETRY_ON_5XX);
+    } else if (lower == "429") {
+      policy->add_retry_on(pb::RETRY_ON_429);
+    } else if (absl::SimpleAtoi(item, &status) && status >= 100 &&
+               status <= 599) {
+      policy->add_retry_on_status(status);
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--retry-on: '", item,
+          "' is neither a condition (connect, timeout, transport, 5xx, 429) "
+          "nor an HTTP status (100-599)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 std::string DefaultServer(const char* env_value) {
   return (env_value != nullptr && *env_value != '\0') ? env_value
                                                       : kDefaultServer;
@@ -478,11 +579,21 @@ absl::StatusOr<FetchOptions> ParseFetchArgs(
       {"--resume", nullptr, true},
       {"--quiet", "-q", false},
       {"--summary-json", nullptr, false},
+      {"--detach", nullptr, false},
+      {"--retry", nullptr, true},
+      {"--retry-on", nullptr, true},
+      {"--per-host", nullptr, true},
+      {"--deadline-batch", nullptr, true},
+      {"--body", nullptr, true},
+      {"--body-file", nullptr, true},
+      {"--output", nullptr, true},
   });
   absl::StatusOr<std::vector<Arg>> split = SplitArgs(args, specs);
   if (!split.ok()) return split.status();
 
   FetchOptions options;
+  std::optional<std::string> body;       // --body
+  std::optional<std::string> body_file;  // --body-file's contents
   options.connection.server = default_server;
   pb::FetchBatchRequest& request = options.request;
   std::vector<std::string> urls;
@@ -555,17 +666,66 @@ absl::StatusOr<FetchOptions> ParseFetchArgs(
       options.quiet = true;
     } else if (arg.flag == "--summary-json") {
       options.summary_json = true;
+    } else if (arg.flag == "--detach") {
+      request.set_detach(true);
+    } else if (arg.flag == "--retry") {
+      absl::StatusOr<uint32_t> n = ParseUintFlag(arg);
+      if (!n.ok()) return n.status();
+      request.mutable_retry()->set_max_attempts(*n);
+    } else if (arg.flag == "--retry-on") {
+      if (absl::Status s = ParseRetryOn(arg.value, request.mutable_retry());
+          !s.ok()) {
+        return s;
+      }
+    } else if (arg.flag == "--per-host") {
+      absl::StatusOr<uint32_t> n = ParseUintFlag(arg);
+      if (!n.ok()) return n.status();
+      request.set_per_host_concurrency(*n);
+    } else if (arg.flag == "--deadline-batch") {
+      absl::StatusOr<absl::Duration> d = ParseDurationFlag(arg, false);
+      if (!d.ok()) return d.status();
+      absl::Duration nanos;
+      int64_t seconds = absl::IDivDuration(*d, absl::Seconds(1), &nanos);
+      request.mutable_deadline()->set_seconds(seconds);
+      request.mutable_deadline()->set_nanos(
+          static_cast<int32_t>(absl::ToInt64Nanoseconds(nanos)));
+    } else if (arg.flag == "--body") {
+      body = arg.value;
+    } else if (arg.flag == "--body-file") {
+      std::ifstream in(arg.value, std::ios::binary);
+      std::string contents((std::istreambuf_iterator<char>(in)),
+                           std::istreambuf_iterator<char>());
+      if (!in.is_open() || in.bad()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--body-file: cannot read ", arg.value));
+      }
+      body_file = std::move(contents);
+    } else if (arg.flag == "--output") {
+      if (arg.value == "ndjson") {
+        options.output = OutputFormat::kNdjson;
+      } else if (arg.value == "csv") {
+        options.output = OutputFormat::kCsv;
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "--output: '", arg.value, "' is not a format (ndjson or csv)"));
+      }
     } else if (arg.flag == "--help") {
       options.help = true;
     }
   }
   if (options.help) return options;
   if (urls.empty()) return absl::InvalidArgumentError("no URLs given");
+  if (body.has_value() && body_file.has_value()) {
+    return absl::InvalidArgumentError(
+        "--body and --body-file: give one request body, not both");
+  }
 
   for (std::string& url : urls) {
     pb::FetchRequest* fetch = request.add_requests();
     fetch->set_url(std::move(url));
     fetch->set_method(method);
+    if (body.has_value()) fetch->set_body_text(*body);
+    if (body_file.has_value()) fetch->set_body(*body_file);
     // A later -H for the same name wins, as with curl.
     for (const auto& [name, value] : headers) {
       (*fetch->mutable_headers())[name] = value;
@@ -609,6 +769,129 @@ absl::StatusOr<GetOptions> ParseGetArgs(const std::vector<std::string>& args,
     return absl::InvalidArgumentError("get needs exactly one batch ID");
   }
   options.batch_id = positional[0];
+  return options;
+}
+
+namespace {
+
+// The one batch ID of watch/cancel, unless --help.
+absl::Status TakeBatchId(const char* command,
+                         const std::vector<std::string>& positional,
+                         BatchCommandOptions* options) {
+  if (options->help) return absl::OkStatus();
+  if (positional.size() != 1 || positional[0].empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(command, " needs exactly one batch ID"));
+  }
+  options->batch_id = positional[0];
+  return absl::OkStatus();
+}
+
+// Parses `args` with the connection flags and `more`; `apply` takes each
+// non-connection item and returns false if it is not its own.
+absl::StatusOr<BatchCommandOptions> ParseBatchCommand(
+    const std::vector<std::string>& args, const std::string& default_server,
+    std::initializer_list<FlagSpec> more,
+    const std::function<absl::Status(const Arg&, BatchCommandOptions*)>&
+        apply,
+    std::vector<std::string>* positional) {
+  absl::StatusOr<std::vector<Arg>> split = SplitArgs(args, CommandFlags(more));
+  if (!split.ok()) return split.status();
+  BatchCommandOptions options;
+  options.connection.server = default_server;
+  for (const Arg& arg : *split) {
+    absl::StatusOr<bool> was_connection_flag =
+        ApplyConnectionFlag(arg, &options.connection);
+    if (!was_connection_flag.ok()) return was_connection_flag.status();
+    if (*was_connection_flag) continue;
+    if (arg.flag.empty()) {
+      positional->push_back(arg.value);
+    } else if (arg.flag == "--help") {
+      options.help = true;
+    } else if (absl::Status s = apply(arg, &options); !s.ok()) {
+      return s;
+    }
+  }
+  return options;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::BatchState> ParseStateFlag(absl::string_view value) {
+  const std::string lower = absl::AsciiStrToLower(value);
+  const std::string name = absl::StartsWith(lower, "batch_state_")
+                               ? lower.substr(strlen("batch_state_"))
+                               : lower;
+  if (name == "running") return v1::BATCH_STATE_RUNNING;
+  if (name == "done") return v1::BATCH_STATE_DONE;
+  if (name == "cancelled") return v1::BATCH_STATE_CANCELLED;
+  if (name == "failed") return v1::BATCH_STATE_FAILED;
+  if (name == "interrupted") return v1::BATCH_STATE_INTERRUPTED;
+  return absl::InvalidArgumentError(
+      absl::StrCat("--state: '", value,
+                   "' is not one of running, done, cancelled, failed, "
+                   "interrupted"));
+}
+
+absl::StatusOr<BatchCommandOptions> ParseWatchArgs(
+    const std::vector<std::string>& args, const std::string& default_server) {
+  std::vector<std::string> positional;
+  absl::StatusOr<BatchCommandOptions> options = ParseBatchCommand(
+      args, default_server, {{"--from-index", nullptr, true}},
+      [](const Arg& arg, BatchCommandOptions* o) -> absl::Status {
+        absl::StatusOr<uint32_t> n = ParseUintFlag(arg);  // --from-index
+        if (!n.ok()) return n.status();
+        o->from_index = *n;
+        return absl::OkStatus();
+      },
+      &positional);
+  if (!options.ok()) return options.status();
+  if (absl::Status s = TakeBatchId("watch", positional, &*options); !s.ok()) {
+    return s;
+  }
+  return options;
+}
+
+absl::StatusOr<BatchCommandOptions> ParseCancelArgs(
+    const std::vector<std::string>& args, const std::string& default_server) {
+  std::vector<std::string> positional;
+  absl::StatusOr<BatchCommandOptions> options = ParseBatchCommand(
+      args, default_server, {},
+      [](const Arg&, BatchCommandOptions*) { return absl::OkStatus(); },
+      &positional);
+  if (!options.ok()) return options.status();
+  if (absl::Status s = TakeBatchId("cancel", positional, &*options); !s.ok()) {
+    return s;
+  }
+  return options;
+}
+
+absl::StatusOr<BatchCommandOptions> ParseListArgs(
+    const std::vector<std::string>& args, const std::string& default_server) {
+  std::vector<std::string> positional;
+  absl::StatusOr<BatchCommandOptions> options = ParseBatchCommand(
+      args, default_server,
+      {{"--state", nullptr, true},
+       {"--page-size", nullptr, true},
+       {"--limit", nullptr, true}},
+      [](const Arg& arg, BatchCommandOptions* o) -> absl::Status {
+        if (arg.flag == "--state") {
+          absl::StatusOr<v1::BatchState> state = ParseStateFlag(arg.value);
+          if (!state.ok()) return state.status();
+          o->state = *state;
+          return absl::OkStatus();
+        }
+        absl::StatusOr<uint32_t> n = ParseUintFlag(arg);
+        if (!n.ok()) return n.status();
+        (arg.flag == "--page-size" ? o->page_size : o->limit) = *n;
+        return absl::OkStatus();
+      },
+      &positional);
+  if (!options.ok()) return options.status();
+  if (!positional.empty() && !options->help) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "list takes no arguments (got '", positional[0], "')"));
+  }
   return options;
 }
 

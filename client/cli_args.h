@@ -44,6 +44,24 @@ inline constexpr absl::Duration kDefaultConnectTimeout = absl::Seconds(5);
 // kDefaultServer.
 std::string DefaultServer(const char* env_value);
 
+// What --server names, ready for gRPC.
+struct ServerTarget {
+  std::string target;        // A gRPC target, passed on as given.
+  bool round_robin = false;  // It may name several servers: spread calls.
+};
+
+// Parses a --server value (`source` names where it came from, for errors):
+// "host:port"; "ipv4:A:P,B:P,..." and "ipv6:[A]:P,..." (gRPC's address
+// lists); "dns:///name:port" (also "dns:name:port" and
+// "dns://resolver/name:port"), whose name may resolve to several addresses.
+// Several addresses (a list of more than one, or any dns: target) use gRPC's
+// round_robin policy, so calls spread over every server instead of all
+// going to the first (pick_first, gRPC's default). Other targets are passed
+// on as they are. INVALID_ARGUMENT naming `source` for an address list with
+// an empty entry or one without a port, or a dns: target without a name.
+absl::StatusOr<ServerTarget> ParseServerTarget(absl::string_view value,
+                                               absl::string_view source);
+
 // One flag a command accepts.
 struct FlagSpec {
   const char* name;        // Canonical long form, e.g. "--file".
@@ -162,6 +180,19 @@ struct ConnectionOptions {
   std::optional<absl::Duration> deadline;  // Bounds the whole command.
 };
 
+// How `fetch` prints results on stdout.
+enum class OutputFormat {
+  kNdjson,  // one JSON object per result (the default)
+  kCsv,     // a header line, then one CSV row per result (kCsvColumns)
+};
+
+// Parses a --retry-on value into `policy`: a comma-separated list of
+// conditions (connect, timeout, transport, 5xx, 429) and HTTP status codes
+// (100-599), e.g. "timeout,5xx,408". INVALID_ARGUMENT naming --retry-on and
+// the bad item otherwise.
+absl::Status ParseRetryOn(absl::string_view value,
+                          ::batchfetch::v1::RetryPolicy* policy);
+
 // `batchfetch fetch`.
 struct FetchOptions {
   ConnectionOptions connection;
@@ -170,6 +201,7 @@ struct FetchOptions {
   ::batchfetch::v1::FetchBatchRequest request;
   bool quiet = false;
   bool summary_json = false;
+  OutputFormat output = OutputFormat::kNdjson;  // --output
   // --help was given; the other fields are then only partly filled.
   bool help = false;
 };
@@ -197,6 +229,35 @@ absl::StatusOr<FetchOptions> ParseFetchArgs(
 // --help is given. Otherwise as ParseFetchArgs.
 absl::StatusOr<GetOptions> ParseGetArgs(const std::vector<std::string>& args,
                                         const std::string& default_server);
+
+// `batchfetch watch`, `cancel` and `list`.
+struct BatchCommandOptions {
+  ConnectionOptions connection;
+  std::string batch_id;     // watch, cancel: the one positional argument
+  uint32_t from_index = 0;  // watch --from-index
+  // list --state; UNSPECIFIED: any.
+  ::batchfetch::v1::BatchState state =
+      ::batchfetch::v1::BATCH_STATE_UNSPECIFIED;
+  uint32_t page_size = 0;  // list --page-size; 0 = the server's default
+  uint32_t limit = 0;      // list --limit; 0 = all
+  bool help = false;       // As in FetchOptions.
+};
+
+// A --state value: running, done, cancelled, failed or interrupted (any
+// case; the BATCH_STATE_ prefix may be given). INVALID_ARGUMENT naming
+// --state otherwise.
+absl::StatusOr<::batchfetch::v1::BatchState> ParseStateFlag(
+    absl::string_view value);
+
+// The arguments after `watch` (one batch ID, --from-index), `cancel` (one
+// batch ID) and `list` (no positional argument; --state, --page-size,
+// --limit). As ParseGetArgs otherwise.
+absl::StatusOr<BatchCommandOptions> ParseWatchArgs(
+    const std::vector<std::string>& args, const std::string& default_server);
+absl::StatusOr<BatchCommandOptions> ParseCancelArgs(
+    const std::vector<std::string>& args, const std::string& default_server);
+absl::StatusOr<BatchCommandOptions> ParseListArgs(
+    const std::vector<std::string>& args, const std::string& default_server);
 
 }  // namespace batchfetch::cli
 

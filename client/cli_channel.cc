@@ -51,16 +51,20 @@ std::shared_ptr<grpc::ChannelCredentials> MakeChannelCredentials(
   return grpc::SslCredentials(options);
 }
 
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server,
+std::shared_ptr<grpc::Channel> MakeChannel(const ServerTarget& server,
                                            const TlsSettings& tls) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(kMaxReceiveMessageBytes);
+  // Several replicas: gRPC keeps one long-lived connection per channel, so
+  // with pick_first every call of a command would go to one of them.
+  if (server.round_robin) args.SetLoadBalancingPolicyName("round_robin");
   if (tls.enabled && !tls.server_name.empty()) {
     // GRPC_SSL_TARGET_NAME_OVERRIDE_ARG: the name checked against the
     // certificate (and sent as SNI) instead of the host of `server`.
     args.SetSslTargetNameOverride(tls.server_name);
   }
-  return grpc::CreateCustomChannel(server, MakeChannelCredentials(tls), args);
+  return grpc::CreateCustomChannel(server.target, MakeChannelCredentials(tls),
+                                   args);
 }
 
 void AttachBearerToken(grpc::ClientContext* context, const std::string& token) {

@@ -25,12 +25,13 @@ namespace batchfetch::cli {
 std::shared_ptr<grpc::ChannelCredentials> MakeChannelCredentials(
     const TlsSettings& tls);
 
-// A channel to `server` ("host:port") secured as `tls` says (with TLS, the
+// A channel to `server` (see ParseServerTarget; round_robin over its
+// addresses when it may name several) secured as `tls` says (with TLS, the
 // server's certificate must carry tls.server_name, else the host of
 // `server`), that accepts messages of up to 256 MiB: a single result or
 // results page can carry large bodies, which the 4 MiB gRPC default would
 // turn into an error. Does not connect yet.
-std::shared_ptr<grpc::Channel> MakeChannel(const std::string& server,
+std::shared_ptr<grpc::Channel> MakeChannel(const ServerTarget& server,
                                            const TlsSettings& tls);
 
 // Adds `authorization: Bearer <token>` to the call's metadata (see

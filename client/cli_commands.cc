@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -35,13 +36,17 @@ namespace {
 
 using CallDeadline = std::optional<std::chrono::system_clock::time_point>;
 
-// Counts results, prints their JSON lines and, when enabled, keeps a
-// one-line progress bar on stderr. The bar is erased around each stdout line
-// when stdout shares the terminal, so the two never end up on one line.
+// Counts results, prints their lines (JSON or CSV) and, when enabled, keeps
+// a one-line progress line on stderr (FormatProgress: count, rate, failures,
+// ETA). The line is erased around each stdout line when stdout shares the
+// terminal, so the two never end up on one line.
 class Reporter {
  public:
-  explicit Reporter(bool show_progress)
-      : show_progress_(show_progress), stdout_is_tty_(isatty(1) != 0) {}
+  Reporter(bool show_progress, OutputFormat output = OutputFormat::kNdjson)
+      : show_progress_(show_progress),
+        stdout_is_tty_(isatty(1) != 0),
+        output_(output),
+        start_(absl::Now()) {}
 
   void SetTotal(uint32_t total) {
     total_ = total;
@@ -56,7 +61,9 @@ class Reporter {
       ++failed_;
     }
     if (stdout_is_tty_) ClearProgress();
-    bool written = WriteStdoutLine(ResultToJson(result));
+    bool written =
+        WriteStdoutLine(output_ == OutputFormat::kCsv ? ResultToCsv(result)
+                                                      : ResultToJson(result));
     Draw();
     return written;
   }
@@ -73,22 +80,18 @@ class Reporter {
  private:
   void Draw() {
     if (!show_progress_) return;
-    constexpr int kBarWidth = 30;
-    const uint32_t done = received();
-    const uint32_t total = std::max(total_, done);
-    const int filled =
-        total == 0 ? 0 : static_cast<int>(uint64_t{done} * kBarWidth / total);
-    std::fputs(absl::StrFormat("\r\x1b[K[%s%s] %u/%u  %u ok  %u failed",
-                               std::string(filled, '#'),
-                               std::string(kBarWidth - filled, '.'), done,
-                               total, ok_, failed_)
-                   .c_str(),
-               stderr);
+    std::fputs(
+        absl::StrCat("\r\x1b[K", FormatProgress(received(), total_, failed_,
+                                                absl::Now() - start_))
+            .c_str(),
+        stderr);
     bar_visible_ = true;
   }
 
   const bool show_progress_;
   const bool stdout_is_tty_;
+  const OutputFormat output_;
+  const absl::Time start_;
   bool bar_visible_ = false;
   uint32_t total_ = 0;
   uint32_t ok_ = 0;
@@ -140,7 +143,12 @@ int OpenSession(const ConnectionOptions& connection, const char* rpc,
   absl::StatusOr<std::string> token =
       TokenFromEnvironment(connection.token_file);
   if (!token.ok()) return UsageError(token.status());
-  std::shared_ptr<grpc::Channel> channel = MakeChannel(connection.server, *tls);
+  // A --server value was checked when parsed; this catches a bad
+  // $BATCHFETCH_SERVER.
+  absl::StatusOr<ServerTarget> target =
+      ParseServerTarget(connection.server, "$BATCHFETCH_SERVER");
+  if (!target.ok()) return UsageError(target.status());
+  std::shared_ptr<grpc::Channel> channel = MakeChannel(*target, *tls);
   if (grpc::Status s = Connect(*channel, connection, &session->deadline);
       !s.ok()) {
     return ReportRpcError(rpc, connection.server, s);
@@ -201,7 +209,11 @@ int RunFetch(const std::vector<std::string>& args) {
   grpc::ClientContext context;
   session.PrepareContext(&context);
   InterruptCanceller canceller(&context);
-  Reporter reporter(/*show_progress=*/!options->quiet && isatty(2) != 0);
+  Reporter reporter(/*show_progress=*/!options->quiet && isatty(2) != 0,
+                    options->output);
+  if (options->output == OutputFormat::kCsv && !WriteStdoutLine(kCsvColumns)) {
+    return kExitError;
+  }
   reporter.SetTotal(requested);
 
   const absl::Time start = absl::Now();
@@ -211,14 +223,20 @@ int RunFetch(const std::vector<std::string>& args) {
   uint32_t total = requested;
   std::optional<pb::BatchSummary> summary;
   std::optional<int> output_errno;
+  bool detached = false;  // --detach: accepted, then we leave
   pb::FetchBatchEvent event;
   while (reader->Read(&event)) {
-    if (output_errno.has_value()) continue;  // Draining after TryCancel.
+    if (output_errno.has_value() || detached) continue;  // After TryCancel.
     switch (event.event_case()) {
       case pb::FetchBatchEvent::kAccepted:
         batch_id = event.accepted().batch_id();
         total = event.accepted().total();
         reporter.SetTotal(total);
+        if (options->request.detach()) {
+          // The server keeps the batch running without us.
+          detached = true;
+          context.TryCancel();
+        }
         break;
       case pb::FetchBatchEvent::kResult:
         if (!reporter.AddResult(event.result())) {
@@ -237,6 +255,7 @@ int RunFetch(const std::vector<std::string>& args) {
   const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
   reporter.ClearProgress();
   if (batch_id.empty() && summary.has_value()) batch_id = summary->batch_id();
+  if (detached) return WriteStdoutLine(batch_id) ? kExitOk : kExitError;
 
   if (output_errno.has_value()) {
     // EPIPE means the reader went away (e.g. `| head`); nothing to report.
@@ -309,6 +328,133 @@ int RunGet(const std::vector<std::string>& args) {
   if (!WriteStdoutLine(SummaryToJson(summary, false))) return kExitError;
   if (!options->results) return kExitOk;
   return PrintStoredResults(session, *options);
+}
+
+namespace {
+
+// Opens the session of a watch/cancel/list command, or returns its exit code
+// (kExitOk for --help, after printing the usage).
+std::optional<int> OpenBatchCommand(
+    const absl::StatusOr<BatchCommandOptions>& options, const char* rpc,
+    Session* session) {
+  if (!options.ok()) return UsageError(options.status());
+  if (options->help) {
+    std::fputs(kUsage, stdout);
+    return kExitOk;
+  }
+  if (int code = OpenSession(options->connection, rpc, session);
+      code != kExitOk) {
+    return code;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+int RunWatch(const std::vector<std::string>& args) {
+  absl::StatusOr<BatchCommandOptions> options =
+      ParseWatchArgs(args, DefaultServerFromEnvironment());
+  Session session;
+  if (std::optional<int> code =
+          OpenBatchCommand(options, "WatchBatch", &session)) {
+    return *code;
+  }
+  grpc::ClientContext context;
+  session.PrepareContext(&context);
+  InterruptCanceller canceller(&context);
+  pb::WatchBatchRequest request;
+  request.set_batch_id(options->batch_id);
+  request.set_from_index(options->from_index);
+  std::unique_ptr<grpc::ClientReader<pb::FetchBatchEvent>> reader =
+      session.stub->WatchBatch(&context, request);
+  std::optional<pb::BatchSummary> summary;
+  bool all_ok = true;
+  bool output_failed = false;
+  pb::FetchBatchEvent event;
+  while (reader->Read(&event)) {
+    if (output_failed) continue;  // Draining after TryCancel.
+    if (event.has_result()) {
+      all_ok = all_ok && event.result().outcome() == pb::OUTCOME_OK;
+      if (!WriteStdoutLine(ResultToJson(event.result()))) {
+        output_failed = true;
+        context.TryCancel();
+      }
+    } else if (event.has_summary()) {
+      summary = event.summary();
+    }
+  }
+  const grpc::Status status = reader->Finish();
+  if (output_failed) return kExitError;
+  if (canceller.interrupted()) return kExitInterrupted;
+  if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
+    std::fprintf(stderr, "batchfetch: batch %s not found\n",
+                 options->batch_id.c_str());
+    return kExitFailed;
+  }
+  if (!status.ok()) {
+    return ReportRpcError("WatchBatch", options->connection.server, status);
+  }
+  if (!summary.has_value()) return kExitFailed;
+  if (!WriteStdoutLine(SummaryToJson(*summary, true))) return kExitError;
+  return all_ok && summary->state() == pb::BATCH_STATE_DONE ? kExitOk
+                                                            : kExitFailed;
+}
+
+int RunCancel(const std::vector<std::string>& args) {
+  absl::StatusOr<BatchCommandOptions> options =
+      ParseCancelArgs(args, DefaultServerFromEnvironment());
+  Session session;
+  if (std::optional<int> code =
+          OpenBatchCommand(options, "CancelBatch", &session)) {
+    return *code;
+  }
+  grpc::ClientContext context;
+  session.PrepareContext(&context);
+  pb::CancelBatchRequest request;
+  request.set_batch_id(options->batch_id);
+  pb::BatchSummary summary;
+  grpc::Status status = session.stub->CancelBatch(&context, request, &summary);
+  if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
+    std::fprintf(stderr, "batchfetch: batch %s not found\n",
+                 options->batch_id.c_str());
+    return kExitFailed;
+  }
+  if (!status.ok()) {
+    return ReportRpcError("CancelBatch", options->connection.server, status);
+  }
+  return WriteStdoutLine(SummaryToJson(summary, false)) ? kExitOk
+                                                        : kExitError;
+}
+
+int RunList(const std::vector<std::string>& args) {
+  absl::StatusOr<BatchCommandOptions> options =
+      ParseListArgs(args, DefaultServerFromEnvironment());
+  Session session;
+  if (std::optional<int> code =
+          OpenBatchCommand(options, "ListBatches", &session)) {
+    return *code;
+  }
+  pb::ListBatchesRequest request;
+  request.set_state(options->state);
+  request.set_page_size(options->page_size);
+  uint32_t printed = 0;
+  do {
+    grpc::ClientContext context;
+    session.PrepareContext(&context);
+    pb::ListBatchesResponse response;
+    grpc::Status status =
+        session.stub->ListBatches(&context, request, &response);
+    if (!status.ok()) {
+      return ReportRpcError("ListBatches", options->connection.server, status);
+    }
+    for (const pb::BatchSummary& batch : response.batches()) {
+      if (options->limit > 0 && printed == options->limit) return kExitOk;
+      if (!WriteStdoutLine(SummaryToJson(batch, false))) return kExitError;
+      ++printed;
+    }
+    request.set_page_token(response.next_page_token());
+  } while (!request.page_token().empty());
+  return kExitOk;
 }
 
 }  // namespace batchfetch::cli

@@ -29,6 +29,20 @@ int RunFetch(const std::vector<std::string>& args);
 // kExitFailed when it does not, kExitError otherwise.
 int RunGet(const std::vector<std::string>& args);
 
+// `batchfetch watch ID`: prints each result as WatchBatch sends it (stored
+// ones first, then live ones), then a {"summary":{...}} line. Exit codes as
+// RunFetch (kExitFailed also for an unknown batch).
+int RunWatch(const std::vector<std::string>& args);
+
+// `batchfetch cancel ID`: CancelBatch, then prints the batch's summary line
+// as the server answered it (usually still running; `watch` shows the end).
+// kExitFailed for an unknown batch.
+int RunCancel(const std::vector<std::string>& args);
+
+// `batchfetch list`: prints one summary line per batch, newest first,
+// paging through ListBatches (--state filters, --limit stops early).
+int RunList(const std::vector<std::string>& args);
+
 // Prints "batchfetch: <message>" and a hint to run --help on stderr and
 // returns kExitError.
 int UsageError(const absl::Status& status);

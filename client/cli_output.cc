@@ -2,13 +2,17 @@
 
 #include "client/cli_output.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <string>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 #include "rapidjson/stringbuffer.h"
@@ -191,6 +195,75 @@ std::string ResultToJson(const pb::FetchResult& result) {
   }
   writer.EndObject();
   return std::string(buffer.GetString(), buffer.GetSize());
+}
+
+namespace {
+
+// One CSV field (RFC 4180), valid UTF-8.
+std::string CsvField(absl::string_view raw) {
+  std::string text;
+  if (IsValidUtf8(raw)) {
+    text = std::string(raw);
+  } else {
+    // Replace each byte of an invalid sequence; keep valid runs.
+    for (size_t i = 0; i < raw.size();) {
+      size_t len = 1;
+      const unsigned char c = static_cast<unsigned char>(raw[i]);
+      if (c >= 0xF0) {
+        len = 4;
+      } else if (c >= 0xE0) {
+        len = 3;
+      } else if (c >= 0xC0) {
+        len = 2;
+      }
+      if (i + len <= raw.size() && IsValidUtf8(raw.substr(i, len))) {
+        text.append(raw.data() + i, len);
+        i += len;
+      } else {
+        text += "\xEF\xBF\xBD";
+        ++i;
+      }
+    }
+  }
+  if (text.find_first_of(",\"\r\n") == std::string::npos) return text;
+  std::string quoted = "\"";
+  for (char c : text) {
+    if (c == '"') quoted += '"';
+    quoted += c;
+  }
+  quoted += '"';
+  return quoted;
+}
+
+}  // namespace
+
+std::string ResultToCsv(const pb::FetchResult& result) {
+  const double elapsed_ms =
+      static_cast<double>(result.elapsed().seconds()) * 1e3 +
+      result.elapsed().nanos() / 1e6;
+  return absl::StrCat(
+      result.index(), ",", CsvField(result.url()), ",",
+      OutcomeName(result.outcome()), ",", result.http_status(), ",",
+      result.attempts(), ",", absl::StrFormat("%.3f", elapsed_ms), ",",
+      CsvField(result.content_type()), ",", CsvField(result.error()));
+}
+
+std::string FormatProgress(uint32_t done, uint32_t total, uint32_t failed,
+                           absl::Duration elapsed) {
+  constexpr int kBarWidth = 30;
+  total = std::max(total, done);
+  const int filled =
+      total == 0 ? 0 : static_cast<int>(uint64_t{done} * kBarWidth / total);
+  const double seconds = absl::ToDoubleSeconds(elapsed);
+  const double rate = seconds > 0 ? done / seconds : 0;
+  std::string line = absl::StrFormat(
+      "[%s%s] %u/%u  %.1f/s  %u failed", std::string(filled, '#'),
+      std::string(kBarWidth - filled, '.'), done, total, rate, failed);
+  if (done > 0 && done < total && rate > 0) {
+    const absl::Duration eta = absl::Seconds(std::ceil((total - done) / rate));
+    absl::StrAppend(&line, "  ETA ", absl::FormatDuration(eta));
+  }
+  return line;
 }
 
 std::string SummaryToJson(const pb::BatchSummary& summary, bool wrap) {

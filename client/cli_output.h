@@ -6,9 +6,11 @@
 #ifndef BATCHFETCH_CLIENT_CLI_OUTPUT_H_
 #define BATCHFETCH_CLIENT_CLI_OUTPUT_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "batchfetch/v1/batchfetch.pb.h"
 
 namespace batchfetch::cli {
@@ -21,6 +23,22 @@ namespace batchfetch::cli {
 // embedded verbatim (the server guarantees compact valid JSON). A body that
 // is not valid UTF-8 is emitted as "body_base64" instead of "body".
 std::string ResultToJson(const ::batchfetch::v1::FetchResult& result);
+
+// `--output csv`: the header line, then one row per result with the same
+// flat fields as ResultToJson (no json or body). RFC 4180: a field holding
+// a comma, a double quote, CR or LF is quoted, quotes doubled. elapsed_ms
+// has 3 decimals. Bytes that are not UTF-8 are replaced with U+FFFD.
+inline constexpr char kCsvColumns[] =
+    "index,url,outcome,http_status,attempts,elapsed_ms,content_type,error";
+std::string ResultToCsv(const ::batchfetch::v1::FetchResult& result);
+
+// The progress line `fetch` keeps on stderr when stderr is a terminal
+// (no "\r" or escape codes; the caller draws it):
+//   "[#####.........................] 12/80  4.0/s  2 failed  ETA 17s"
+// The rate is results per second since the start; the ETA (the rest at that
+// rate) is left out until a result has arrived, and once all have.
+std::string FormatProgress(uint32_t done, uint32_t total, uint32_t failed,
+                           absl::Duration elapsed);
 
 // {"batch_id":...,"state":"done","total":N,"succeeded":N,"failed":N,
 //  "stored":N,"created_at":"RFC3339","finished_at":"RFC3339"|null}

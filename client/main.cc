@@ -36,6 +36,9 @@ int main(int argc, char** argv) {
   }
   if (command == "fetch") return cli::RunFetch(args);
   if (command == "get") return cli::RunGet(args);
+  if (command == "watch") return cli::RunWatch(args);
+  if (command == "cancel") return cli::RunCancel(args);
+  if (command == "list") return cli::RunList(args);
   return cli::UsageError(absl::InvalidArgumentError(
       absl::StrCat("unknown command '", command, "'")));
 }

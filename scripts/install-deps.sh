@@ -16,7 +16,7 @@ if [[ "${BATCHFETCH_DEPS:-test}" != build ]]; then
   PACKAGES+=(
     git libgtest-dev libgmock-dev zlib1g-dev
     mariadb-server mariadb-client
-    python3 curl openssl  # openssl: the TLS tests make their certificates with it
+    python3 curl openssl jq  # openssl: the TLS tests make their certificates with it; jq: the grpcurl cookbook test
   )
 fi
 # scripts/fuzz.sh and scripts/sanitize.sh (both run by .ci/run): clang with
@@ -25,6 +25,20 @@ fi
 # Debian's Abseil source package for the TSan build (scripts/tsan-abseil.sh).
 if [[ "${BATCHFETCH_SANITIZER_DEPS:-0}" == 1 ]]; then
   PACKAGES+=(clang libclang-rt-14-dev ninja-build dpkg-dev xz-utils)
+fi
+# scripts/lint-deploy.sh: kubectl (its built-in kustomize renders
+# deploy/k8s offline) and yamllint. Debian's kubectl is kubernetes-client;
+# a kubectl already on PATH (from another package) is used as it is, since
+# both install /usr/bin/kubectl.
+if [[ "${BATCHFETCH_DEPLOY_DEPS:-0}" == 1 ]]; then
+  PACKAGES+=(yamllint)
+  command -v kubectl >/dev/null || PACKAGES+=(kubernetes-client)
+fi
+# scripts/container-smoke.sh: podman and buildah build and run the image
+# (with runc: crun refuses some VMs' hybrid cgroups), debootstrap makes the
+# Debian base image from the apt mirror, so no registry is needed.
+if [[ "${BATCHFETCH_CONTAINER_DEPS:-0}" == 1 ]]; then
+  PACKAGES+=(podman buildah runc debootstrap)
 fi
 if [[ "${BATCHFETCH_BENCH_DEPS:-0}" == 1 ]]; then
   PACKAGES+=(nginx-light libnginx-mod-http-echo python3-aiohttp gnuplot-nox linux-perf)

@@ -13,6 +13,9 @@ export BATCHFETCH_MYSQL_PASSWORD=${BATCHFETCH_MYSQL_PASSWORD:-batchfetch}
 # It serves plaintext on loopback only: to expose it, pass e.g.
 # --listen=0.0.0.0:50051 with --tls_cert/--tls_key (README, TLS and mTLS);
 # a later flag wins.
+# Results MySQL cannot take are kept in var/spool until it is back.
+mkdir -p var/spool
 exec build/batchfetch_server --listen="127.0.0.1:${BATCHFETCH_PORT:-50051}" \
   --mysql_host=127.0.0.1 --mysql_port="$db_port" \
+  --spool_dir="$PWD/var/spool" \
   --egress_allow_cidr=127.0.0.0/8 "$@"

@@ -501,10 +501,51 @@ TEST_F(BatchRunTest, ABatchWithNoObserverIsStillRecorded) {
   EXPECT_EQ(run_->snapshot().phase, BatchRun::Phase::kFinished);
 }
 
+TEST_F(BatchRunTest, LogsOneAcceptedAndOneFinishedLineAndNoneForResults) {
+  std::vector<std::string> lines;
+  SetLogSinkForTest([&](std::string_view line) { lines.emplace_back(line); });
+  BatchRun::Params params;
+  params.batch_id = "b-1";
+  params.total = 3;
+  params.created_at = created_at_;
+  params.store = &store_;
+  params.clock = &clock_;
+  params.owner = "alice";
+  params.concurrency = 8;
+  run_ =
+      std::make_shared<BatchRun>(std::move(params), *JsonCleaner::Create({}));
+  Start(&observer_);
+  ASSERT_EQ(lines.size(), 1u);
+  for (const char* field :
+       {R"("level":"info","event":"batch_accepted","batch_id":"b-1")",
+        R"("owner":"alice","total":3,"concurrency":8,"resume":false)"}) {
+    EXPECT_TRUE(absl::StrContains(lines[0], field)) << lines[0];
+  }
+  Deliver(Ok(0));
+  Deliver(Ok(1));
+  Deliver(Failed(2, TransferResult::kConnectError));
+  clock_.Advance(absl::Milliseconds(1500));
+  for (uint32_t i = 0; i < 3; ++i) store_.Ack(i);
+  EXPECT_EQ(lines.size(), 1u) << "no line per result";
+  store_.AckFinish();
+  SetLogSinkForTest(nullptr);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_TRUE(absl::StrContains(
+      lines[1],
+      R"("level":"info","event":"batch_finished","batch_id":"b-1",)"
+      R"("state":"done","total":3,"succeeded":2,"failed":1,"stored":3,)"
+      R"("spooled":0,"duration_ms":1500})"))
+      << lines[1];
+}
+
 TEST_F(BatchRunTest,
        ABlockedRequestWritesOneRequestBlockedLineWithoutItsSecret) {
   std::vector<std::string> lines;
-  SetLogSinkForTest([&](std::string_view line) { lines.emplace_back(line); });
+  SetLogSinkForTest([&](std::string_view line) {
+    if (line.find(R"("event":"request_blocked")") != line.npos) {
+      lines.emplace_back(line);
+    }
+  });
   Make(3, /*with_store=*/false);
   Start(&observer_);
   FetchedResponse blocked = Failed(1, TransferResult::kBlocked);
@@ -540,7 +581,11 @@ TEST_F(BatchRunTest,
 
 TEST_F(BatchRunTest, ABlockedRedirectHopIsLoggedAsTheFinalHost) {
   std::vector<std::string> lines;
-  SetLogSinkForTest([&](std::string_view line) { lines.emplace_back(line); });
+  SetLogSinkForTest([&](std::string_view line) {
+    if (line.find(R"("event":"request_blocked")") != line.npos) {
+      lines.emplace_back(line);
+    }
+  });
   Make(1, /*with_store=*/false);
   Start(&observer_);
   FetchedResponse blocked = Failed(0, TransferResult::kBlocked);

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
+#include "client/cli_output.h"
 #include "gtest/gtest.h"
 
 namespace batchfetch::cli {
@@ -720,6 +721,196 @@ TEST(CliTls, AFileWithoutItsPemBlockIsRejectedWithoutEchoingIt) {
                 {"--tls-cert", cert.path(), "--tls-key", cert.path()})),
             absl::StrCat("--tls-key file '", cert.path(),
                          "' holds no PEM PRIVATE KEY block"));
+}
+
+// --- fetch: retries, per-host, batch deadline, bodies, output (issue 11) ---
+
+TEST(ParseFetchArgs, RetryFlagsFillTheRetryPolicy) {
+  absl::StatusOr<FetchOptions> options = ParseFetch(
+      {"--retry", "4", "--retry-on", "timeout, 5xx,408,connect", "http://a/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  const v1::RetryPolicy& retry = options->request.retry();
+  EXPECT_EQ(retry.max_attempts(), 4u);
+  ASSERT_EQ(retry.retry_on_size(), 3);
+  EXPECT_EQ(retry.retry_on(0), v1::RETRY_ON_TIMEOUT);
+  EXPECT_EQ(retry.retry_on(1), v1::RETRY_ON_5XX);
+  EXPECT_EQ(retry.retry_on(2), v1::RETRY_ON_CONNECT_ERROR);
+  ASSERT_EQ(retry.retry_on_status_size(), 1);
+  EXPECT_EQ(retry.retry_on_status(0), 408);
+}
+
+TEST(ParseFetchArgs, RetryOnRejectsAnUnknownItemNamingIt) {
+  absl::StatusOr<FetchOptions> options =
+      ParseFetch({"--retry-on", "timeout,sometimes", "http://a/"});
+  ASSERT_FALSE(options.ok());
+  EXPECT_EQ(options.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(options.status().message().find("--retry-on: 'sometimes'"),
+            std::string::npos)
+      << options.status().message();
+  EXPECT_FALSE(ParseFetch({"--retry-on", "600", "http://a/"}).ok());
+  EXPECT_FALSE(ParseFetch({"--retry-on", "", "http://a/"}).ok());
+  EXPECT_FALSE(ParseFetch({"--retry", "many", "http://a/"}).ok());
+}
+
+TEST(ParseFetchArgs, PerHostAndDeadlineBatchAreSent) {
+  absl::StatusOr<FetchOptions> options = ParseFetch(
+      {"--per-host", "3", "--deadline-batch", "1m30.5s", "http://a/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->request.per_host_concurrency(), 3u);
+  EXPECT_EQ(options->request.deadline().seconds(), 90);
+  EXPECT_EQ(options->request.deadline().nanos(), 500000000);
+  EXPECT_FALSE(ParseFetch({"--deadline-batch", "0s", "http://a/"}).ok());
+  EXPECT_FALSE(ParseFetch({"--deadline-batch", "soon", "http://a/"}).ok());
+}
+
+TEST(ParseFetchArgs, BodyIsSentAsTextToEveryUrl) {
+  absl::StatusOr<FetchOptions> options = ParseFetch(
+      {"--method", "post", "--body", R"({"q":"é"})", "http://a/", "http://b/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  ASSERT_EQ(options->request.requests_size(), 2);
+  for (const v1::FetchRequest& r : options->request.requests()) {
+    EXPECT_EQ(r.method(), "POST");
+    EXPECT_EQ(r.body_text(), R"({"q":"é"})");
+    EXPECT_TRUE(r.body().empty());
+  }
+}
+
+TEST(ParseFetchArgs, BodyFileIsSentAsBytes) {
+  char path[] = "/tmp/cli_args_body_XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  const std::string bytes("{\"a\":1}\n\xff\x00", 10);
+  ASSERT_EQ(write(fd, bytes.data(), bytes.size()),
+            static_cast<ssize_t>(bytes.size()));
+  close(fd);
+  absl::StatusOr<FetchOptions> options =
+      ParseFetch({"--body-file", path, "http://a/"});
+  unlink(path);
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->request.requests(0).body(), bytes);
+  EXPECT_TRUE(options->request.requests(0).body_text().empty());
+
+  absl::StatusOr<FetchOptions> missing =
+      ParseFetch({"--body-file", "/nonexistent/body.json", "http://a/"});
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("--body-file"), std::string::npos);
+}
+
+TEST(ParseFetchArgs, BodyAndBodyFileTogetherAreRejected) {
+  absl::StatusOr<FetchOptions> options =
+      ParseFetch({"--body", "x", "--body-file", "/dev/null", "http://a/"});
+  ASSERT_FALSE(options.ok());
+  EXPECT_NE(options.status().message().find("--body and --body-file"),
+            std::string::npos);
+}
+
+TEST(ParseFetchArgs, OutputIsNdjsonByDefaultOrCsv) {
+  EXPECT_EQ(ParseFetch({"http://a/"})->output, OutputFormat::kNdjson);
+  EXPECT_EQ(ParseFetch({"--output", "csv", "http://a/"})->output,
+            OutputFormat::kCsv);
+  EXPECT_EQ(ParseFetch({"--output=ndjson", "http://a/"})->output,
+            OutputFormat::kNdjson);
+  absl::StatusOr<FetchOptions> bad =
+      ParseFetch({"--output", "xml", "http://a/"});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("--output: 'xml'"), std::string::npos);
+}
+
+TEST(ResultToCsv, WritesTheFlatColumnsQuotingWhatNeedsIt) {
+  v1::FetchResult r;
+  r.set_index(3);
+  r.set_url("http://a/x?p=1,2");
+  r.set_outcome(v1::OUTCOME_HTTP_ERROR);
+  r.set_http_status(503);
+  r.set_attempts(2);
+  r.mutable_elapsed()->set_seconds(1);
+  r.mutable_elapsed()->set_nanos(234500000);
+  r.set_content_type("text/plain");
+  r.set_error("upstream said \"busy\"\nretry later");
+  r.set_json("{\"ignored\":true}");
+  EXPECT_EQ(ResultToCsv(r),
+            "3,\"http://a/x?p=1,2\",http_error,503,2,1234.500,text/plain,"
+            "\"upstream said \"\"busy\"\"\nretry later\"");
+  EXPECT_EQ(std::string(kCsvColumns),
+            "index,url,outcome,http_status,attempts,elapsed_ms,content_type,"
+            "error");
+  v1::FetchResult bad_bytes;
+  bad_bytes.set_error(std::string("a\xff") + "b");
+  EXPECT_EQ(ResultToCsv(bad_bytes),
+            std::string("0,,unspecified,0,0,0.000,,a\xEF\xBF\xBD") + "b");
+}
+
+TEST(FormatProgress, ShowsCountRateFailuresAndEta) {
+  EXPECT_EQ(FormatProgress(20, 80, 2, absl::Seconds(5)),
+            "[#######.......................] 20/80  4.0/s  2 failed  ETA 15s");
+  // No ETA before the first result, nor once every result is in.
+  EXPECT_EQ(FormatProgress(0, 10, 0, absl::Seconds(1)),
+            "[..............................] 0/10  0.0/s  0 failed");
+  EXPECT_EQ(FormatProgress(10, 10, 1, absl::Seconds(2)),
+            "[##############################] 10/10  5.0/s  1 failed");
+}
+
+TEST(ParseFetchArgs, DetachSetsTheRequestField) {
+  absl::StatusOr<FetchOptions> options = ParseFetch({"--detach", "http://a/"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_TRUE(options->request.detach());
+  absl::StatusOr<FetchOptions> plain = ParseFetch({"http://a/"});
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE(plain->request.detach());
+}
+
+TEST(ParseBatchCommands, WatchTakesOneIdAndFromIndex) {
+  absl::StatusOr<BatchCommandOptions> options =
+      ParseWatchArgs({"ID1", "--from-index", "7"}, kTestServer);
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->batch_id, "ID1");
+  EXPECT_EQ(options->from_index, 7u);
+  EXPECT_EQ(options->connection.server, kTestServer);
+  EXPECT_FALSE(ParseWatchArgs({}, kTestServer).ok());
+  EXPECT_FALSE(ParseWatchArgs({"a", "b"}, kTestServer).ok());
+  EXPECT_FALSE(ParseWatchArgs({"a", "--from-index", "x"}, kTestServer).ok());
+}
+
+TEST(ParseBatchCommands, CancelTakesExactlyOneIdAndNoOtherFlag) {
+  absl::StatusOr<BatchCommandOptions> options =
+      ParseCancelArgs({"ID2", "--server", "h:1"}, kTestServer);
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->batch_id, "ID2");
+  EXPECT_EQ(options->connection.server, "h:1");
+  absl::StatusOr<BatchCommandOptions> none = ParseCancelArgs({}, kTestServer);
+  ASSERT_FALSE(none.ok());
+  EXPECT_NE(none.status().message().find("cancel needs exactly one batch ID"),
+            std::string::npos);
+  EXPECT_FALSE(ParseCancelArgs({"ID", "--from-index", "1"}, kTestServer).ok());
+  absl::StatusOr<BatchCommandOptions> help =
+      ParseCancelArgs({"--help"}, kTestServer);
+  ASSERT_TRUE(help.ok());
+  EXPECT_TRUE(help->help);
+}
+
+TEST(ParseBatchCommands, ListParsesStatePageSizeAndLimit) {
+  absl::StatusOr<BatchCommandOptions> options = ParseListArgs(
+      {"--state", "Cancelled", "--page-size", "10", "--limit", "3"},
+      kTestServer);
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->state, v1::BATCH_STATE_CANCELLED);
+  EXPECT_EQ(options->page_size, 10u);
+  EXPECT_EQ(options->limit, 3u);
+  absl::StatusOr<BatchCommandOptions> any = ParseListArgs({}, kTestServer);
+  ASSERT_TRUE(any.ok());
+  EXPECT_EQ(any->state, v1::BATCH_STATE_UNSPECIFIED);
+  EXPECT_FALSE(ParseListArgs({"stray"}, kTestServer).ok());
+}
+
+TEST(ParseBatchCommands, StateAcceptsEveryNameAndRejectsOthersNamingTheFlag) {
+  EXPECT_EQ(*ParseStateFlag("running"), v1::BATCH_STATE_RUNNING);
+  EXPECT_EQ(*ParseStateFlag("DONE"), v1::BATCH_STATE_DONE);
+  EXPECT_EQ(*ParseStateFlag("failed"), v1::BATCH_STATE_FAILED);
+  EXPECT_EQ(*ParseStateFlag("BATCH_STATE_INTERRUPTED"),
+            v1::BATCH_STATE_INTERRUPTED);
+  absl::StatusOr<v1::BatchState> bad = ParseStateFlag("finished");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("--state"), std::string::npos);
 }
 
 }  // namespace

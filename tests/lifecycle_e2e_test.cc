@@ -25,6 +25,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "tests/support/grpcurl.h"
 #include "tests/support/logged_server.h"
 #include "tests/support/service_fixture.h"
 
@@ -90,27 +91,12 @@ TEST_F(ServiceTest, HealthWatchOfAnUnknownServiceSaysServiceUnknown) {
 
 // --- grpcurl, reflection only (issue 11) ---------------------------------
 
-// ../shared/tools/grpcurl next to the checkout, else grpcurl on PATH; empty
-// when neither exists.
-std::string FindGrpcurl() {
-  const std::string shared =
-      absl::StrCat(BATCHFETCH_SOURCE_DIR, "/../shared/tools/grpcurl");
-  if (access(shared.c_str(), X_OK) == 0) return shared;
-  std::string found;
-  if (RunCommand("command -v grpcurl", &found) == 0 && !found.empty()) {
-    while (!found.empty() && found.back() == '\n') found.pop_back();
-    return found;
-  }
-  return "";
-}
-
 class GrpcurlTest : public ServiceTest {
  protected:
   void SetUp() override {
     grpcurl_ = FindGrpcurl();
     if (grpcurl_.empty()) {
-      GTEST_SKIP() << "no grpcurl: put it at ../shared/tools/grpcurl or on "
-                      "PATH to run these tests";
+      GTEST_SKIP() << kNoGrpcurl;
     }
     ServiceTest::SetUp();
     StartServer(Config());

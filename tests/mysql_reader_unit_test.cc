@@ -61,5 +61,49 @@ TEST(MysqlReaderTest, CountSqlBindsTheOkOutcome) {
   EXPECT_EQ(placeholders, 2u);
 }
 
+TEST(FitResultTest, ResultThatFitsIsLeftAlone) {
+  v1::FetchResult r;
+  r.set_url("http://h/");
+  r.set_body(std::string(1000, 'b'));
+  const v1::FetchResult before = r;
+  FitResult(2000, &r);
+  EXPECT_EQ(r.body(), before.body());
+  EXPECT_FALSE(r.truncated());
+}
+
+TEST(FitResultTest, CutsTheBodyToFitAndSaysSo) {
+  v1::FetchResult r;
+  r.set_url("http://h/");
+  r.set_outcome(v1::OUTCOME_HTTP_ERROR);
+  r.set_body(std::string(5 << 20, 'b'));
+  FitResult(MysqlReader::kMaxRowBytes, &r);
+  EXPECT_TRUE(r.truncated());
+  EXPECT_LE(r.ByteSizeLong(), MysqlReader::kMaxRowBytes);
+  // Cut no more than needed (the other fields and framing are small).
+  EXPECT_GT(r.body().size(), MysqlReader::kMaxRowBytes - 100);
+  EXPECT_EQ(r.url(), "http://h/");
+}
+
+TEST(FitResultTest, CutsJsonOnACharacterBoundary) {
+  v1::FetchResult r;
+  std::string json = "\"";
+  while (json.size() < 10000) json += "\xc3\xa9";  // é, two bytes each
+  r.set_json(json);
+  for (size_t max = 5000; max < 5010; ++max) {
+    v1::FetchResult cut = r;
+    FitResult(max, &cut);
+    EXPECT_TRUE(cut.truncated());
+    EXPECT_LE(cut.ByteSizeLong(), max);
+    // Ends after a whole character: the string stays valid UTF-8, so it
+    // serializes and parses as a proto3 string.
+    ASSERT_GE(cut.json().size(), 2u);
+    EXPECT_EQ(static_cast<unsigned char>(cut.json().back()), 0xa9) << max;
+    std::string wire;
+    ASSERT_TRUE(cut.SerializeToString(&wire));
+    v1::FetchResult parsed;
+    EXPECT_TRUE(parsed.ParseFromString(wire));
+  }
+}
+
 }  // namespace
 }  // namespace batchfetch

@@ -30,15 +30,25 @@ absl::StatusOr<BatchPlan> Translate(
   return TranslateRequest(request, options, call);
 }
 
-// The call is refused with INVALID_ARGUMENT and the message names `field`.
+// The call is refused with INVALID_ARGUMENT and the message starts with the
+// path of the offending field (`field`, e.g. "retry.retry_on[0]").
 void ExpectRejected(const v1::FetchBatchRequest& request,
                     absl::string_view field,
                     const ServiceOptions& options = {}) {
   absl::StatusOr<BatchPlan> plan = Translate(request, options);
   ASSERT_FALSE(plan.ok()) << "accepted; expected an error naming " << field;
   EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_TRUE(absl::StrContains(plan.status().message(), field))
-      << plan.status().message() << " does not name " << field;
+  EXPECT_TRUE(absl::StartsWith(plan.status().message(), field))
+      << plan.status().message() << " does not start with " << field;
+}
+
+// The exact INVALID_ARGUMENT message `request` gets.
+std::string RejectionOf(const v1::FetchBatchRequest& request,
+                        const ServiceOptions& options = {}) {
+  absl::StatusOr<BatchPlan> plan = Translate(request, options);
+  if (plan.ok()) return "accepted";
+  EXPECT_EQ(plan.status().code(), absl::StatusCode::kInvalidArgument);
+  return std::string(plan.status().message());
 }
 
 google::protobuf::Duration Proto(int64_t seconds, int32_t nanos) {
@@ -108,7 +118,8 @@ TEST(TranslateRequest, DefaultBatchSizeLimitIsAHundredThousand) {
   const ServiceOptions defaults;
   EXPECT_EQ(defaults.max_batch_size, 100000u);
   EXPECT_TRUE(Translate(Request(100000)).ok());
-  ExpectRejected(Request(100001), "at most 100000 are allowed");
+  ExpectRejected(Request(100001),
+                 "requests: the batch has 100001 requests; at most 100000");
 }
 
 TEST(TranslateRequest, ClampsConcurrency) {
@@ -372,6 +383,115 @@ TEST(RequestsSha256, IsTheSha256OfADeterministicSerialization) {
         "v";
   }
   EXPECT_EQ(RequestsSha256(a), RequestsSha256(b));
+}
+
+}  // namespace
+}  // namespace batchfetch
+
+namespace batchfetch {
+namespace {
+
+TEST(ValidationMessages, StartWithTheFieldPath) {
+  ServiceOptions options;
+  options.max_timeout = absl::Minutes(1);
+  v1::FetchBatchRequest request = Request();
+  *request.mutable_timeout() = Proto(-1, 0);
+  EXPECT_EQ(RejectionOf(request), "timeout: must not be negative");
+  *request.mutable_timeout() = Proto(90, 0);
+  EXPECT_EQ(RejectionOf(request, options),
+            "timeout: 1m30s exceeds the maximum 1m (--max_timeout)");
+
+  request = Request();
+  *request.mutable_retry()->mutable_initial_backoff() = Proto(7200, 0);
+  EXPECT_EQ(RejectionOf(request),
+            "retry.initial_backoff: must be between 0 and 1h, got 2h");
+  request = Request();
+  *request.mutable_retry()->mutable_max_backoff() = Proto(-5, 0);
+  EXPECT_EQ(RejectionOf(request),
+            "retry.max_backoff: must be between 0 and 1h, got a negative "
+            "duration");
+
+  request = Request();
+  request.mutable_retry()->add_retry_on(v1::RETRY_ON_5XX);
+  request.mutable_retry()->add_retry_on(v1::RETRY_CONDITION_UNSPECIFIED);
+  EXPECT_EQ(RejectionOf(request),
+            "retry.retry_on[1]: RETRY_CONDITION_UNSPECIFIED is not allowed");
+  request.mutable_retry()->set_retry_on(1, static_cast<v1::RetryCondition>(77));
+  EXPECT_EQ(RejectionOf(request), "retry.retry_on[1]: unknown condition 77");
+
+  request = Request();
+  request.mutable_retry()->add_retry_on_status(503);
+  request.mutable_retry()->add_retry_on_status(700);
+  EXPECT_EQ(RejectionOf(request),
+            "retry.retry_on_status[1]: 700 is not an HTTP status (100-599)");
+
+  request = Request();
+  request.set_batch_id("has space");
+  EXPECT_EQ(RejectionOf(request),
+            "batch_id: may only contain letters, digits and . _ - :");
+  request.set_batch_id(std::string(65, 'a'));
+  EXPECT_EQ(RejectionOf(request),
+            "batch_id: must be 1 to 64 characters long, got 65");
+
+  request = Request();
+  for (int i = 0; i < 65; ++i) {
+    (*request.mutable_extract())[absl::StrCat("f", i)] = "/a";
+  }
+  EXPECT_EQ(RejectionOf(request), "extract: 65 fields; at most 64 are allowed");
+  request = Request();
+  (*request.mutable_extract())[""] = "/a";
+  EXPECT_EQ(RejectionOf(request),
+            "extract: names must be 1 to 256 characters long");
+}
+
+TEST(TranslateRequest, BodyTextIsSentAsTheBody) {
+  v1::FetchBatchRequest request = Request(2);
+  request.mutable_requests(1)->set_method("POST");
+  request.mutable_requests(1)->set_body_text(R"({"name":"é"})");
+  absl::StatusOr<BatchPlan> plan = Translate(request);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->specs[1].body, R"({"name":"é"})");
+  EXPECT_EQ(plan->specs[0].body, "");
+}
+
+TEST(TranslateRequest, BodyAndBodyTextTogetherAreRejectedNamingTheEntry) {
+  v1::FetchBatchRequest request = Request(4);
+  request.mutable_requests(3)->set_body("x");
+  request.mutable_requests(3)->set_body_text("y");
+  EXPECT_EQ(RejectionOf(request),
+            "requests[3].body_text: set either body or body_text, not both");
+}
+
+TEST(TranslateRequest, MaxBodyBytesDefaultsToTheStreamSafeCap) {
+  ServiceOptions options;
+  options.max_body_bytes = 8 << 20;
+  absl::StatusOr<BatchPlan> plan = Translate(Request(), options);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_EQ(plan->options.max_body_bytes, kStreamSafeMaxBodyBytes);
+  EXPECT_LT(kStreamSafeMaxBodyBytes, 4 << 20);
+  // A server cap below the default wins.
+  options.max_body_bytes = 1000;
+  EXPECT_EQ(Translate(Request(), options)->options.max_body_bytes, 1000);
+}
+
+TEST(TranslateRequest, MaxBodyBytesUpToTheServerCapIsKept) {
+  ServiceOptions options;
+  options.max_body_bytes = 8 << 20;
+  v1::FetchBatchRequest request = Request();
+  request.set_max_body_bytes(8 << 20);
+  EXPECT_EQ(Translate(request, options)->options.max_body_bytes, 8 << 20);
+  request.set_max_body_bytes(10);
+  EXPECT_EQ(Translate(request, options)->options.max_body_bytes, 10);
+}
+
+TEST(TranslateRequest, MaxBodyBytesAboveTheServerCapIsRejected) {
+  ServiceOptions options;
+  options.max_body_bytes = 8 << 20;
+  v1::FetchBatchRequest request = Request();
+  request.set_max_body_bytes((8 << 20) + 1);
+  EXPECT_EQ(RejectionOf(request, options),
+            "max_body_bytes: 8388609 is above the server's cap of 8388608 "
+            "bytes (--max_body_bytes)");
 }
 
 }  // namespace

@@ -46,6 +46,7 @@ const std::map<std::string, std::string>& Samples() {
       {"max_concurrency", "66"},
       {"max_batch_size", "1234"},
       {"max_body_bytes", "4096"},
+      {"default_max_body_bytes", "2048"},
       {"default_timeout", "11s"},
       {"max_timeout", "2m"},
       {"connect_timeout", "3s"},
@@ -64,6 +65,7 @@ const std::map<std::string, std::string>& Samples() {
       {"egress_enforced_by_proxy", "true"},
       {"ca_bundle", "/etc/batchfetch/private-ca.pem"},
       {"shutdown_grace", "3s"},
+      {"retention", "30d"},
       {"log_level", "warning"},
       {"auth_token_file", "/run/secrets/tokens"},
       {"max_active_batches", "12"},
@@ -525,6 +527,36 @@ TEST(ServerArguments, StrayPositionalArgumentsAreRefusedNamingTheFirst) {
   EXPECT_NE(stray.message().find("--entrypoint batchfetch"),
             absl::string_view::npos)
       << stray;
+}
+
+TEST(ServerFlags, RetentionIsOffByDefaultAndTakesDaysOrADuration) {
+  {
+    absl::FlagSaver saver;
+    absl::StatusOr<ServerConfig> config = ServerConfigFromFlags();
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->retention, absl::ZeroDuration());
+  }
+  absl::FlagSaver saver;
+  ScopedEnv env;
+  env.Set("BATCHFETCH_RETENTION", "30d");
+  ASSERT_TRUE(ApplyEnvironmentToFlags().ok());
+  absl::StatusOr<ServerConfig> config = ServerConfigFromFlags();
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->retention, absl::Hours(24 * 30));
+  EXPECT_EQ(*ParseRetention("12h"), absl::Hours(12));
+  EXPECT_EQ(*ParseRetention("1.5d"), absl::Hours(36));
+  EXPECT_EQ(*ParseRetention("0"), absl::ZeroDuration());
+  EXPECT_EQ(*ParseRetention("0d"), absl::ZeroDuration());
+}
+
+TEST(ServerFlags, ABadRetentionNamesTheFlag) {
+  for (const char* value : {"30", "thirty days", "-1d", "-5h", "30s", "inf",
+                            "infd", "d", ""}) {
+    absl::StatusOr<absl::Duration> retention = ParseRetention(value);
+    EXPECT_FALSE(retention.ok()) << value;
+    EXPECT_TRUE(absl::StartsWith(retention.status().message(), "--retention"))
+        << retention.status();
+  }
 }
 
 }  // namespace

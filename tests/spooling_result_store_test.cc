@@ -60,6 +60,20 @@ class ScriptedInner : public ResultStore {
     absl::MutexLock lock(&mu_);
     events_.push_back("result " + batch_id + "/" +
                       std::to_string(result->index()));
+    if (give_up_at_once_) {
+      // The writer gives it up at once (the database is gone again).
+      std::vector<WriteOp> group;
+      group.push_back(WriteOp::Result(batch_id, std::move(result),
+                                      absl::UnixEpoch(), std::move(done)));
+      given_up_(std::move(group), absl::UnavailableError("gone again"));
+      return;
+    }
+    if (refuse_index_ >= 0 &&
+        result->index() == static_cast<uint32_t>(refuse_index_)) {
+      // A row MySQL refuses for good (the writer isolates and fails it).
+      std::move(done)(absl::InvalidArgumentError("Data too long"));
+      return;
+    }
     Pending p{batch_id, std::move(result), {}, std::move(done)};
     pending_.push_back(std::move(p));
     if (auto_commit_) CommitAllLocked();
@@ -128,6 +142,14 @@ class ScriptedInner : public ResultStore {
     absl::MutexLock lock(&mu_);
     up_ = up;
   }
+  void set_give_up_at_once(bool on) {
+    absl::MutexLock lock(&mu_);
+    give_up_at_once_ = on;
+  }
+  void set_refuse_index(int64_t index) {
+    absl::MutexLock lock(&mu_);
+    refuse_index_ = index;
+  }
   void set_auto_commit(bool on) {
     absl::MutexLock lock(&mu_);
     auto_commit_ = on;
@@ -177,6 +199,8 @@ class ScriptedInner : public ResultStore {
 
   absl::Mutex mu_;
   bool up_ = true;
+  bool give_up_at_once_ = false;
+  int64_t refuse_index_ = -1;
   bool auto_commit_ = false;
   std::vector<Pending> pending_;
   std::vector<std::string> events_;
@@ -247,6 +271,7 @@ class SpoolingResultStoreTest : public ::testing::Test {
           inner->given_up_ = std::move(handler);
           if (next_inner_up_.has_value()) inner->set_up(*next_inner_up_);
           if (next_inner_auto_commit_) inner->set_auto_commit(true);
+          if (next_inner_gives_up_) inner->set_give_up_at_once(true);
           inner_ = inner.get();
           return std::unique_ptr<ResultStore>(std::move(inner));
         });
@@ -281,6 +306,7 @@ class SpoolingResultStoreTest : public ::testing::Test {
   std::string dir_;
   std::optional<bool> next_inner_up_;
   bool next_inner_auto_commit_ = false;
+  bool next_inner_gives_up_ = false;
   ScriptedInner* inner_ = nullptr;  // owned by store_
   std::unique_ptr<SpoolingResultStore> store_;
 };
@@ -460,6 +486,89 @@ TEST_F(SpoolingResultStoreTest, ParkedWritesFailLoudlyWhenTheStoreIsDestroyed) {
   store_.reset();
   for (auto& outcome : outcomes) ASSERT_TRUE(outcome->Has());
   EXPECT_TRUE(absl::IsUnavailable(outcomes.back()->got->status()));
+}
+
+TEST_F(SpoolingResultStoreTest,
+       AStartUpReplayTheDatabaseGivesUpAgainIsSpooledAgainNotHung) {
+  Open();
+  ASSERT_TRUE(store_->CreateBatch(Batch("b")).ok());
+  std::vector<std::unique_ptr<Outcome>> outcomes = GiveUpResults("b", 3);
+  for (auto& outcome : outcomes) ASSERT_TRUE(outcome->Wait());
+  store_.reset();
+
+  // The database answers Ping at start, then gives every write up again.
+  next_inner_gives_up_ = true;
+  Open();  // returns: the spooler took the writes back
+  EXPECT_GT(store_->SpoolStats().used_bytes, 0u);
+  EXPECT_TRUE(inner_->Results("b").empty());
+}
+
+TEST_F(SpoolingResultStoreTest, LaterWritesOfABatchWhoseIdWasTakenAreRefused) {
+  Open();
+  inner_->set_up(false);
+  ASSERT_TRUE(store_->CreateBatch(Batch("b", "team-a")).ok());
+  inner_->set_up(true);
+  inner_->AddRow("b", "team-b");
+  inner_->set_auto_commit(true);
+  ASSERT_TRUE(store_->ReplayNow().ok());
+  // The batch is still running here: its next writes must not reach the
+  // other batch's rows.
+  Outcome result, finish;
+  store_->AppendResult("b", Result(7), absl::Now(), result.Callback());
+  store_->FinishBatch(Batch("b", "team-a"), finish.Callback());
+  ASSERT_TRUE(result.Wait());
+  ASSERT_TRUE(finish.Wait());
+  EXPECT_TRUE(absl::IsFailedPrecondition(result.got->status()))
+      << result.got->status();
+  EXPECT_TRUE(absl::IsFailedPrecondition(finish.got->status()));
+  EXPECT_TRUE(inner_->Results("b").empty());
+  EXPECT_FALSE(inner_->Finished("b"));
+}
+
+TEST_F(SpoolingResultStoreTest, AnIdSpooledAndNotYetReplayedIsTaken) {
+  Open();
+  inner_->set_up(false);
+  ASSERT_TRUE(store_->CreateBatch(Batch("b")).ok());
+  absl::Status again = store_->CreateBatch(Batch("b"));
+  EXPECT_TRUE(absl::IsAlreadyExists(again)) << again;
+}
+
+TEST_F(SpoolingResultStoreTest, ResumeWaitsUntilTheSpoolIsReplayed) {
+  Open();
+  ASSERT_TRUE(store_->CreateBatch(Batch("b")).ok());
+  std::vector<std::unique_ptr<Outcome>> outcomes = GiveUpResults("b", 1);
+  ASSERT_TRUE(outcomes[0]->Wait());
+  absl::StatusOr<ResumePlan> plan =
+      store_->BeginResume("b", ReadScope::AnyOwner(), "hash");
+  EXPECT_TRUE(absl::IsUnavailable(plan.status())) << plan.status();
+  inner_->set_auto_commit(true);
+  ASSERT_TRUE(store_->ReplayNow().ok());
+  plan = store_->BeginResume("b", ReadScope::AnyOwner(), "hash");
+  EXPECT_TRUE(absl::IsUnimplemented(plan.status()))  // the inner fake's
+      << plan.status();
+}
+
+TEST_F(SpoolingResultStoreTest, ARecordMySqlRefusesForGoodDoesNotBlockTheSpool) {
+  Open();
+  ASSERT_TRUE(store_->CreateBatch(Batch("b")).ok());
+  std::vector<std::unique_ptr<Outcome>> outcomes = GiveUpResults("b", 3);
+  for (auto& outcome : outcomes) ASSERT_TRUE(outcome->Wait());
+  inner_->set_auto_commit(true);
+  inner_->set_refuse_index(1);
+  absl::StatusOr<SpoolingResultStore::ReplayReport> report =
+      store_->ReplayNow();
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->unstorable, 1u);
+  EXPECT_EQ(inner_->Results("b").size(), 2u);
+  EXPECT_EQ(store_->SpoolStats().used_bytes, 0u) << "the segment was kept";
+}
+
+TEST_F(SpoolingResultStoreTest, HealthStaysReadyWhileTheSpoolHasRoom) {
+  Open();
+  inner_->set_up(false);
+  EXPECT_TRUE(store_->Ping().ok()) << "batches can still start";
+  inner_->set_up(true);
+  EXPECT_TRUE(store_->Ping().ok());
 }
 
 }  // namespace

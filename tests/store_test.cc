@@ -370,8 +370,8 @@ TEST_F(StoreTest, MigrationsAreRecorded) {
   ASSERT_NE(store, nullptr);
   EXPECT_EQ(Sql("SELECT GROUP_CONCAT(version ORDER BY version) FROM "
                 "schema_migrations"),
-            "1,2,3,4,5,6");
-  EXPECT_EQ(MysqlResultStore::LatestSchemaVersion(), 6);
+            "1,2,3,4,5,6,7,8");
+  EXPECT_EQ(MysqlResultStore::LatestSchemaVersion(), 8);
 }
 
 // Fix b: a crash between migration 2's DDL and its record (simulated by
@@ -958,6 +958,32 @@ TEST_F(StoreTest, RenewLeasesExtendsOnlyThisReplicasRunningBatches) {
   EXPECT_EQ(Sql(LeaseSecondsLeftSql("a-running")), "40");
   EXPECT_EQ(Sql(LeaseSecondsLeftSql("a-done")), "5");
   EXPECT_EQ(Sql(LeaseSecondsLeftSql("b-running")), "5");
+}
+
+TEST_F(StoreTest, OnlyBatchesRunningInThisProcessKeepTheirLease) {
+  auto a = Open(AsReplica(Options(), "replica-a", absl::Seconds(40)));
+  ASSERT_NE(a, nullptr);
+  ASSERT_TRUE(a->CreateBatch(Running("live", 1)).ok());
+  // A final row the store acknowledged but that left the row RUNNING (as
+  // when it could not be written): the batch no longer runs here.
+  ASSERT_TRUE(a->CreateBatch(Running("ended", 1)).ok());
+  FinishAs(*a, Running("ended", 1), v1::BATCH_STATE_RUNNING);
+  // A spooled creation replayed after its process died.
+  BatchRecord orphan = Running("orphan", 1);
+  orphan.orphaned = true;
+  ASSERT_TRUE(a->CreateBatch(orphan).ok());
+  for (const char* id : {"live", "ended"}) Sql(ExpireLeaseSql(id));
+
+  // The sweep leaves this process's live batch alone (it is only late),
+  // and takes the ones nothing runs, even though this replica owns them.
+  absl::SleepFor(absl::Milliseconds(20));  // NOW(6) passes the orphan's
+  auto interrupted = a->InterruptExpiredLeases();
+  ASSERT_TRUE(interrupted.ok()) << interrupted.status();
+  std::vector<std::string> got = *interrupted;
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, (std::vector<std::string>{"ended", "orphan"}));
+  ASSERT_TRUE(a->RenewLeases().ok());
+  EXPECT_EQ(Sql(LeaseSecondsLeftSql("live")), "40");
 }
 
 TEST_F(StoreTest, InterruptExpiredLeasesMarksOnlyExpiredForeignRunningBatches) {

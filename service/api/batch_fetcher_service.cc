@@ -1,5 +1,7 @@
 #include "service/api/batch_fetcher_service.h"
 
+#include <openssl/rand.h>
+
 #include <algorithm>
 #include <memory>
 #include <string>
@@ -9,8 +11,12 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "service/api/batch_list_token.h"
 #include "service/api/fetch_batch_reactor.h"
+#include "service/api/watch_batch_reactor.h"
+#include "service/base/log.h"
 #include "service/api/grpc_status.h"
+#include "service/api/page_token.h"
 #include "service/batch/batch_id.h"
 #include "service/batch/batch_run.h"
 #include "service/batch/result_conversion.h"
@@ -90,9 +96,18 @@ grpc::ServerWriteReactor<v1::FetchBatchEvent>* BatchFetcherService::FetchBatch(
         "the server is draining (shutting down); retry on another instance"));
     return reactor;
   }
+  if (request->detach() && store_ == nullptr) {
+    reactor->Reject(absl::UnimplementedError(
+        "detach: this server runs with --store=none (a detached batch's "
+        "results would be lost)"));
+    return reactor;
+  }
   CallInfo call;
   call.now = clock_->WallNow();
-  call.grpc_deadline = absl::FromChrono(context->deadline());
+  // Detached: the call's deadline ends the call, not the batch.
+  call.grpc_deadline = request->detach()
+                           ? absl::InfiniteFuture()
+                           : absl::FromChrono(context->deadline());
   absl::StatusOr<BatchPlan> plan = TranslateRequest(*request, options_, call);
   if (!plan.ok()) {
     reactor->Reject(plan.status());
@@ -105,6 +120,7 @@ grpc::ServerWriteReactor<v1::FetchBatchEvent>* BatchFetcherService::FetchBatch(
     return reactor;
   }
   reactor->HoldUntilFinished(*std::move(lease));
+  if (request->detach()) reactor->SetDetached();
   if (store_ == nullptr) {  // no round trip: start here
     if (plan->resume) {
       reactor->Reject(absl::UnimplementedError(
@@ -144,7 +160,7 @@ void BatchFetcherService::CreateAndRun(FetchBatchReactor* reactor,
     // only that the id is taken, never whose it is or what it holds.
     BatchRecord record;
     record.batch_id = plan.batch_id;
-    record.owner = std::move(caller.owner);
+    record.owner = caller.owner;
     record.state = v1::BATCH_STATE_RUNNING;
     record.total = plan.total;
     record.created_at = plan.created_at;
@@ -179,6 +195,9 @@ void BatchFetcherService::CreateAndRun(FetchBatchReactor* reactor,
   params.clock = clock_;
   params.stats = options_.batch_stats;
   params.resumed_results = std::move(resumed);
+  params.owner = std::move(caller.owner);
+  params.concurrency = static_cast<uint32_t>(plan.options.concurrency);
+  params.resume = plan.resume;
   auto run =
       std::make_shared<BatchRun>(std::move(params), std::move(plan.cleaner));
   bool cancel_at_once = false;
@@ -195,10 +214,44 @@ void BatchFetcherService::CreateAndRun(FetchBatchReactor* reactor,
   // The grace is over already: the run starts cancelled (every request is
   // still recorded).
   if (cancel_at_once) run->Cancel();
-  reactor->Run(std::move(run), [&](std::shared_ptr<FetchSink> sink) {
-    return engine_->Submit(std::move(plan.specs), plan.options,
-                           std::move(sink));
-  });
+  // WatchBatch streams of this batch subscribe to its broadcaster, which
+  // passes every call on to the reactor.
+  std::shared_ptr<BatchBroadcaster> broadcaster =
+      BatchBroadcaster::Create(reactor);
+  {
+    absl::MutexLock lock(&runs_mu_);
+    for (auto it = live_runs_.begin(); it != live_runs_.end();) {
+      it = it->second.run.expired() ? live_runs_.erase(it) : std::next(it);
+    }
+    live_runs_[plan.batch_id] = LiveRun{run, broadcaster};
+  }
+  reactor->Run(
+      std::move(run),
+      [&](std::shared_ptr<FetchSink> sink) {
+        return engine_->Submit(std::move(plan.specs), plan.options,
+                               std::move(sink));
+      },
+      broadcaster.get());
+}
+
+std::shared_ptr<BatchBroadcaster> BatchFetcherService::FindLive(
+    const std::string& batch_id) {
+  absl::MutexLock lock(&runs_mu_);
+  auto it = live_runs_.find(batch_id);
+  if (it == live_runs_.end()) return nullptr;
+  return it->second.broadcaster.lock();
+}
+
+bool BatchFetcherService::CancelLocalBatch(const std::string& batch_id) {
+  std::shared_ptr<BatchRun> run;
+  {
+    absl::MutexLock lock(&runs_mu_);
+    auto it = live_runs_.find(batch_id);
+    if (it != live_runs_.end()) run = it->second.run.lock();
+  }
+  if (run == nullptr) return false;
+  run->Cancel();  // outside the lock: the run may call its observer
+  return true;
 }
 
 absl::Status BatchFetcherService::PrepareResume(
@@ -321,11 +374,14 @@ grpc::ServerUnaryReactor* BatchFetcherService::ListResults(
   }
   if (!CheckReadable(store_, request->batch_id(), reactor)) return reactor;
   uint32_t from = 0;
-  if (!request->page_token().empty() &&
-      !absl::SimpleAtoi(request->page_token(), &from)) {
-    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                 "page_token is not one this server issued"));
-    return reactor;
+  if (!request->page_token().empty()) {
+    absl::StatusOr<uint32_t> decoded =
+        DecodePageToken(request->page_token(), request->batch_id());
+    if (!decoded.ok()) {
+      reactor->Finish(ToGrpcStatus(decoded.status()));
+      return reactor;
+    }
+    from = *decoded;
   }
   uint32_t page_size = request->page_size() == 0 ? options_.default_page_size
                                                  : request->page_size();
@@ -341,10 +397,184 @@ grpc::ServerUnaryReactor* BatchFetcherService::ListResults(
             *response->add_results() = std::move(r);
           }
           if (page->next_index >= 0) {
-            response->set_next_page_token(absl::StrCat(page->next_index));
+            response->set_next_page_token(EncodePageToken(
+                request->batch_id(), static_cast<uint32_t>(page->next_index)));
+          } else if (page->batch_running) {
+            response->set_more_may_come(true);
           }
         }
         reactor->Finish(ToGrpcStatus(page.status()));
+      });
+  if (!queued.ok()) reactor->Finish(ToGrpcStatus(queued));
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::FetchBatchEvent>* BatchFetcherService::WatchBatch(
+    grpc::CallbackServerContext* context, const v1::WatchBatchRequest* request) {
+  absl::StatusOr<Caller> caller = Identify(*context);
+  WatchBatchReactor::Deps deps;
+  deps.store = store_;
+  deps.executor = &executor_;
+  deps.find_live = [this](const std::string& batch_id) {
+    return FindLive(batch_id);
+  };
+  auto* reactor = new WatchBatchReactor(
+      std::move(deps), request->batch_id(), request->from_index(),
+      caller.ok() ? caller->scope : ReadScope::OwnedBy(""));
+  if (!caller.ok()) {
+    reactor->Reject(caller.status());
+    return reactor;
+  }
+  if (store_ == nullptr) {
+    reactor->Reject(absl::UnimplementedError(
+        "this server runs with --store=none"));
+    return reactor;
+  }
+  if (absl::Status valid = ValidateBatchId(request->batch_id()); !valid.ok()) {
+    reactor->Reject(valid);
+    return reactor;
+  }
+  reactor->Start();
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* BatchFetcherService::CancelBatch(
+    grpc::CallbackServerContext* context, const v1::CancelBatchRequest* request,
+    v1::BatchSummary* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<Caller> caller = Identify(*context);
+  if (!caller.ok()) {
+    reactor->Finish(ToGrpcStatus(caller.status()));
+    return reactor;
+  }
+  if (!CheckReadable(store_, request->batch_id(), reactor)) return reactor;
+  // `request` and `response` stay valid until Finish.
+  absl::Status queued = executor_.Submit(
+      [this, reactor, request, response, scope = std::move(caller->scope)]() {
+        const std::string& batch_id = request->batch_id();
+        absl::Status requested = store_->RequestCancel(batch_id, scope);
+        if (!requested.ok()) {
+          reactor->Finish(ToGrpcStatus(requested));
+          return;
+        }
+        // Running here: cancel now rather than at the next poll (another
+        // replica's CancelPoller finds the flag within about a second).
+        const bool local = CancelLocalBatch(batch_id);
+        LogEvent(LogLevel::kInfo, "batch_cancel_requested")
+            .Add("batch_id", batch_id)
+            .Add("running_here", local);
+        absl::StatusOr<v1::BatchSummary> summary =
+            store_->GetBatch(batch_id, scope);
+        if (summary.ok()) *response = *std::move(summary);
+        reactor->Finish(ToGrpcStatus(summary.status()));
+      });
+  if (!queued.ok()) reactor->Finish(ToGrpcStatus(queued));
+  return reactor;
+}
+
+absl::StatusOr<std::string> BatchFetcherService::PageTokenKey() {
+  absl::MutexLock lock(&key_mu_);
+  if (!page_token_key_.empty()) return page_token_key_;
+  absl::StatusOr<std::string> shared = store_->PageTokenKey();
+  if (shared.ok()) {
+    page_token_key_ = *std::move(shared);
+  } else if (absl::IsUnimplemented(shared.status())) {
+    // A store no replica shares: a key of this process's own.
+    std::string key(32, '\0');
+    if (RAND_bytes(reinterpret_cast<unsigned char*>(key.data()),
+                   static_cast<int>(key.size())) != 1) {
+      return absl::InternalError("no random bytes for the page token key");
+    }
+    page_token_key_ = std::move(key);
+  } else {
+    return shared.status();  // not cached: asked again next time
+  }
+  return page_token_key_;
+}
+
+grpc::ServerUnaryReactor* BatchFetcherService::ListBatches(
+    grpc::CallbackServerContext* context, const v1::ListBatchesRequest* request,
+    v1::ListBatchesResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  absl::StatusOr<Caller> caller = Identify(*context);
+  if (!caller.ok()) {
+    reactor->Finish(ToGrpcStatus(caller.status()));
+    return reactor;
+  }
+  if (store_ == nullptr) {
+    reactor->Finish(kNoStore);
+    return reactor;
+  }
+  constexpr uint32_t kDefaultBatchPage = 50;
+  constexpr uint32_t kMaxBatchPage = 1000;
+  if (request->page_size() > kMaxBatchPage) {
+    reactor->Finish(grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("page_size: at most ", kMaxBatchPage, " (got ",
+                     request->page_size(), ")")));
+    return reactor;
+  }
+  if (!v1::BatchState_IsValid(request->state())) {
+    reactor->Finish(grpc::Status(
+        grpc::StatusCode::INVALID_ARGUMENT,
+        absl::StrCat("state: ", request->state(), " is not a BatchState")));
+    return reactor;
+  }
+  BatchListQuery query;
+  query.state = request->state();
+  query.limit =
+      request->page_size() == 0 ? kDefaultBatchPage : request->page_size();
+  if (request->has_created_after()) {
+    absl::StatusOr<absl::Time> after =
+        FromProtoTimestamp(request->created_after());
+    if (!after.ok()) {
+      reactor->Finish(grpc::Status(
+          grpc::StatusCode::INVALID_ARGUMENT,
+          absl::StrCat("created_after: ", after.status().message())));
+      return reactor;
+    }
+    query.created_after = *after;
+  }
+  // `request` and `response` stay valid until Finish.
+  absl::Status queued =
+      executor_.Submit([this, reactor, request, response, query,
+                        scope = std::move(caller->scope)]() mutable {
+        absl::StatusOr<std::string> key = PageTokenKey();
+        if (!key.ok()) {
+          reactor->Finish(ToGrpcStatus(key.status()));
+          return;
+        }
+        const std::string binding =
+            BatchListBinding(scope, query.state, query.created_after);
+        if (!request->page_token().empty()) {
+          absl::StatusOr<BatchListCursor> cursor =
+              DecodeBatchListToken(request->page_token(), binding, *key);
+          if (!cursor.ok()) {
+            reactor->Finish(ToGrpcStatus(cursor.status()));
+            return;
+          }
+          query.has_cursor = true;
+          query.cursor_created_at = cursor->created_at;
+          query.cursor_batch_id = std::move(cursor->batch_id);
+        }
+        absl::StatusOr<BatchListPage> page = store_->ListBatches(scope, query);
+        if (!page.ok()) {
+          reactor->Finish(ToGrpcStatus(page.status()));
+          return;
+        }
+        for (v1::BatchSummary& b : page->batches) {
+          *response->add_batches() = std::move(b);
+        }
+        if (page->more && response->batches_size() > 0) {
+          const v1::BatchSummary& last = *response->batches().rbegin();
+          absl::StatusOr<absl::Time> created =
+              FromProtoTimestamp(last.created_at());
+          BatchListCursor cursor{created.ok() ? *created : absl::UnixEpoch(),
+                                 last.batch_id()};
+          response->set_next_page_token(
+              EncodeBatchListToken(cursor, binding, *key));
+        }
+        reactor->Finish(grpc::Status::OK);
       });
   if (!queued.ok()) reactor->Finish(ToGrpcStatus(queued));
   return reactor;

@@ -2,6 +2,7 @@
 #define BATCHFETCH_SERVICE_API_BATCH_FETCHER_SERVICE_H_
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "absl/synchronization/mutex.h"
 #include "batchfetch/v1/batchfetch.grpc.pb.h"
 #include "service/api/active_batch_limiter.h"
+#include "service/api/batch_broadcaster.h"
 #include "service/api/executor.h"
 #include "service/api/request_translation.h"
 #include "service/api/service_options.h"
@@ -85,6 +87,30 @@ class BatchFetcherService final : public v1::BatchFetcher::CallbackService {
       grpc::CallbackServerContext* context,
       const v1::ListResultsRequest* request,
       v1::ListResultsResponse* response) override;
+  // Callers' batch control (issue 11). WatchBatch: a WatchBatchReactor
+  // (live from this process's run when it runs here, else following the
+  // store). CancelBatch: ResultStore::RequestCancel (carried to the
+  // running replica by its CancelPoller), plus CancelLocalBatch at once
+  // when the run is here. ListBatches: ResultStore::ListBatches with
+  // HMAC-signed page tokens (batch_list_token.h) keyed by the store's
+  // shared PageTokenKey. All need a store (UNIMPLEMENTED without).
+  grpc::ServerWriteReactor<v1::FetchBatchEvent>* WatchBatch(
+      grpc::CallbackServerContext* context,
+      const v1::WatchBatchRequest* request) override;
+  grpc::ServerUnaryReactor* CancelBatch(grpc::CallbackServerContext* context,
+                                        const v1::CancelBatchRequest* request,
+                                        v1::BatchSummary* response) override;
+  grpc::ServerUnaryReactor* ListBatches(
+      grpc::CallbackServerContext* context,
+      const v1::ListBatchesRequest* request,
+      v1::ListBatchesResponse* response) override;
+
+  // Cancels the run of `batch_id` if it runs in this process (as a caller's
+  // cancel would); false when it does not. For CancelBatch and the
+  // CancelPoller (a cancel requested on another replica). Thread-safe;
+  // never blocks on I/O.
+  bool CancelLocalBatch(const std::string& batch_id)
+      ABSL_LOCKS_EXCLUDED(runs_mu_);
 
  private:
   // Who is calling.
@@ -119,6 +145,14 @@ class BatchFetcherService final : public v1::BatchFetcher::CallbackService {
       BatchPlan& plan,
       std::vector<std::shared_ptr<const v1::FetchBatchEvent>>* resumed);
 
+  // The broadcaster of `batch_id`'s run in this process, if any.
+  std::shared_ptr<BatchBroadcaster> FindLive(const std::string& batch_id)
+      ABSL_LOCKS_EXCLUDED(runs_mu_);
+  // The ListBatches token key: the store's shared one, or (a store without
+  // one) a random key of this process; read once, then cached. Blocks for a
+  // round trip the first time (executor only).
+  absl::StatusOr<std::string> PageTokenKey() ABSL_LOCKS_EXCLUDED(key_mu_);
+
   // Constant after construction.
   const ServiceOptions options_;
   FetchEngine* const engine_;
@@ -134,6 +168,16 @@ class BatchFetcherService final : public v1::BatchFetcher::CallbackService {
   // The runs started, for CancelRunningBatches; expired entries (finished
   // runs, their reactors gone) are pruned as new ones come.
   std::vector<std::weak_ptr<BatchRun>> runs_ ABSL_GUARDED_BY(runs_mu_);
+  // The runs of this process by batch id, for WatchBatch (live results) and
+  // cancels by id; entries whose run has gone are pruned as new ones come.
+  // A resumed batch replaces its older entry.
+  struct LiveRun {
+    std::weak_ptr<BatchRun> run;
+    std::weak_ptr<BatchBroadcaster> broadcaster;
+  };
+  std::map<std::string, LiveRun> live_runs_ ABSL_GUARDED_BY(runs_mu_);
+  absl::Mutex key_mu_;
+  std::string page_token_key_ ABSL_GUARDED_BY(key_mu_);  // empty: not read
   // Database round trips; joined by the destructor.
   Executor executor_;
 };

@@ -32,20 +32,25 @@ void FetchBatchReactor::Reject(const absl::Status& status) {
   Finish(ToGrpcStatus(status));
 }
 
+void FetchBatchReactor::SetDetached() {
+  absl::MutexLock lock(&mu_);
+  detached_ = true;
+}
+
 void FetchBatchReactor::Run(std::shared_ptr<BatchRun> run,
-                            BatchRun::Submit submit) {
+                            BatchRun::Submit submit, BatchObserver* observer) {
   bool cancelled = false;
   BatchRun::CancelMode mode = BatchRun::CancelMode::kCancel;
   {
     absl::MutexLock lock(&mu_);
     run_ = run;
-    cancelled = broken_;
+    cancelled = broken_ && !detached_;
     mode = cancel_mode_;
   }
   // Cancelled before the batch existed (e.g. while CreateBatch ran): it
   // still runs, ends at once, and every request is recorded.
   if (cancelled) run->Cancel(mode);
-  run->Start(this, submit);
+  run->Start(observer != nullptr ? observer : this, submit);
 }
 
 void FetchBatchReactor::OnAccepted(Event event) { Enqueue(std::move(event)); }
@@ -110,7 +115,7 @@ void FetchBatchReactor::OnWriteDone(bool ok) {
       broken_ = true;
       cancel_mode_ = CancelModeNow();
       mode = cancel_mode_;
-      cancel = run_;
+      if (!detached_) cancel = run_;
       dropped.swap(outbox_);
     }
     next = NextWrite(&options);
@@ -132,7 +137,8 @@ void FetchBatchReactor::OnCancel() {
     broken_ = true;
     cancel_mode_ = CancelModeNow();
     mode = cancel_mode_;
-    run = run_;  // null before Run: Run cancels it then
+    // Null before Run (Run cancels it then), and when detached.
+    if (!detached_) run = run_;
     // Keep the event being written: its OnWriteDone still comes.
     while (outbox_.size() > (writing_ ? 1u : 0u)) {
       dropped.push_front(std::move(outbox_.back()));
@@ -163,6 +169,11 @@ std::optional<grpc::Status> FetchBatchReactor::FinishNow() {
     finish_called_ = true;
     if (final_status_->code() == absl::StatusCode::kCancelled) {
       return ToGrpcStatus(*final_status_);
+    }
+    if (detached_) {
+      return grpc::Status(grpc::StatusCode::CANCELLED,
+                          "the call ended early; the detached batch ran on "
+                          "(see GetBatch)");
     }
     return grpc::Status(grpc::StatusCode::CANCELLED,
                         "batch cancelled; unfinished requests were recorded "

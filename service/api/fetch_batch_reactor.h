@@ -68,11 +68,19 @@ class FetchBatchReactor final
   // full executor). REQUIRES: Run was not called.
   void Reject(const absl::Status& status);
 
-  // Binds `run` and starts it (BatchRun::Start with this reactor as its
-  // observer). If the call was cancelled already, the run is cancelled before
-  // it starts: every request is still recorded. REQUIRES: called at most
-  // once, not after Reject.
-  void Run(std::shared_ptr<BatchRun> run, BatchRun::Submit submit);
+  // FetchBatchRequest.detach: the caller going away (or a failed write)
+  // stops the stream but not the run; the call still finishes only once the
+  // run has (so the batch keeps its active-batch lease until then).
+  // REQUIRES: called before Run.
+  void SetDetached() ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Binds `run` and starts it (BatchRun::Start with `observer`, which must
+  // pass every call on to this reactor, e.g. a BatchBroadcaster; null: this
+  // reactor itself). If the call was cancelled already (and is not
+  // detached), the run is cancelled before it starts: every request is
+  // still recorded. REQUIRES: called at most once, not after Reject.
+  void Run(std::shared_ptr<BatchRun> run, BatchRun::Submit submit,
+           BatchObserver* observer = nullptr);
 
   // BatchObserver (called by the run, never concurrently with each other).
   void OnAccepted(std::shared_ptr<const v1::FetchBatchEvent> event) override;
@@ -107,6 +115,8 @@ class FetchBatchReactor final
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   // Cancelled or a write failed: nothing more is written.
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  // SetDetached: a broken stream does not cancel the run.
+  bool detached_ ABSL_GUARDED_BY(mu_) = false;
   BatchRun::CancelMode cancel_mode_ ABSL_GUARDED_BY(mu_) =
       BatchRun::CancelMode::kCancel;
   bool summary_written_ ABSL_GUARDED_BY(mu_) = false;

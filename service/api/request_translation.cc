@@ -31,7 +31,7 @@ absl::StatusOr<absl::Duration> NonNegativeDuration(
     const google::protobuf::Duration& d, absl::string_view field) {
   if (d.seconds() < 0 || d.nanos() < 0) {
     return absl::InvalidArgumentError(
-        absl::StrCat(field, " must not be negative"));
+        absl::StrCat(field, ": must not be negative"));
   }
   absl::StatusOr<absl::Duration> value = FromProtoDuration(d);
   if (!value.ok()) {
@@ -53,7 +53,8 @@ absl::StatusOr<RetryOptions> RetryFromRequest(const v1::RetryPolicy& policy,
     retry = RetryOptions::Defaults(attempts);
   } else {
     retry.max_attempts = attempts;
-    for (int condition : policy.retry_on()) {
+    for (int i = 0; i < policy.retry_on_size(); ++i) {
+      const int condition = policy.retry_on(i);
       switch (condition) {
         case v1::RETRY_ON_CONNECT_ERROR:
           retry.on_connect_error = true;
@@ -70,15 +71,21 @@ absl::StatusOr<RetryOptions> RetryFromRequest(const v1::RetryPolicy& policy,
         case v1::RETRY_ON_429:
           retry.on_429 = true;
           break;
-        default:
+        case v1::RETRY_CONDITION_UNSPECIFIED:
           return absl::InvalidArgumentError(
-              absl::StrCat("retry.retry_on: unknown condition ", condition));
+              absl::StrCat("retry.retry_on[", i,
+                           "]: RETRY_CONDITION_UNSPECIFIED is not allowed"));
+        default:
+          return absl::InvalidArgumentError(absl::StrCat(
+              "retry.retry_on[", i, "]: unknown condition ", condition));
       }
     }
-    for (int status : policy.retry_on_status()) {
+    for (int i = 0; i < policy.retry_on_status_size(); ++i) {
+      const int status = policy.retry_on_status(i);
       if (status < 100 || status > 599) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "retry.retry_on_status: ", status, " is not an HTTP status"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("retry.retry_on_status[", i, "]: ", status,
+                         " is not an HTTP status (100-599)"));
       }
       retry.on_status.push_back(status);
     }
@@ -89,12 +96,19 @@ absl::StatusOr<RetryOptions> RetryFromRequest(const v1::RetryPolicy& policy,
                     {&policy.max_backoff(), &retry.max_backoff}};
   const char* const names[] = {"retry.initial_backoff", "retry.max_backoff"};
   for (int i = 0; i < 2; ++i) {
+    const google::protobuf::Duration& given = *backoffs[i].first;
+    if (given.seconds() < 0 || given.nanos() < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(names[i],
+                       ": must be between 0 and 1h, got a negative "
+                       "duration"));
+    }
     absl::StatusOr<absl::Duration> backoff =
-        NonNegativeDuration(*backoffs[i].first, names[i]);
+        NonNegativeDuration(given, names[i]);
     if (!backoff.ok()) return backoff.status();
     if (*backoff > kMaxBackoff) {
       return absl::InvalidArgumentError(
-          absl::StrCat(names[i], " must be at most 1h, got ",
+          absl::StrCat(names[i], ": must be between 0 and 1h, got ",
                        absl::FormatDuration(*backoff)));
     }
     if (*backoff > absl::ZeroDuration()) *backoffs[i].second = *backoff;
@@ -135,7 +149,7 @@ absl::StatusOr<BatchPlan> TranslateRequest(const v1::FetchBatchRequest& request,
     if (!timeout.ok()) return timeout.status();
     if (*timeout > options.max_timeout) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "timeout ", absl::FormatDuration(*timeout), " exceeds the maximum ",
+          "timeout: ", absl::FormatDuration(*timeout), " exceeds the maximum ",
           absl::FormatDuration(options.max_timeout), " (--max_timeout)"));
     }
     if (*timeout > absl::ZeroDuration()) {
@@ -155,6 +169,18 @@ absl::StatusOr<BatchPlan> TranslateRequest(const v1::FetchBatchRequest& request,
       RetryFromRequest(request.retry(), options.max_attempts);
   if (!retry.ok()) return retry.status();
   batch.retry = *std::move(retry);
+
+  if (request.max_body_bytes() >
+      static_cast<uint64_t>(std::max<int64_t>(options.max_body_bytes, 1))) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_body_bytes: ", request.max_body_bytes(),
+                     " is above the server's cap of ", options.max_body_bytes,
+                     " bytes (--max_body_bytes)"));
+  }
+  batch.max_body_bytes =
+      request.max_body_bytes() > 0
+          ? static_cast<int64_t>(request.max_body_bytes())
+          : std::min(options.default_max_body_bytes, options.max_body_bytes);
 
   if (request.has_deadline()) {
     absl::StatusOr<absl::Duration> deadline =
@@ -194,7 +220,12 @@ absl::StatusOr<BatchPlan> TranslateRequest(const v1::FetchBatchRequest& request,
     spec.index = static_cast<uint32_t>(i);
     spec.url = in.url();
     spec.method = in.method();
-    spec.body = in.body();
+    if (!in.body().empty() && !in.body_text().empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("requests[", i,
+                       "].body_text: set either body or body_text, not both"));
+    }
+    spec.body = in.body_text().empty() ? in.body() : in.body_text();
     spec.headers.assign(in.headers().begin(), in.headers().end());
   }
   BatchPlan plan{std::move(batch_id),       static_cast<uint32_t>(n),

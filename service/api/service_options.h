@@ -11,6 +11,17 @@ namespace batchfetch {
 
 struct BatchStats;
 
+// The default per-request body cap (FetchBatchRequest.max_body_bytes = 0):
+// 3.5 MiB keeps one streamed FetchBatchEvent under the 4 MiB a default gRPC
+// client accepts. The bound: a result carries the body or the cleaned
+// `json`, never both; `json` is at most the body + 64 KiB (JsonCleaner's
+// kProjectionSlack; without `extract` it is never longer than the body);
+// `url` is at most 8 KiB (kMaxUrlLength); `final_url` and `content_type`
+// come from one header line each, at most 100 KiB (libcurl's
+// CURL_MAX_HTTP_HEADER); `error` may quote both URLs (~210 KiB); timings
+// and framing < 1 KiB. 3584 + 64 + 8 + 200 + 210 + 1 KiB < 4096 KiB.
+inline constexpr int64_t kStreamSafeMaxBodyBytes = 3584 * 1024;
+
 // What the BatchFetcher service allows and assumes when a request says 0.
 struct ServiceOptions {
   uint32_t max_batch_size = 100000;
@@ -24,6 +35,11 @@ struct ServiceOptions {
   uint32_t default_per_host_concurrency = 0;
   // Cap on RetryPolicy.max_attempts.
   uint32_t max_attempts = 10;
+  // The server's body cap (--max_body_bytes, the engine's): the most a
+  // request's max_body_bytes may ask for.
+  int64_t max_body_bytes = 8 << 20;
+  // The cap of a request whose max_body_bytes is 0 (at most max_body_bytes).
+  int64_t default_max_body_bytes = kStreamSafeMaxBodyBytes;
   uint32_t default_page_size = 100;
   uint32_t max_page_size = 1000;
   // The executor that runs database round trips (CreateBatch, GetBatch,

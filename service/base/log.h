@@ -1,6 +1,17 @@
 #ifndef BATCHFETCH_SERVICE_BASE_LOG_H_
 #define BATCHFETCH_SERVICE_BASE_LOG_H_
 
+// Structured logs: one JSON object per line on stderr, for events worth
+// keeping (start, batch accepted/finished, blocked requests, outages,
+// drain). Why our own small LogEvent and not Debian's spdlog: every line
+// here is already one JSON object with escaped fields, so spdlog's
+// formatting would go unused, and a container's stderr goes to the
+// platform's collector, so rotating or multi-sink output is not needed.
+// The volume is bounded by design (never a line per successful URL at
+// info; outages logged once when they start and once when they end), so
+// there is nothing to rate-limit. One write(2) per line keeps lines whole
+// across threads without a logging thread or a lock.
+
 #include <cstdint>
 #include <functional>
 #include <string>

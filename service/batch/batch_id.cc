@@ -25,7 +25,7 @@ std::string NewBatchId(absl::Time now) {
 absl::Status ValidateBatchId(absl::string_view id) {
   if (id.empty() || id.size() > kMaxBatchIdLength) {
     return absl::InvalidArgumentError(
-        absl::StrCat("batch_id must be 1 to ", kMaxBatchIdLength,
+        absl::StrCat("batch_id: must be 1 to ", kMaxBatchIdLength,
                      " characters long, got ", id.size()));
   }
   for (char c : id) {
@@ -34,7 +34,7 @@ absl::Status ValidateBatchId(absl::string_view id) {
                     c == '-' || c == ':';
     if (!ok) {
       return absl::InvalidArgumentError(
-          "batch_id may only contain letters, digits and . _ - :");
+          "batch_id: may only contain letters, digits and . _ - :");
     }
   }
   return absl::OkStatus();

@@ -2,7 +2,9 @@
 
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "service/base/log.h"
 #include "service/batch/result_conversion.h"
 #include "service/fetch/request_validation.h"
@@ -48,6 +50,9 @@ BatchRun::BatchRun(Params params, JsonCleaner cleaner)
     : batch_id_(std::move(params.batch_id)),
       total_(params.total),
       created_at_(params.created_at),
+      owner_(std::move(params.owner)),
+      concurrency_(params.concurrency),
+      resume_(params.resume),
       store_(params.store),
       clock_(params.clock),
       cleaner_(std::move(cleaner)),
@@ -72,6 +77,14 @@ void BatchRun::Start(BatchObserver* observer, Submit submit) {
   std::optional<Actions> nothing_to_fetch;
   {
     absl::MutexLock lock(&mu_);
+    LogEvent(LogLevel::kInfo, "batch_accepted")
+        .Add("batch_id", batch_id_)
+        .Add("owner", owner_)
+        .Add("total", total_)
+        .Add("concurrency", concurrency_)
+        .Add("resume", resume_)
+        .Add("resumed_ok", static_cast<uint32_t>(resumed_.size()));
+    started_ = clock_->MonoNow();
     observer_ = observer;
     if (stats_ != nullptr && phase_ != Phase::kFinished) {
       stats_->batches_active.Add(1);
@@ -243,6 +256,22 @@ BatchRun::Actions BatchRun::MaybeComplete() {
 
 void BatchRun::QueueFinished() {
   phase_ = Phase::kFinished;
+  {
+    // Under the lock (one write(2)), so it is logged exactly once, here.
+    LogEvent finished(LogLevel::kInfo, "batch_finished");
+    finished.Add("batch_id", batch_id_)
+        // "done", "cancelled", ...: as the metrics' state label.
+        .Add("state", absl::AsciiStrToLower(absl::StripPrefix(
+                          v1::BatchState_Name(record_.state), "BATCH_STATE_")))
+        .Add("total", record_.total)
+        .Add("succeeded", record_.succeeded)
+        .Add("failed", record_.failed)
+        .Add("stored", record_.stored)
+        .Add("spooled", record_.spooled)
+        .Add("duration_ms",
+             absl::ToInt64Milliseconds(Since(clock_->MonoNow(), started_)));
+    if (!store_error_.empty()) finished.Add("store_error", store_error_);
+  }
   if (stats_ != nullptr) {
     stats_->batches_finished[record_.state].Increment();
     if (counted_active_) stats_->batches_active.Add(-1);

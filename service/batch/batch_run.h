@@ -75,6 +75,12 @@ class BatchRun final : public FetchSink,
     // total - size() (when there are none, Start submits nothing and the
     // batch finishes at once). They hold no engine window slot.
     std::vector<std::shared_ptr<const v1::FetchBatchEvent>> resumed_results;
+    // Only for the batch_accepted log line: the caller's identity (empty
+    // without auth), the batch's effective concurrency, and whether it is
+    // a resume (FetchBatchRequest.resume).
+    std::string owner;
+    uint32_t concurrency = 0;
+    bool resume = false;
   };
 
   enum class Phase { kFetching, kRecording, kFinished };
@@ -100,7 +106,9 @@ class BatchRun final : public FetchSink,
   BatchRun(const BatchRun&) = delete;
   BatchRun& operator=(const BatchRun&) = delete;
 
-  // Reports `accepted` to `observer` (null: nobody is told anything), then
+  // Logs `batch_accepted` (info: batch_id, owner, total, concurrency,
+  // resume, resumed_ok) and reports `accepted` to `observer` (null: nobody
+  // is told anything), then
   // the resumed results (Params::resumed_results), then submits the batch
   // (unless nothing is left to fetch). A Cancel that came earlier is applied to
   // the handle at once. REQUIRES: called exactly once; `observer`, when not
@@ -112,6 +120,11 @@ class BatchRun final : public FetchSink,
   // final row queued, do nothing. May come before Start.
   void Cancel(CancelMode mode = CancelMode::kCancel);
 
+  // The end is logged once, as `batch_finished` (info: batch_id, state as
+  // "done", "cancelled", ..., total, succeeded, failed, stored, spooled,
+  // duration_ms from Start, and store_error when results could not be
+  // stored). Never a line per result at info level.
+  //
   // FetchSink: called on the engine's delivery thread. A result that ends
   // OUTCOME_BLOCKED also writes one "request_blocked" warning (LogEvent)
   // with the batch id, index, host and error.
@@ -167,6 +180,9 @@ class BatchRun final : public FetchSink,
   const std::string batch_id_;
   const uint32_t total_;
   const absl::Time created_at_;
+  const std::string owner_;
+  const uint32_t concurrency_;
+  const bool resume_;
   ResultStore* const store_;
   const Clock* const clock_;
   const JsonCleaner cleaner_;
@@ -179,6 +195,7 @@ class BatchRun final : public FetchSink,
   BatchObserver* observer_ ABSL_GUARDED_BY(mu_) = nullptr;
   std::shared_ptr<FetchBatchHandle> handle_ ABSL_GUARDED_BY(mu_);
   Phase phase_ ABSL_GUARDED_BY(mu_) = Phase::kFetching;
+  MonoTime started_ ABSL_GUARDED_BY(mu_);  // Start, for duration_ms
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   CancelMode cancel_mode_ ABSL_GUARDED_BY(mu_) = CancelMode::kCancel;
   uint32_t received_ ABSL_GUARDED_BY(mu_) = 0;

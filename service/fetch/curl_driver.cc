@@ -256,7 +256,10 @@ class CurlDriver::Impl {
     auto* t = new DriverTransfer;
     t->token = spec.token;
     t->easy = easy;
-    t->max_body_bytes = options_.max_body_bytes;
+    t->max_body_bytes =
+        spec.max_body_bytes > 0
+            ? std::min(spec.max_body_bytes, options_.max_body_bytes)
+            : options_.max_body_bytes;
     t->timeout = spec.timeout;
     t->timeout_is_deadline = spec.timeout_is_deadline;
     t->egress = options_.egress.get();
@@ -286,6 +289,10 @@ class CurlDriver::Impl {
       // pooled handle may run in another multi (each has its own cache).
       BF_SET(set, CURLOPT_RESOLVE, resolve_);
     }
+    // Per transfer: batches may cap bodies below the driver's limit (an
+    // announced Content-Length over it fails before any byte is kept).
+    BF_SET(set, CURLOPT_MAXFILESIZE_LARGE,
+           static_cast<curl_off_t>(t->max_body_bytes));
     BF_SET(set, CURLOPT_TIMEOUT_MS,
            static_cast<long>(std::max<int64_t>(
                1, absl::ToInt64Milliseconds(
@@ -737,8 +744,8 @@ class CurlDriver::Impl {
       case TransferResult::kResponse:
         return;
       case TransferResult::kTooLarge:
-        r.error = absl::StrCat("response body exceeds ",
-                               options_.max_body_bytes, " bytes");
+        r.error = absl::StrCat("response body exceeds ", t.max_body_bytes,
+                               " bytes (max_body_bytes)");
         return;
       case TransferResult::kBlocked:
         if (status >= 300 && status <= 399) {  // a redirect's scheme refused

@@ -35,6 +35,9 @@ struct TransferSpec {
   // The timeout was shortened to end at the batch deadline: a timeout then
   // ends the transfer with EndReason::kDeadlineCut.
   bool timeout_is_deadline = false;
+  // The batch's body cap; 0 or above the driver's max_body_bytes means the
+  // driver's.
+  int64_t max_body_bytes = 0;
 };
 
 // A finished attempt, as libcurl reported it.

@@ -128,6 +128,7 @@ class FetchEngine::Impl {
     s.limits.timeout = options.timeout;
     s.limits.deadline = MonoDeadline(*clock_, options.deadline);
     s.limits.retry = options.retry;
+    s.limits.max_body_bytes = std::max<int64_t>(options.max_body_bytes, 0);
     s.window = std::make_shared<BatchWindow>();
     s.sink = std::move(sink);
     s.handle = std::make_shared<Handle>(link_, s.key, s.window);
@@ -308,6 +309,7 @@ class FetchEngine::Impl {
     spec.request = &scheduler_.spec(batch, pos);
     spec.method = scheduler_.method(batch, pos);
     spec.timeout = limits.timeout;
+    spec.max_body_bytes = limits.max_body_bytes;
     if (limits.deadline != MonoTime::max() &&
         Since(limits.deadline, now) < spec.timeout) {
       spec.timeout = Since(limits.deadline, now);

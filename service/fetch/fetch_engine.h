@@ -47,6 +47,10 @@ struct BatchOptions {
   // after it.
   absl::Time deadline = absl::InfiniteFuture();
   RetryOptions retry;
+  // Largest decoded body kept for one request of this batch (else
+  // kTooLarge); 0 or anything above the engine's max_body_bytes means the
+  // engine's.
+  int64_t max_body_bytes = 0;
   // Delivered responses the sink has not yet released (see
   // FetchBatchHandle::Release). While in-flight plus unreleased reaches
   // `window`, the batch starts no new transfers: this is what keeps memory

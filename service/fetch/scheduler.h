@@ -36,6 +36,7 @@ struct BatchLimits {
   absl::Duration timeout = absl::Seconds(30);  // per attempt
   MonoTime deadline = MonoTime::max();
   RetryOptions retry;
+  int64_t max_body_bytes = 0;  // 0 = the engine's (BatchOptions)
 };
 
 // Decides which request of which batch goes next. It keeps the batch

@@ -117,12 +117,26 @@ absl::StatusOr<std::unique_ptr<BatchFetchServer>> BatchFetchServer::Start(
         .Add("replica_id", replica_id)
         .Add("lease_seconds",
              absl::ToDoubleSeconds(config.mysql.lease_duration));
+    if (config.retention > absl::ZeroDuration()) {
+      RetentionKeeper::Options retention_options;
+      retention_options.retention = config.retention;
+      // A short retention (tests, demos) is checked as often as it lasts.
+      retention_options.interval =
+          std::min(retention_options.interval, config.retention);
+      retention_options.thread_init = &MysqlSession::ThreadInit;
+      retention_options.thread_end = &MysqlSession::ThreadEnd;
+      server->retention_keeper_ = std::make_unique<RetentionKeeper>(
+          server->store_.get(), std::move(retention_options));
+      server->retention_keeper_->Start();
+    }
   }
   auto engine = FetchEngine::Create(config.engine);
   if (!engine.ok()) return engine.status();
   server->engine_ = *std::move(engine);
   ServiceOptions service_options = config.service;
   service_options.batch_stats = server->batch_stats_.get();
+  // The engine's cap is the server's: a request may ask for at most that.
+  service_options.max_body_bytes = config.engine.max_body_bytes;
   if (server->store_ != nullptr) {
     // The executor's threads make the store's round trips: the MySQL
     // client wants its per-thread setup there, as on the writer's thread.
@@ -140,6 +154,20 @@ absl::StatusOr<std::unique_ptr<BatchFetchServer>> BatchFetchServer::Start(
   server->service_ = std::make_unique<BatchFetcherService>(
       service_options, server->engine_.get(), server->store_.get(),
       server->authenticator_.get());
+
+  if (ResultStore* store = server->store_.get()) {
+    CancelPoller::Options poller_options;
+    poller_options.thread_init = &MysqlSession::ThreadInit;
+    poller_options.thread_end = &MysqlSession::ThreadEnd;
+    BatchFetcherService* service = server->service_.get();
+    server->cancel_poller_ = std::make_unique<CancelPoller>(
+        store,
+        [service](const std::string& batch_id) {
+          service->CancelLocalBatch(batch_id);
+        },
+        std::move(poller_options));
+    server->cancel_poller_->Start();
+  }
 
   server->cancel_wait_ = config.mysql.retry_budget +
                          2 * config.mysql.io_timeout + absl::Seconds(5);
@@ -272,12 +300,14 @@ BatchFetchServer::~BatchFetchServer() {
   health_.reset();
   // Reactors are gone (and with them the executor's work): join the
   // executor, then stop the engine before the store they fed (the writer
-  // flushes what is queued).
+  // flushes what is queued). The poller calls the service: it stops first.
+  cancel_poller_.reset();
   service_.reset();
   metrics_http_.reset();  // waits for a running scrape
   engine_.reset();
   // Leases are renewed until the writer's final drain begins.
   lease_keeper_.reset();
+  retention_keeper_.reset();
   store_.reset();
   if (drained_) {
     LogEvent(LogLevel::kInfo, "drain_finished")

@@ -13,7 +13,9 @@
 #include "service/fetch/fetch_engine.h"
 #include "service/metrics/metrics_http_server.h"
 #include "service/server/health_checker.h"
+#include "service/server/cancel_poller.h"
 #include "service/server/lease_keeper.h"
+#include "service/server/retention_keeper.h"
 #include "service/server/server_config.h"
 #include "service/store/mysql/mysql_result_store.h"
 #include "service/store/result_store.h"
@@ -35,7 +37,8 @@ void RaiseFileLimit();
 // Threads it brings up: gRPC's callback threads, the engine's event-loop
 // and delivery threads, the service's executor (ServiceOptions::
 // store_threads, for CreateBatch/GetBatch/ListResults), the store's
-// writer thread, the health checker's thread and the lease keeper's thread.
+// writer thread, the health checker's thread, the lease keeper's thread and,
+// with --retention, the retention keeper's thread.
 //
 // Thread-safety: Shutdown, Wait and the destructor from one thread (main's).
 class BatchFetchServer {
@@ -95,10 +98,16 @@ class BatchFetchServer {
   // just after the store opens until just before it closes. Null without a
   // store.
   std::unique_ptr<LeaseKeeper> lease_keeper_;
+  // --retention: deletes batches that ended long ago; runs from just after
+  // the store opens until just before it closes. Null when off.
+  std::unique_ptr<RetentionKeeper> retention_keeper_;
   std::unique_ptr<FetchEngine> engine_;
   // Null without --auth_token_file; outlives the service that reads it.
   std::unique_ptr<TokenAuthenticator> authenticator_;
   std::unique_ptr<BatchFetcherService> service_;
+  // Carries CancelBatch from other replicas to this one's runs (reads the
+  // store, calls the service): runs while both exist. Null without a store.
+  std::unique_ptr<CancelPoller> cancel_poller_;
   // grpc.health.v1, fed by `health_checker_` (which reads the store and the
   // engine, so it is stopped before either goes).
   std::unique_ptr<HealthService> health_;

@@ -9,6 +9,7 @@
 #include "service/base/log.h"
 #include "service/server/batchfetch_server.h"
 #include "service/server/server_config.h"
+#include "service/server/startup_log.h"
 
 int main(int argc, char** argv) {
   absl::StatusOr<batchfetch::ServerConfig> config =
@@ -40,6 +41,8 @@ int main(int argc, char** argv) {
     std::cout << ", metrics port " << (*server)->metrics_port();
   }
   std::cout << ")" << std::endl;
+  batchfetch::LogServerStarted(*config, (*server)->port(),
+                               (*server)->metrics_port());
   int signal_number = 0;
   while (sigwait(&signals, &signal_number) == 0 && signal_number == SIGHUP) {
     // A refused file keeps the old tokens; its error names the line, never

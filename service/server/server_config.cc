@@ -72,7 +72,12 @@ ABSL_FLAG(int, max_concurrency, 1000,
           "Per-batch concurrency cap (larger requests are clamped)");
 ABSL_FLAG(int, max_batch_size, 100000, "Most requests in one batch");
 ABSL_FLAG(int64_t, max_body_bytes, 8 << 20,
-          "Largest decoded response body; larger ones end as TOO_LARGE");
+          "Largest decoded response body; larger ones end as TOO_LARGE. "
+          "The most a request's max_body_bytes may ask for");
+ABSL_FLAG(int64_t, default_max_body_bytes, batchfetch::kStreamSafeMaxBodyBytes,
+          "Body cap of a request whose max_body_bytes is 0 (at most "
+          "--max_body_bytes); the default keeps every streamed result under "
+          "a default gRPC client's 4 MiB receive limit");
 ABSL_FLAG(absl::Duration, default_timeout, absl::Seconds(30),
           "Per-request timeout when the request says 0");
 ABSL_FLAG(absl::Duration, max_timeout, absl::Minutes(5),
@@ -132,6 +137,10 @@ ABSL_FLAG(int, max_active_batches_per_caller, 64,
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(20),
           "On SIGTERM, how long running batches may finish before they are "
           "cancelled");
+ABSL_FLAG(std::string, retention, "0",
+          "Delete batches, with their results, that ended longer ago than "
+          "this: days (30d) or a duration (12h); deleted in small chunks by "
+          "a background pass every few minutes. 0: keep everything");
 ABSL_FLAG(std::string, log_level, "info",
           "Least severe log events written to stderr: debug, info, warning "
           "or error");
@@ -232,6 +241,8 @@ const std::vector<ServerFlag>& ServerFlags() {
           Bind(FLAGS_max_concurrency, "BATCHFETCH_MAX_CONCURRENCY"),
           Bind(FLAGS_max_batch_size, "BATCHFETCH_MAX_BATCH_SIZE"),
           Bind(FLAGS_max_body_bytes, "BATCHFETCH_MAX_BODY_BYTES"),
+          Bind(FLAGS_default_max_body_bytes,
+               "BATCHFETCH_DEFAULT_MAX_BODY_BYTES"),
           Bind(FLAGS_default_timeout, "BATCHFETCH_DEFAULT_TIMEOUT"),
           Bind(FLAGS_max_timeout, "BATCHFETCH_MAX_TIMEOUT"),
           Bind(FLAGS_connect_timeout, "BATCHFETCH_CONNECT_TIMEOUT"),
@@ -257,6 +268,7 @@ const std::vector<ServerFlag>& ServerFlags() {
                "BATCHFETCH_MAX_ACTIVE_BATCHES_PER_CALLER"),
           Bind(FLAGS_shutdown_grace, "BATCHFETCH_SHUTDOWN_GRACE"),
           Bind(FLAGS_log_level, "BATCHFETCH_LOG_LEVEL"),
+          Bind(FLAGS_retention, "BATCHFETCH_RETENTION"),
       };
   return *flags;
 }
@@ -365,6 +377,13 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   if (absl::GetFlag(FLAGS_max_body_bytes) < 1) {
     return absl::InvalidArgumentError("--max_body_bytes must be >= 1");
   }
+  if (absl::GetFlag(FLAGS_default_max_body_bytes) < 1) {
+    return absl::InvalidArgumentError("--default_max_body_bytes must be >= 1");
+  }
+  config.service.max_body_bytes = absl::GetFlag(FLAGS_max_body_bytes);
+  config.service.default_max_body_bytes =
+      std::min(absl::GetFlag(FLAGS_default_max_body_bytes),
+               absl::GetFlag(FLAGS_max_body_bytes));
   config.engine.max_in_flight = absl::GetFlag(FLAGS_max_in_flight);
   config.engine.max_body_bytes = absl::GetFlag(FLAGS_max_body_bytes);
   config.engine.max_redirects = absl::GetFlag(FLAGS_max_redirects);
@@ -456,6 +475,10 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
         "0 (0 = no limit)");
   }
   config.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  absl::StatusOr<absl::Duration> retention =
+      ParseRetention(absl::GetFlag(FLAGS_retention));
+  if (!retention.ok()) return retention.status();
+  config.retention = *retention;
   absl::StatusOr<LogLevel> log_level =
       ParseLogLevel(absl::GetFlag(FLAGS_log_level));
   if (!log_level.ok()) {
@@ -467,6 +490,30 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
     return absl::InvalidArgumentError("--shutdown_grace must be >= 0");
   }
   return config;
+}
+
+absl::StatusOr<absl::Duration> ParseRetention(absl::string_view text) {
+  const auto bad = [text](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--retention: '", text, "' ", why));
+  };
+  absl::Duration retention;
+  absl::string_view days = text;
+  if (text == "0") return absl::ZeroDuration();
+  if (absl::ConsumeSuffix(&days, "d")) {
+    double count = 0;
+    if (!absl::SimpleAtod(days, &count) || !(count >= 0)) {
+      return bad("is not a number of days (e.g. 30d) or a duration (12h)");
+    }
+    retention = absl::Hours(24) * count;
+  } else if (!absl::ParseDuration(text, &retention)) {
+    return bad("is not a number of days (e.g. 30d) or a duration (12h)");
+  }
+  if (retention == absl::ZeroDuration()) return retention;
+  if (retention < absl::Minutes(1) || retention == absl::InfiniteDuration()) {
+    return bad("must be 0 (off) or between 1m and a finite number of days");
+  }
+  return retention;
 }
 
 std::string TlsDescription(const ServerTlsConfig& tls) {

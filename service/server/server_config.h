@@ -7,6 +7,7 @@
 #include "absl/flags/commandlineflag.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "service/api/service_options.h"
 #include "service/base/log.h"
@@ -53,6 +54,9 @@ struct ServerConfig {
   // On SIGTERM/SIGINT, how long running batches may go on before they are
   // cancelled.
   absl::Duration shutdown_grace = absl::Seconds(20);
+  // --retention: batches that ended longer ago than this are deleted with
+  // their results (RetentionKeeper); zero: kept for ever (the default).
+  absl::Duration retention = absl::ZeroDuration();
   // --log_level: events below it are not written (main calls SetLogLevel).
   LogLevel log_level = LogLevel::kInfo;
 };
@@ -80,6 +84,12 @@ absl::Status ApplyEnvironmentToFlags();
 // --mysql_password_file or else BATCHFETCH_MYSQL_PASSWORD, never from a flag
 // value.
 absl::StatusOr<ServerConfig> ServerConfigFromFlags();
+
+// Parses a --retention value: "0" (off), a number of days ("30d", "1.5d")
+// or an absl duration ("12h", "90m"). INVALID_ARGUMENT naming --retention
+// for anything else, a negative or infinite value, or one under a minute
+// (that would delete results before a caller could read them).
+absl::StatusOr<absl::Duration> ParseRetention(absl::string_view text);
 
 // How the gRPC port is secured, for the start-up line: "tls: off",
 // "tls: on" or "tls: on, client certificates required (mtls)".

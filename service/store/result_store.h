@@ -38,6 +38,11 @@ struct BatchRecord {
   // identifies its request list (see the resume code for what it covers).
   std::shared_ptr<const std::string> request;
   std::string requests_sha256;
+  // CreateBatch only: the batch runs nowhere (a spooled creation replayed
+  // after the process that ran it died). Its row gets an already expired
+  // lease, so that the next sweep marks it INTERRUPTED (unless its spooled
+  // final row arrives first).
+  bool orphaned = false;
   absl::Time created_at;
   absl::Time finished_at = absl::InfinitePast();  // InfinitePast: not yet
 };
@@ -52,10 +57,54 @@ struct ResumePlan {
   std::vector<uint32_t> ok_indices;
 };
 
+// What a takeover reads of a batch (ResultStore::ReadStoredBatch).
+struct StoredBatch {
+  // The serialized v1::FetchBatchRequest CreateBatch stored (as accepted,
+  // with its batch_id).
+  std::string request;
+  std::string owner;  // BatchRecord::owner: whose batch it is
+  // The replica that held its lease last (for an interrupted batch: the one
+  // that stopped); empty when none is recorded.
+  std::string lease_owner;
+  v1::BatchState state = v1::BATCH_STATE_UNSPECIFIED;
+};
+
+// What one retention pass (ResultStore::DeleteExpiredBatches) deleted.
+struct RetentionPass {
+  uint64_t batches = 0;  // batch rows
+  uint64_t rows = 0;     // their fetch_results and batch_requests rows
+  // The pass stopped at its batch limit: more batches may be due now.
+  bool more = false;
+};
+
+// What ListBatches asks for (newest first: created_at, then batch_id,
+// descending).
+struct BatchListQuery {
+  // Only batches in this state; UNSPECIFIED: any.
+  v1::BatchState state = v1::BATCH_STATE_UNSPECIFIED;
+  // Only batches created strictly after this time.
+  absl::Time created_after = absl::InfinitePast();
+  // Keyset paging: only batches after (older than, or as old with a smaller
+  // id than) the cursor, the last batch of the previous page.
+  bool has_cursor = false;
+  absl::Time cursor_created_at;
+  std::string cursor_batch_id;
+  uint32_t limit = 50;  // >= 1
+};
+
+struct BatchListPage {
+  std::vector<v1::BatchSummary> batches;
+  // More batches match after the last one.
+  bool more = false;
+};
+
 struct ResultPage {
   std::vector<v1::FetchResult> results;
   // Index to continue from, or -1 when this is the last page.
   int64_t next_index = -1;
+  // The batch was RUNNING when the page was read: results not yet stored
+  // may appear later (at any index).
+  bool batch_running = false;
 };
 
 // Which batches a read may see. With `owner` set, only the batches created
@@ -161,11 +210,66 @@ class ResultStore {
     return absl::UnimplementedError("this store cannot resume batches");
   }
 
+  // The stored request of `batch_id` with its owner, last lease owner and
+  // state, unscoped: for the service's own takeover of an interrupted
+  // batch (BatchFetcherService::TakeOverInterrupted), never a caller's
+  // read. NOT_FOUND for an unknown id or a batch stored without its
+  // request; UNAVAILABLE when the database cannot be reached. Blocks for a
+  // round trip or two. Default: UNIMPLEMENTED (a store that cannot resume).
+  virtual absl::StatusOr<StoredBatch> ReadStoredBatch(
+      const std::string& /*batch_id*/) {
+    return absl::UnimplementedError("this store keeps no batch requests");
+  }
+
   // Recomputes the batch row's `stored` (the result rows there are) and
   // lowers `spooled` to at most `total - stored`, after spooled writes of
   // it were replayed. Default: nothing to recount.
   virtual absl::Status RecountStored(const std::string& /*batch_id*/) {
     return absl::OkStatus();
+  }
+
+  // Retention (--retention): deletes at most `max_batches` batches that
+  // ended before `ended_before`, with their results and stored requests,
+  // and reports what went. A batch ended when it reached a final state
+  // (DONE, CANCELLED, FAILED: its finished_at; INTERRUPTED: when its lease
+  // expired); RUNNING batches, and batches with results still in a spool,
+  // are never touched. The rows go in small chunks, each its own short
+  // transaction, so no table is locked for long; a batch row goes last, so
+  // a pass cut short is finished by the next one. Blocks for many round
+  // trips. Default (a store nothing accumulates in): nothing to delete.
+  virtual absl::StatusOr<RetentionPass> DeleteExpiredBatches(
+      absl::Time /*ended_before*/, int /*max_batches*/) {
+    return RetentionPass{};
+  }
+
+  // Callers' batch control (CancelBatch, ListBatches; issue 11). Each
+  // blocks for a round trip or two.
+  //
+  // Marks `batch_id` cancel-requested if it is RUNNING (a finished batch is
+  // left unchanged); the replica running it notices through
+  // CancelRequestedBatches. NOT_FOUND for an unknown id or one outside
+  // `scope`. Default: UNIMPLEMENTED (a store no replica shares).
+  virtual absl::Status RequestCancel(const std::string& /*batch_id*/,
+                                     const ReadScope& /*scope*/) {
+    return absl::UnimplementedError("this store cannot carry cancels");
+  }
+  // The RUNNING batches leased to this replica whose cancel was requested.
+  // Default: none.
+  virtual absl::StatusOr<std::vector<std::string>> CancelRequestedBatches() {
+    return std::vector<std::string>();
+  }
+  // A page of the batches in `scope` that match `query`, newest first; a
+  // RUNNING or INTERRUPTED batch's counters are counted live, as GetBatch
+  // does. Default: UNIMPLEMENTED.
+  virtual absl::StatusOr<BatchListPage> ListBatches(
+      const ReadScope& /*scope*/, const BatchListQuery& /*query*/) {
+    return absl::UnimplementedError("this store cannot list batches");
+  }
+  // A random secret (>= 32 bytes) every replica sharing the store reads
+  // the same, created on first use: the key of ListBatches page tokens.
+  // Default: UNIMPLEMENTED (the service then uses a per-process key).
+  virtual absl::StatusOr<std::string> PageTokenKey() {
+    return absl::UnimplementedError("this store keeps no shared secret");
   }
 
   // Results with index >= `from_index` in index order, at most `limit`.

@@ -15,7 +15,12 @@ namespace {
 struct ReplayAcks {
   absl::Mutex mu;
   uint64_t outstanding ABSL_GUARDED_BY(mu) = 0;
+  // The first UNAVAILABLE (the database went away and the spool could not
+  // take the write back): the replay stops and keeps the segment.
   absl::Status first_error ABSL_GUARDED_BY(mu);
+  // Writes MySQL refused for good (the writer isolates such a row): retrying
+  // cannot help, so they are counted and logged, and the replay goes on.
+  uint64_t unstorable ABSL_GUARDED_BY(mu) = 0;
 };
 
 ResultStore::Done AckInto(std::shared_ptr<ReplayAcks> acks) {
@@ -28,7 +33,12 @@ ResultStore::Done AckInto(std::shared_ptr<ReplayAcks> acks) {
     --acks->outstanding;
     // kSpooled is fine too: the database went away again and the write is
     // durable in a newer segment.
-    if (!outcome.ok() && acks->first_error.ok()) {
+    if (outcome.ok()) return;
+    if (!absl::IsUnavailable(outcome.status())) {
+      ++acks->unstorable;
+      LogEvent(LogLevel::kError, "spool_record_unstorable")
+          .Add("error", std::string(outcome.status().message()));
+    } else if (acks->first_error.ok()) {
       acks->first_error = outcome.status();
     }
   };
@@ -66,6 +76,9 @@ absl::StatusOr<std::unique_ptr<SpoolingResultStore>> SpoolingResultStore::Open(
       });
   if (!inner.ok()) return inner.status();
   store->inner_ = *std::move(inner);
+  // The spooler first: the start-up replay may need it (what the writer
+  // gives up during the replay is spooled again).
+  store->spooler_ = std::thread([self] { self->SpoolerLoop(); });
   // Start-up: what an earlier process left is replayed before serving.
   if (store->HasWork() && store->inner_->Ping().ok()) {
     absl::StatusOr<ReplayReport> replayed = store->ReplayNow();
@@ -74,7 +87,6 @@ absl::StatusOr<std::unique_ptr<SpoolingResultStore>> SpoolingResultStore::Open(
           .Add("error", std::string(replayed.status().message()));
     }
   }
-  store->spooler_ = std::thread([self] { self->SpoolerLoop(); });
   store->replayer_ = std::thread([self] { self->ReplayerLoop(); });
   return store;
 }
@@ -89,8 +101,15 @@ SpoolingResultStore::~SpoolingResultStore() {
     stopping_ = true;
   }
   if (replayer_.joinable()) replayer_.join();
-  // Drains the inner writer; what it gives up reaches the spooler.
-  inner_.reset();
+  // Drains the inner writer; what it gives up reaches the spooler. From
+  // here on, Route (called back by batches the drain acknowledges) sends
+  // writes to the spooler instead.
+  std::unique_ptr<ResultStore> inner;
+  {
+    absl::WriterMutexLock lock(&inner_mu_);
+    inner = std::move(inner_);
+  }
+  inner.reset();
   {
     absl::MutexLock lock(&mu_);
     spooler_stopping_ = true;
@@ -129,23 +148,42 @@ void SpoolingResultStore::TakeOver(std::vector<WriteOp>&& group,
   }
 }
 
-bool SpoolingResultStore::RoutedToSpool(const std::string& batch_id) {
-  absl::MutexLock lock(&mu_);
-  return pending_creates_.count(batch_id) != 0;
-}
-
 void SpoolingResultStore::Route(WriteOp op) {
-  if (RoutedToSpool(op.batch_id)) {
-    absl::MutexLock lock(&mu_);
-    to_spool_.push_back(std::move(op));
-    return;
+  absl::Status refused;
+  {
+    absl::ReaderMutexLock inner_lock(&inner_mu_);
+    {
+      absl::MutexLock lock(&mu_);
+      if (conflicting_.count(op.batch_id) != 0) {
+        // Its id now belongs to another batch: never write into that one.
+        refused = absl::FailedPreconditionError(absl::StrCat(
+            "batch_id '", op.batch_id,
+            "' was taken by another batch while MySQL was away; this "
+            "batch's results cannot be stored under it"));
+      } else if (pending_creates_.count(op.batch_id) != 0 ||
+                 inner_ == nullptr) {
+        if (!spooler_stopping_) {
+          to_spool_.push_back(std::move(op));
+          return;
+        }
+        refused = absl::UnavailableError(
+            "the store closed before this write could be kept");
+      }
+    }
+    if (refused.ok()) {
+      // Both only queue: `done` never runs inside these calls.
+      if (op.is_result()) {
+        inner_->AppendResult(op.batch_id, std::move(op.result), op.fetched_at,
+                             std::move(op.done));
+      } else {
+        inner_->FinishBatch(op.record, std::move(op.done));
+      }
+      return;
+    }
   }
-  if (op.is_result()) {
-    inner_->AppendResult(op.batch_id, std::move(op.result), op.fetched_at,
-                         std::move(op.done));
-  } else {
-    inner_->FinishBatch(op.record, std::move(op.done));
-  }
+  // Outside the locks: `done` may call back into Route (a batch's last
+  // acknowledgement queues its final row).
+  std::move(op.done)(refused);
 }
 
 void SpoolingResultStore::SpoolerLoop() {
@@ -226,17 +264,24 @@ void SpoolingResultStore::SpoolOps(std::vector<WriteOp> ops) {
 }
 
 absl::Status SpoolingResultStore::SpoolBatchCreated(const BatchRecord& batch) {
-  absl::StatusOr<uint64_t> sequence;
   {
-    // Under the lock: no write of this batch can be routed before it is
-    // known to be pending (none can exist yet anyway: the caller waits).
+    // The id is reserved before the append (no write of the batch can come
+    // before CreateBatch returns), and the append itself (it may fsync)
+    // runs outside the lock.
     absl::MutexLock lock(&mu_);
-    sequence = spool_->Append(SpoolRecord::BatchCreated(batch));
-    if (!sequence.ok()) {
-      if (absl::IsResourceExhausted(sequence.status())) full_ = true;
-      return sequence.status();
+    if (!pending_creates_.insert(batch.batch_id).second ||
+        conflicting_.count(batch.batch_id) != 0) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("batch_id '", batch.batch_id, "' already exists"));
     }
-    pending_creates_.insert(batch.batch_id);
+  }
+  absl::StatusOr<uint64_t> sequence =
+      spool_->Append(SpoolRecord::BatchCreated(batch));
+  if (!sequence.ok()) {
+    absl::MutexLock lock(&mu_);
+    pending_creates_.erase(batch.batch_id);
+    if (absl::IsResourceExhausted(sequence.status())) full_ = true;
+    return sequence.status();
   }
   return spool_->WaitDurable(*sequence);
 }
@@ -248,6 +293,7 @@ absl::Status SpoolingResultStore::CreateBatch(const BatchRecord& batch) {
   // The database does not answer (or its answer was lost: replay then finds
   // our own row). The batch starts from the spool.
   const absl::Status spooled = SpoolBatchCreated(batch);
+  if (absl::IsAlreadyExists(spooled)) return spooled;
   if (!spooled.ok()) {
     return absl::UnavailableError(
         absl::StrCat(created.message(),
@@ -284,7 +330,25 @@ absl::StatusOr<ResultPage> SpoolingResultStore::ListResults(
 
 absl::Status SpoolingResultStore::Ping() {
   if (spool_full()) return SpoolFull(spool_->Stats());
-  return inner_->Ping();
+  const absl::Status database = inner_->Ping();
+  // While the spool has room, batches can start and nothing is lost: the
+  // service is ready. The outage itself is logged here, once each way.
+  bool changed = false;
+  {
+    absl::MutexLock lock(&mu_);
+    changed = database_answers_ != database.ok();
+    database_answers_ = database.ok();
+  }
+  if (changed) {
+    if (database.ok()) {
+      LogEvent(LogLevel::kInfo, "database_reachable");
+    } else {
+      LogEvent(LogLevel::kWarning, "database_unreachable")
+          .Add("error", std::string(database.message()))
+          .Add("spool", "taking writes");
+    }
+  }
+  return absl::OkStatus();
 }
 
 void SpoolingResultStore::StartDraining() { inner_->StartDraining(); }
@@ -302,10 +366,47 @@ SpoolingResultStore::InterruptExpiredLeases() {
   return inner_->InterruptExpiredLeases();
 }
 
+// Batches with spooled results are kept by the database's own check.
+absl::StatusOr<RetentionPass> SpoolingResultStore::DeleteExpiredBatches(
+    absl::Time ended_before, int max_batches) {
+  return inner_->DeleteExpiredBatches(ended_before, max_batches);
+}
+
 absl::StatusOr<ResumePlan> SpoolingResultStore::BeginResume(
     const std::string& batch_id, const ReadScope& scope,
     const std::string& requests_sha256) {
+  // Spooled writes of the batch (its old results, its final row) replayed
+  // after the resume began would overwrite the resumed run's.
+  if (HasWork()) {
+    return absl::UnavailableError(
+        "the local spool still holds writes not yet replayed into MySQL; "
+        "resume once they are (retry in a few seconds)");
+  }
   return inner_->BeginResume(batch_id, scope, requests_sha256);
+}
+
+absl::StatusOr<StoredBatch> SpoolingResultStore::ReadStoredBatch(
+    const std::string& batch_id) {
+  return inner_->ReadStoredBatch(batch_id);
+}
+
+absl::Status SpoolingResultStore::RequestCancel(const std::string& batch_id,
+                                                const ReadScope& scope) {
+  return inner_->RequestCancel(batch_id, scope);
+}
+
+absl::StatusOr<std::vector<std::string>>
+SpoolingResultStore::CancelRequestedBatches() {
+  return inner_->CancelRequestedBatches();
+}
+
+absl::StatusOr<BatchListPage> SpoolingResultStore::ListBatches(
+    const ReadScope& scope, const BatchListQuery& query) {
+  return inner_->ListBatches(scope, query);
+}
+
+absl::StatusOr<std::string> SpoolingResultStore::PageTokenKey() {
+  return inner_->PageTokenKey();
 }
 
 size_t SpoolingResultStore::parked() const {
@@ -372,6 +473,12 @@ absl::StatusOr<SpoolingResultStore::ReplayReport>
 SpoolingResultStore::ReplayNow() {
   absl::MutexLock replay_lock(&replay_mu_);
   ReplayReport report;
+  if (spool_full()) {
+    // Replayed writes the database gives up on again would only be parked
+    // (once per attempt): first the parked ones must go.
+    return absl::UnavailableError(
+        "the spool is full: parked writes go first");
+  }
   absl::StatusOr<std::vector<uint64_t>> segments = spool_->SealForReplay();
   if (!segments.ok()) return segments.status();
   for (uint64_t segment : *segments) {
@@ -400,10 +507,23 @@ SpoolingResultStore::ReplayNow() {
     };
     absl::StatusOr<SpoolSegmentReplay> read = spool_->ReplaySegment(
         segment, [&](const SpoolRecord& record) -> absl::Status {
+          {
+            absl::MutexLock lock(&mu_);
+            if (stopping_) {
+              // Shutting down: the rest stays in the spool for next time.
+              return absl::CancelledError("the store is closing");
+            }
+          }
           switch (record.kind) {
             case SpoolRecord::Kind::kBatchCreated: {
               const std::string& id = record.batch.batch_id;
-              absl::Status created = inner_->CreateBatch(record.batch);
+              BatchRecord batch = record.batch;
+              {
+                // Not started by this process: nothing runs it any more.
+                absl::MutexLock lock(&mu_);
+                batch.orphaned = pending_creates_.count(id) == 0;
+              }
+              absl::Status created = inner_->CreateBatch(batch);
               if (absl::IsAlreadyExists(created)) {
                 // Ours if the row has our owner and creation time: a
                 // CreateBatch whose answer was lost.
@@ -433,9 +553,18 @@ SpoolingResultStore::ReplayNow() {
                   return absl::OkStatus();
                 }
               }
-              if (!created.ok()) return created;
+              if (absl::IsUnavailable(created)) return created;
               absl::MutexLock lock(&mu_);
               pending_creates_.erase(id);
+              if (!created.ok()) {
+                // Refused for good: its records cannot be stored either.
+                conflicting_.insert(id);
+                ++report.unstorable;
+                LogEvent(LogLevel::kError, "spool_record_unstorable")
+                    .Add("batch_id", id)
+                    .Add("error", std::string(created.message()));
+                return absl::OkStatus();
+              }
               ++report.records;
               return absl::OkStatus();
             }
@@ -472,6 +601,10 @@ SpoolingResultStore::ReplayNow() {
     if (!read.ok()) return read.status();
     absl::Status acked = wait_for_acks(0);
     if (!acked.ok()) return acked;
+    {
+      absl::MutexLock lock(&acks->mu);
+      report.unstorable += acks->unstorable;
+    }
     report.damaged += read->undecodable_records + read->log.corruptions;
     // The final rows were written with the counts of their time; replayed
     // results change them.
@@ -479,7 +612,7 @@ SpoolingResultStore::ReplayNow() {
       absl::Status recounted = inner_->RecountStored(id);
       if (!recounted.ok()) return recounted;
     }
-    absl::Status released = spool_->ReleaseSegment(segment);
+    absl::Status released = spool_->ReleaseReplayedSegment(segment, *read);
     if (!released.ok()) return released;
     {
       absl::MutexLock lock(&mu_);
@@ -497,11 +630,13 @@ SpoolingResultStore::ReplayNow() {
       outage_logged_ = false;
     }
   }
-  if (report.records > 0 || report.conflicts > 0 || report.damaged > 0) {
+  if (report.records > 0 || report.conflicts > 0 || report.damaged > 0 ||
+      report.unstorable > 0) {
     LogEvent(emptied ? LogLevel::kInfo : LogLevel::kWarning, "spool_replayed")
         .Add("records", report.records)
         .Add("conflicts", report.conflicts)
         .Add("damaged", report.damaged)
+        .Add("unstorable", report.unstorable)
         .Add("spool_bytes_left", spool_->Stats().used_bytes);
   }
   return report;

@@ -88,15 +88,30 @@ class SpoolingResultStore : public ResultStore {
                                          const ReadScope& scope,
                                          uint32_t from_index,
                                          uint32_t limit) override;
-  // The database's answer, but UNAVAILABLE while the spool is full.
+  // OK while the spool can take writes, whether or not the database
+  // answers (batches can start and nothing is lost; reads fail meanwhile);
+  // UNAVAILABLE while it is full. Logs database_unreachable and
+  // database_reachable when the database's answer changes.
   absl::Status Ping() override;
   void StartDraining() override;
   absl::Status RecountStored(const std::string& batch_id) override;
   absl::Status RenewLeases() override;
   absl::StatusOr<std::vector<std::string>> InterruptExpiredLeases() override;
+  absl::StatusOr<RetentionPass> DeleteExpiredBatches(absl::Time ended_before,
+                                                     int max_batches) override;
   absl::StatusOr<ResumePlan> BeginResume(
       const std::string& batch_id, const ReadScope& scope,
       const std::string& requests_sha256) override;
+  // The inner store's.
+  absl::StatusOr<StoredBatch> ReadStoredBatch(
+      const std::string& batch_id) override;
+  // Callers' batch control: the inner store's.
+  absl::Status RequestCancel(const std::string& batch_id,
+                             const ReadScope& scope) override;
+  absl::StatusOr<std::vector<std::string>> CancelRequestedBatches() override;
+  absl::StatusOr<BatchListPage> ListBatches(
+      const ReadScope& scope, const BatchListQuery& query) override;
+  absl::StatusOr<std::string> PageTokenKey() override;
 
   // Replays the spool now (what the replayer does when the database
   // answers); returns what it replayed. For tests and start-up.
@@ -104,6 +119,8 @@ class SpoolingResultStore : public ResultStore {
     uint64_t records = 0;    // handed to the inner store
     uint64_t conflicts = 0;  // dropped: their batch id belongs to another
     uint64_t damaged = 0;    // undecodable or damaged in the log
+    // Refused by MySQL for good (logged as spool_record_unstorable).
+    uint64_t unstorable = 0;
   };
   absl::StatusOr<ReplayReport> ReplayNow();
 
@@ -124,10 +141,9 @@ class SpoolingResultStore : public ResultStore {
   // Hands parked writes back to the inner store when the database answers,
   // else to the spool (there may be room again).
   void RetryParked(bool database_answers);
-  // Whether writes of `batch_id` must go to the spool (its creation is
-  // still there).
-  bool RoutedToSpool(const std::string& batch_id);
-  // Sends `op` to the inner store, or to the spooler (see RoutedToSpool).
+  // Sends `op` to the inner store; to the spooler when its batch's creation
+  // is still in the spool or the inner store is closing; fails it when its
+  // batch id was taken by another batch while MySQL was away.
   void Route(WriteOp op);
   // Appends what reaches `to_spool_`, in order (so that neither the inner
   // writer nor a caller's thread waits for an fsync).
@@ -138,8 +154,11 @@ class SpoolingResultStore : public ResultStore {
 
   const Options options_;
   const std::unique_ptr<ResultSpool> spool_;
-  // Set once in Open, before any other thread can see the store; reset by
-  // the destructor after the replayer stopped.
+  // Set once in Open, before any other thread can see the store; taken
+  // away (under inner_mu_, exclusively) by the destructor after the
+  // replayer stopped. Route, which the drain's callbacks reach, holds
+  // inner_mu_ shared while it uses it.
+  absl::Mutex inner_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   std::unique_ptr<ResultStore> inner_;
 
   // Serializes replays (replayer thread, ReplayNow).
@@ -154,6 +173,8 @@ class SpoolingResultStore : public ResultStore {
   std::deque<WriteOp> to_spool_ ABSL_GUARDED_BY(mu_);
   std::deque<WriteOp> parked_ ABSL_GUARDED_BY(mu_);
   bool full_ ABSL_GUARDED_BY(mu_) = false;
+  // What Ping last saw of the database (an outage is logged once).
+  bool database_answers_ ABSL_GUARDED_BY(mu_) = true;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;          // the replayer
   bool spooler_stopping_ ABSL_GUARDED_BY(mu_) = false;  // the spooler
   // An outage is logged once: set by the first spooled write, cleared by a

@@ -44,6 +44,10 @@ class FaultInjectingResultStore : public ResultStore {
   absl::StatusOr<std::vector<std::string>> InterruptExpiredLeases() override {
     return inner_->InterruptExpiredLeases();
   }
+  absl::StatusOr<RetentionPass> DeleteExpiredBatches(
+      absl::Time ended_before, int max_batches) override {
+    return inner_->DeleteExpiredBatches(ended_before, max_batches);
+  }
   absl::Status Ping() override { return inner_->Ping(); }
   absl::Status RecountStored(const std::string& batch_id) override {
     return inner_->RecountStored(batch_id);
@@ -57,11 +61,29 @@ class FaultInjectingResultStore : public ResultStore {
                                             const ReadScope& scope) override {
     return inner_->GetBatch(batch_id, scope);
   }
+  absl::StatusOr<StoredBatch> ReadStoredBatch(
+      const std::string& batch_id) override {
+    return inner_->ReadStoredBatch(batch_id);
+  }
   absl::StatusOr<ResultPage> ListResults(const std::string& batch_id,
                                          const ReadScope& scope,
                                          uint32_t from_index,
                                          uint32_t limit) override {
     return inner_->ListResults(batch_id, scope, from_index, limit);
+  }
+  absl::Status RequestCancel(const std::string& batch_id,
+                             const ReadScope& scope) override {
+    return inner_->RequestCancel(batch_id, scope);
+  }
+  absl::StatusOr<std::vector<std::string>> CancelRequestedBatches() override {
+    return inner_->CancelRequestedBatches();
+  }
+  absl::StatusOr<BatchListPage> ListBatches(
+      const ReadScope& scope, const BatchListQuery& query) override {
+    return inner_->ListBatches(scope, query);
+  }
+  absl::StatusOr<std::string> PageTokenKey() override {
+    return inner_->PageTokenKey();
   }
 
  private:

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -20,6 +21,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "tests/support/local_mariadb.h"
+#include "tests/support/mysql_commit_cutter.h"
 #include "tests/support/test_upstream.h"
 
 namespace batchfetch::testing {
@@ -323,6 +325,133 @@ TEST(LocalMariaDbTest, SharedInstance) {
   absl::StatusOr<std::string> user = db->Execute("SELECT CURRENT_USER()");
   ASSERT_TRUE(user.ok()) << user.status();
   EXPECT_EQ(*user, "batchfetch@127.0.0.1\n");
+}
+
+// A MySQL packet: 3-byte little-endian length, sequence id, payload.
+std::string MysqlPacket(uint8_t sequence_id, const std::string& payload) {
+  const size_t n = payload.size();
+  std::string out = {static_cast<char>(n & 0xFF),
+                     static_cast<char>((n >> 8) & 0xFF),
+                     static_cast<char>((n >> 16) & 0xFF),
+                     static_cast<char>(sequence_id)};
+  return out + payload;
+}
+
+MysqlPacketFramer::Packet Query(const std::string& sql, uint8_t seq = 0) {
+  MysqlPacketFramer framer;
+  auto packets = framer.Feed(MysqlPacket(seq, "\x03" + sql));
+  EXPECT_EQ(packets.size(), 1u);
+  return packets.empty() ? MysqlPacketFramer::Packet() : packets[0];
+}
+
+TEST(MysqlPacketFramerTest, PacketsSplitAtEveryByteAreFramedWhole) {
+  const std::string big(300, 'x');  // longer than kHeadBytes
+  const std::string stream = MysqlPacket(0, "\x03" "COMMIT") +
+                             MysqlPacket(0, "") + MysqlPacket(7, big);
+  // Every way of cutting the stream in two, and one byte at a time.
+  for (size_t split = 0; split <= stream.size(); ++split) {
+    MysqlPacketFramer framer;
+    auto packets = framer.Feed(std::string_view(stream).substr(0, split));
+    auto rest = framer.Feed(std::string_view(stream).substr(split));
+    packets.insert(packets.end(), rest.begin(), rest.end());
+    ASSERT_EQ(packets.size(), 3u) << "split at " << split;
+    EXPECT_EQ(packets[0].head, "\x03" "COMMIT");
+    EXPECT_TRUE(IsCommitQuery(packets[0]));
+    EXPECT_EQ(packets[1].payload_length, 0u);
+    EXPECT_EQ(packets[2].sequence_id, 7);
+    EXPECT_EQ(packets[2].payload_length, 300u);
+    EXPECT_EQ(packets[2].head, big.substr(0, MysqlPacketFramer::kHeadBytes));
+  }
+  MysqlPacketFramer framer;
+  std::vector<MysqlPacketFramer::Packet> packets;
+  for (char byte : stream) {
+    for (auto& p : framer.Feed(std::string_view(&byte, 1))) {
+      EXPECT_EQ(p.end, 1u);  // completed by this one byte
+      packets.push_back(p);
+    }
+  }
+  EXPECT_EQ(packets.size(), 3u);
+}
+
+TEST(MysqlPacketFramerTest, EndOffsetsPointPastEachPacketInTheChunk) {
+  const std::string first = MysqlPacket(0, "\x03" "SELECT 1");
+  const std::string second = MysqlPacket(0, "\x03" "COMMIT");
+  MysqlPacketFramer framer;
+  auto packets = framer.Feed(first + second + "\x05\x00");  // + half a header
+  ASSERT_EQ(packets.size(), 2u);
+  EXPECT_EQ(packets[0].end, first.size());
+  EXPECT_EQ(packets[1].end, first.size() + second.size());
+  EXPECT_FALSE(IsCommitQuery(packets[0]));
+  EXPECT_TRUE(IsCommitQuery(packets[1]));
+}
+
+TEST(MysqlPacketFramerTest, APacketAfterAMaximumLengthOneIsAContinuation) {
+  std::string max_payload(0xFFFFFF, 'a');
+  MysqlPacketFramer framer;
+  auto packets = framer.Feed(MysqlPacket(0, max_payload) +
+                             MysqlPacket(1, "\x03" "COMMIT"));
+  ASSERT_EQ(packets.size(), 2u);
+  EXPECT_FALSE(packets[0].continuation);
+  EXPECT_TRUE(packets[1].continuation);
+  EXPECT_FALSE(IsCommitQuery(packets[1]));
+}
+
+TEST(MysqlPacketFramerTest, OnlyTheWholeTextQueryCommitIsACommit) {
+  EXPECT_TRUE(IsCommitQuery(Query("COMMIT")));
+  EXPECT_TRUE(IsCommitQuery(Query("commit")));
+  EXPECT_TRUE(IsCommitQuery(Query(" Commit ; ")));
+  EXPECT_FALSE(IsCommitQuery(Query("COMMITTED")));
+  EXPECT_FALSE(IsCommitQuery(Query("SELECT 'COMMIT'")));
+  EXPECT_FALSE(IsCommitQuery(Query("COMMIT", /*seq=*/1)));  // not a command
+  MysqlPacketFramer framer;
+  auto prepare = framer.Feed(MysqlPacket(0, "\x16" "COMMIT"));  // STMT_PREPARE
+  ASSERT_EQ(prepare.size(), 1u);
+  EXPECT_FALSE(IsCommitQuery(prepare[0]));
+}
+
+// Through the cutter with the mariadb client: the armed COMMIT is carried
+// out by the server, its answer is lost (the client fails), and later
+// COMMITs go through.
+TEST(MysqlCommitCutterTest, CutsTheArmedCommitAfterTheServerCommittedIt) {
+  LocalMariaDb* db = SharedMariaDb();
+  ASSERT_TRUE(db->Execute("CREATE DATABASE IF NOT EXISTS cutter_selftest; "
+                          "DROP TABLE IF EXISTS cutter_selftest.t; "
+                          "CREATE TABLE cutter_selftest.t (i INT PRIMARY KEY) "
+                          "ENGINE=InnoDB")
+                  .ok());
+  auto cutter = MysqlCommitCutter::Start(db->port());
+  ASSERT_TRUE(cutter.ok()) << cutter.status();
+  std::unique_ptr<LocalMariaDb> through = LocalMariaDb::Attach((*cutter)->port());
+  // Only on connections that sent "INSERT INTO cutter_selftest" (the mariadb
+  // client strips comments, hence INSERT without INTO as the unmarked
+  // statement): the first transaction's COMMIT is not cut.
+  (*cutter)->CutNextCommits(1, "INSERT INTO cutter_selftest");
+  ASSERT_TRUE(through
+                  ->Execute("START TRANSACTION; "
+                            "INSERT cutter_selftest.t VALUES (1); COMMIT")
+                  .ok());
+  EXPECT_EQ((*cutter)->cuts(), 0);
+  absl::StatusOr<std::string> lost = through->Execute(
+      "START TRANSACTION; INSERT INTO cutter_selftest.t VALUES (2); "
+      "COMMIT; INSERT INTO cutter_selftest.t VALUES (3)");
+  ASSERT_FALSE(lost.ok());
+  EXPECT_TRUE(absl::StrContains(lost.status().message(), "2013"))
+      << lost.status();
+  EXPECT_EQ((*cutter)->cuts(), 1);
+  EXPECT_EQ((*cutter)->cut_commits_answered_ok(), 1);
+  EXPECT_EQ((*cutter)->tls_connections(), 0);
+  // Disarmed after one cut.
+  ASSERT_TRUE(through
+                  ->Execute("START TRANSACTION; INSERT INTO cutter_selftest.t "
+                            "VALUES (4); COMMIT")
+                  .ok());
+  EXPECT_EQ((*cutter)->commits_seen(), 3);
+  EXPECT_EQ((*cutter)->cuts(), 1);
+  absl::StatusOr<std::string> rows =
+      db->Execute("SELECT GROUP_CONCAT(i ORDER BY i) FROM cutter_selftest.t; "
+                  "DROP DATABASE cutter_selftest");
+  ASSERT_TRUE(rows.ok()) << rows.status();
+  EXPECT_EQ(*rows, "1,2,4\n");  // 2 committed although its answer was lost
 }
 
 }  // namespace

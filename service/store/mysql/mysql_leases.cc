@@ -50,20 +50,33 @@ absl::Status MysqlLeases::WithSession(absl::string_view what, Fn fn) {
   }
 }
 
-absl::Status MysqlLeases::Renew() {
+absl::Status MysqlLeases::Renew(const std::vector<std::string>& live) {
+  if (live.empty()) return absl::OkStatus();
+  // One UPDATE per chunk of ids (each a short autocommit statement).
+  constexpr size_t kIdsPerUpdate = 200;
   return WithSession("renewing batch leases", [&](MysqlSession& s) {
-    sql::PreparedStatement& ps = s.Prepared(
-        "UPDATE batches SET lease_expires_at = NOW(6) + INTERVAL ? "
-        "MICROSECOND WHERE state = ? AND lease_owner = ?");
-    ps.setInt64(1, absl::ToInt64Microseconds(options_.lease_duration));
-    ps.setUInt(2, static_cast<uint32_t>(v1::BATCH_STATE_RUNNING));
-    ps.setString(3, options_.replica_id);
-    ps.executeUpdate();
+    for (size_t at = 0; at < live.size(); at += kIdsPerUpdate) {
+      const size_t n = std::min(kIdsPerUpdate, live.size() - at);
+      std::string marks;
+      for (size_t i = 0; i < n; ++i) marks += i == 0 ? "?" : ",?";
+      sql::PreparedStatement& ps = s.Prepared(absl::StrCat(
+          "UPDATE batches SET lease_expires_at = NOW(6) + INTERVAL ? "
+          "MICROSECOND WHERE state = ? AND lease_owner = ? AND batch_id IN (",
+          marks, ")"));
+      ps.setInt64(1, absl::ToInt64Microseconds(options_.lease_duration));
+      ps.setUInt(2, static_cast<uint32_t>(v1::BATCH_STATE_RUNNING));
+      ps.setString(3, options_.replica_id);
+      for (size_t i = 0; i < n; ++i) {
+        ps.setString(static_cast<int>(4 + i), live[at + i]);
+      }
+      ps.executeUpdate();
+    }
     return absl::OkStatus();
   });
 }
 
-absl::StatusOr<std::vector<std::string>> MysqlLeases::InterruptExpired() {
+absl::StatusOr<std::vector<std::string>> MysqlLeases::InterruptExpired(
+    const std::set<std::string>& live) {
   std::vector<std::string> interrupted;
   absl::Status status =
       WithSession("interrupting expired batch leases", [&](MysqlSession& s) {
@@ -72,10 +85,9 @@ absl::StatusOr<std::vector<std::string>> MysqlLeases::InterruptExpired() {
         sql::PreparedStatement& select = s.Prepared(absl::StrCat(
             "SELECT batch_id, lease_owner, lease_expires_at FROM batches "
             "WHERE state = ? AND lease_expires_at < NOW(6) "
-            "AND lease_owner <> ? ORDER BY lease_expires_at LIMIT ",
+            "ORDER BY lease_expires_at LIMIT ",
             kMaxInterruptsPerSweep, " FOR UPDATE"));
         select.setUInt(1, static_cast<uint32_t>(v1::BATCH_STATE_RUNNING));
-        select.setString(2, options_.replica_id);
         struct Expired {
           std::string batch_id;
           std::string reason;
@@ -84,6 +96,10 @@ absl::StatusOr<std::vector<std::string>> MysqlLeases::InterruptExpired() {
         {
           std::unique_ptr<sql::ResultSet> rs(select.executeQuery());
           while (rs->next()) {
+            const std::string owner = rs->getString("lease_owner").asStdString();
+            const std::string id = rs->getString("batch_id").asStdString();
+            // Running here, only late: the keeper renews it next.
+            if (owner == options_.replica_id && live.count(id) != 0) continue;
             absl::StatusOr<absl::Time> at =
                 ParseDateTime(rs->getString("lease_expires_at").asStdString());
             expired.push_back(

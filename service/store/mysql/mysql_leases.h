@@ -2,6 +2,7 @@
 #define BATCHFETCH_SERVICE_STORE_MYSQL_MYSQL_LEASES_H_
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -56,14 +57,21 @@ class MysqlLeases {
 
   // One UPDATE: lease_expires_at = NOW(6) + lease_duration for every
   // RUNNING batch whose lease_owner is this replica.
-  absl::Status Renew();
+  //
+  // Only the batches in `live` (the ones this process runs): a RUNNING row
+  // this replica owns but no longer runs (its final row could not be
+  // written) must expire, not be renewed for the life of the process.
+  absl::Status Renew(const std::vector<std::string>& live);
   // In one transaction: locks (SELECT ... FOR UPDATE) the RUNNING batches
-  // whose lease expired before NOW(6) and whose owner is another replica,
+  // whose lease expired before NOW(6) (but for this replica's live ones),
   // marks each BATCH_STATE_INTERRUPTED with InterruptedReason(), commits,
   // and returns their ids. Two replicas sweeping at once: the second waits
   // for the first's row locks, then no longer sees those rows RUNNING, so
   // each batch is returned once.
-  absl::StatusOr<std::vector<std::string>> InterruptExpired();
+  // This replica's own expired rows count too, except those in `live`
+  // (running here, only not renewed in time, e.g. the database was away).
+  absl::StatusOr<std::vector<std::string>> InterruptExpired(
+      const std::set<std::string>& live);
 
   // "lease of replica <owner> expired at <time>: the replica stopped (crash
   // or lost database)", at most 255 bytes (the column). Pure.

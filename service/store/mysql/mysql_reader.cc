@@ -46,7 +46,39 @@ class Transaction {
   bool committed_ = false;
 };
 
+// The longest prefix of `text` of at most `max` bytes that ends on a UTF-8
+// character boundary (never splits a multi-byte sequence).
+size_t Utf8PrefixLength(const std::string& text, size_t max) {
+  if (max >= text.size()) return text.size();
+  size_t n = max;
+  // Back off continuation bytes (10xxxxxx) so the cut starts a character.
+  while (n > 0 && (static_cast<unsigned char>(text[n]) & 0xC0) == 0x80) --n;
+  return n;
+}
+
 }  // namespace
+
+void FitResult(size_t max_bytes, v1::FetchResult* result) {
+  // Each pass cuts at least the excess; the length prefixes of the cut
+  // fields shrink too, so two passes are plenty (bounded anyway).
+  for (int pass = 0; pass < 4; ++pass) {
+    const size_t size = result->ByteSizeLong();
+    if (size <= max_bytes) return;
+    // +2: `truncated` itself (tag and value) once it is set.
+    size_t excess = size - max_bytes + (result->truncated() ? 0 : 2);
+    result->set_truncated(true);
+    std::string* body = result->mutable_body();
+    const size_t from_body = std::min(excess, body->size());
+    body->resize(body->size() - from_body);
+    excess -= from_body;
+    if (excess == 0) continue;
+    std::string* json = result->mutable_json();
+    const size_t keep =
+        Utf8PrefixLength(*json, json->size() - std::min(excess, json->size()));
+    json->resize(keep);
+    if (body->empty() && json->empty()) return;  // nothing more to cut
+  }
+}
 
 MysqlReader::MysqlReader(Options options)
     : options_(std::move(options)),
@@ -125,6 +157,12 @@ absl::Status MysqlReader::WithSession(absl::string_view what, Fn fn) {
   }
 }
 
+absl::Status MysqlReader::RunOnPooledSession(
+    absl::string_view what,
+    absl::FunctionRef<absl::Status(MysqlSession&)> fn) {
+  return WithSession(what, fn);
+}
+
 absl::Status MysqlReader::CreateBatch(const BatchRecord& batch) {
   int tries = 0;
   return WithSession("creating batch", [&](MysqlSession& s) {
@@ -142,7 +180,9 @@ absl::Status MysqlReader::CreateBatch(const BatchRecord& batch) {
     ps.setString(5, batch.owner);
     // The first lease (database time; see MysqlLeases).
     ps.setString(6, options_.replica_id);
-    ps.setInt64(7, absl::ToInt64Microseconds(options_.lease_duration));
+    ps.setInt64(7, batch.orphaned ? 0
+                                  : absl::ToInt64Microseconds(
+                                        options_.lease_duration));
     bool inserted = false;
     try {
       ps.executeUpdate();
@@ -205,6 +245,42 @@ absl::StatusOr<std::string> MysqlReader::ReadRequest(
         absl::StrCat("no stored request for batch '", batch_id, "'"));
   }
   return request;
+}
+
+absl::StatusOr<StoredBatch> MysqlReader::ReadStoredBatch(
+    const std::string& batch_id) {
+  StoredBatch stored;
+  bool found = false;
+  absl::Status status =
+      WithSession("reading stored batch", [&](MysqlSession& s) {
+        stored = StoredBatch();
+        found = false;
+        sql::PreparedStatement& row = s.Prepared(
+            "SELECT owner, lease_owner, state FROM batches WHERE batch_id = ?");
+        row.setString(1, batch_id);
+        std::unique_ptr<sql::ResultSet> rs(row.executeQuery());
+        if (!rs->next()) return absl::OkStatus();
+        stored.owner = rs->getString("owner").asStdString();
+        stored.lease_owner = rs->getString("lease_owner").asStdString();
+        stored.state = static_cast<v1::BatchState>(rs->getUInt("state"));
+        rs.reset();
+        sql::PreparedStatement& chunks = s.Prepared(
+            "SELECT bytes FROM batch_requests WHERE batch_id = ? "
+            "ORDER BY chunk");
+        chunks.setString(1, batch_id);
+        std::unique_ptr<sql::ResultSet> bytes(chunks.executeQuery());
+        while (bytes->next()) {
+          found = true;
+          stored.request += bytes->getString("bytes").asStdString();
+        }
+        return absl::OkStatus();
+      });
+  if (!status.ok()) return status;
+  if (!found) {
+    return absl::NotFoundError(
+        absl::StrCat("no stored request for batch '", batch_id, "'"));
+  }
+  return stored;
 }
 
 absl::StatusOr<ResumePlan> MysqlReader::BeginResume(
@@ -277,6 +353,7 @@ absl::StatusOr<ResumePlan> MysqlReader::BeginResume(
     // then GetBatch counts a RUNNING batch's results live.
     sql::PreparedStatement& run = s.Prepared(
         "UPDATE batches SET state = ?, state_reason = '', finished_at = NULL, "
+        "cancel_requested = 0, "  // a cancel asked of an earlier run
         "lease_owner = ?, lease_expires_at = NOW(6) + INTERVAL ? MICROSECOND "
         "WHERE batch_id = ?");
     run.setUInt(1, static_cast<uint32_t>(v1::BATCH_STATE_RUNNING));
@@ -379,8 +456,8 @@ absl::StatusOr<ResultPage> MysqlReader::ListResults(const std::string& batch_id,
   ResultPage page;
   absl::Status status = WithSession("listing results", [&](MysqlSession& s) {
     page = ResultPage();
-    sql::PreparedStatement& exists = s.Prepared(
-        absl::StrCat("SELECT 1 FROM batches WHERE batch_id = ?", kScopeSql));
+    sql::PreparedStatement& exists = s.Prepared(absl::StrCat(
+        "SELECT state FROM batches WHERE batch_id = ?", kScopeSql));
     exists.setString(1, batch_id);
     BindScope(exists, 2, scope);
     std::unique_ptr<sql::ResultSet> found(exists.executeQuery());
@@ -388,6 +465,10 @@ absl::StatusOr<ResultPage> MysqlReader::ListResults(const std::string& batch_id,
       return absl::NotFoundError(
           absl::StrCat("no batch with id '", batch_id, "'"));
     }
+    // Read before the rows: a batch that finishes in between is reported
+    // running (harmless), never the other way round.
+    page.batch_running = found->getUInt("state") ==
+                         static_cast<uint32_t>(v1::BATCH_STATE_RUNNING);
     sql::PreparedStatement& ps = s.Prepared(
         "SELECT idx, url, outcome, http_status, error, `json`, body, "
         "content_type, attempts, elapsed_us, final_url, dns_us, connect_us, "
@@ -433,6 +514,8 @@ absl::StatusOr<ResultPage> MysqlReader::ListResults(const std::string& batch_id,
         *t->mutable_total() =
             TimeUtil::MicrosecondsToDuration(rs->getInt64("total_us"));
       }
+      // A row too big for any page is cut, and says so.
+      FitResult(kMaxRowBytes, &r);
       if (!limiter.Add(r.ByteSizeLong())) {
         page.next_index = idx;
         break;

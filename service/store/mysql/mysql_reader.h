@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -45,6 +46,12 @@ class ResultPageLimiter {
   size_t bytes_ = 0;
 };
 
+// Cuts `result` so it serializes to at most `max_bytes`: `body` first, then
+// `json` (at a UTF-8 character boundary, so the string stays valid UTF-8;
+// the cut JSON is no longer valid JSON). Sets `truncated` when anything was
+// cut; a result that fits is left alone. Pure.
+void FitResult(size_t max_bytes, v1::FetchResult* result);
+
 // The read side of the MySQL store: CreateBatch, GetBatch and ListResults on
 // a bounded pool of connections.
 //
@@ -53,8 +60,9 @@ class ResultPageLimiter {
 // Each call borrows one connection; when it turns out dead (lost
 // connection) it is closed and the call retried once on a fresh one. Every
 // round trip is bounded by the session's io_timeout. A page of ListResults
-// also ends after ~kMaxPageBytes of serialized results (at least one row),
-// so it fits common 4 MB receive limits.
+// also ends after ~kMaxPageBytes of serialized results (at least one row,
+// cut to kMaxRowBytes if it is larger), so it fits common 4 MB receive
+// limits.
 //
 // Ownership: owns the pooled sessions.
 // Threading: every method may be called from any thread concurrently; they
@@ -73,6 +81,11 @@ class MysqlReader {
   };
 
   static constexpr size_t kMaxPageBytes = 3 << 20;
+  // One stored row larger than this is cut (FitResult) rather than sent
+  // whole: with the response's framing and page token it stays under the
+  // 4 MiB a default gRPC client accepts. Stored rows can be larger because
+  // a request may raise its max_body_bytes up to --max_body_bytes.
+  static constexpr size_t kMaxRowBytes = (4 << 20) - (64 << 10);
   // The live counters of a RUNNING batch; the OK outcome is a parameter.
   // Appended to "... WHERE batch_id = ?": the scope's two parameters (any
   // owner?, the owner).
@@ -103,6 +116,9 @@ class MysqlReader {
   // NOT_FOUND when none was stored. Unscoped: for the service's own use
   // (takeover), never a caller's read.
   absl::StatusOr<std::string> ReadRequest(const std::string& batch_id);
+  // ReadRequest with the batch row's owner, lease_owner and state (one
+  // session); NOT_FOUND for an unknown id or one without a stored request.
+  absl::StatusOr<StoredBatch> ReadStoredBatch(const std::string& batch_id);
   // NOT_FOUND, as for an unknown id, when the batch is outside `scope`.
   absl::StatusOr<v1::BatchSummary> GetBatch(const std::string& batch_id,
                                             const ReadScope& scope);
@@ -111,6 +127,14 @@ class MysqlReader {
                                          uint32_t from_index, uint32_t limit);
   // ResultStore::RecountStored.
   absl::Status RecountStored(const std::string& batch_id);
+
+  // Runs `fn` on a pooled connection, as the methods above do (a lost
+  // connection is retried once on a fresh one, so `fn` must be safe to
+  // run twice); for queries kept in files of their own
+  // (MysqlBatchControl).
+  absl::Status RunOnPooledSession(
+      absl::string_view what,
+      absl::FunctionRef<absl::Status(MysqlSession&)> fn);
 
   // Connections open now (idle or lent), and the most ever open at once.
   int open_connections() const;

@@ -7,14 +7,17 @@
 #include <algorithm>
 #include <cstdio>
 #include <random>
+#include <set>
 #include <string>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "service/store/mysql/mysql_batch_control.h"
 #include "service/store/mysql/mysql_leases.h"
 #include "service/store/mysql/mysql_reader.h"
+#include "service/store/mysql/mysql_retention.h"
 #include "service/store/mysql/mysql_schema.h"
 #include "service/store/mysql/mysql_session.h"
 #include "service/store/mysql/mysql_writer.h"
@@ -26,16 +29,36 @@ namespace batchfetch {
 class MysqlResultStore::Impl {
  public:
   Impl(std::unique_ptr<MysqlReader> reader, std::unique_ptr<MysqlWriter> writer,
-       std::unique_ptr<MysqlLeases> leases, MysqlSession::Options probe)
+       std::unique_ptr<MysqlLeases> leases,
+       std::unique_ptr<MysqlRetention> retention, MysqlSession::Options probe)
       : reader_(std::move(reader)),
         writer_(std::move(writer)),
         leases_(std::move(leases)),
+        retention_(std::move(retention)),
         probe_options_(std::move(probe)) {}
   ~Impl() { writer_.reset(); }
 
   MysqlReader& reader() { return *reader_; }
   MysqlWriter& writer() { return *writer_; }
   MysqlLeases& leases() { return *leases_; }
+  // Set by Open() right after construction (it borrows reader_).
+  std::unique_ptr<MysqlBatchControl> batch_control;
+  MysqlRetention& retention() { return *retention_; }
+
+  // The batches this process runs (created or resumed here, final row not
+  // yet acknowledged): the only leases it renews.
+  void AddLive(const std::string& batch_id) {
+    absl::MutexLock lock(&live_mu_);
+    live_.insert(batch_id);
+  }
+  void RemoveLive(const std::string& batch_id) {
+    absl::MutexLock lock(&live_mu_);
+    live_.erase(batch_id);
+  }
+  std::set<std::string> Live() {
+    absl::MutexLock lock(&live_mu_);
+    return live_;
+  }
 
   absl::Status Ping() {
     absl::MutexLock lock(&probe_mu_);
@@ -56,10 +79,13 @@ class MysqlResultStore::Impl {
   std::unique_ptr<MysqlReader> reader_;
   std::unique_ptr<MysqlWriter> writer_;
   std::unique_ptr<MysqlLeases> leases_;
+  std::unique_ptr<MysqlRetention> retention_;
   // Ping()'s own connection (see MysqlResultStore::Ping).
   const MysqlSession::Options probe_options_;
   absl::Mutex probe_mu_;
   std::unique_ptr<MysqlSession> probe_ ABSL_GUARDED_BY(probe_mu_);
+  absl::Mutex live_mu_;
+  std::set<std::string> live_ ABSL_GUARDED_BY(live_mu_);
 };
 
 MysqlResultStore::MysqlResultStore(std::unique_ptr<Impl> impl)
@@ -118,20 +144,29 @@ absl::StatusOr<std::unique_ptr<MysqlResultStore>> MysqlResultStore::Open(
   writer.on_group_given_up = options.on_group_given_up;
   writer.stats = options.stats;
 
+  MysqlRetention::Options retention;
+  retention.session = with_db;
+  retention.result_rows_per_chunk = options.retention_rows_per_chunk;
+
   MysqlSession::Options probe = with_db;
   probe.connect_timeout = options.ping_timeout;
   probe.io_timeout = options.ping_timeout;
 
-  return std::unique_ptr<MysqlResultStore>(
-      new MysqlResultStore(std::make_unique<Impl>(
+  auto impl = std::make_unique<Impl>(
           std::make_unique<MysqlReader>(std::move(reader)),
           std::make_unique<MysqlWriter>(std::move(writer), clock),
           std::make_unique<MysqlLeases>(std::move(leases)),
-          std::move(probe))));
+          std::make_unique<MysqlRetention>(std::move(retention)),
+          std::move(probe));
+  impl->batch_control =
+      std::make_unique<MysqlBatchControl>(&impl->reader(), replica_id);
+  return std::unique_ptr<MysqlResultStore>(
+      new MysqlResultStore(std::move(impl)));
 }
 
 absl::Status MysqlResultStore::CreateBatch(const BatchRecord& batch) {
   absl::Status status = impl_->reader().CreateBatch(batch);
+  if (status.ok() && !batch.orphaned) impl_->AddLive(batch.batch_id);
   if (absl::IsAlreadyExists(status)) {
     return absl::AlreadyExistsError(
         absl::StrCat("batch_id '", batch.batch_id, "' already exists"));
@@ -147,7 +182,14 @@ void MysqlResultStore::AppendResult(
 }
 
 void MysqlResultStore::FinishBatch(const BatchRecord& batch, Done done) {
-  impl_->writer().Enqueue(WriteOp::FinishBatch(batch, std::move(done)));
+  // Whatever becomes of the final row, the batch no longer runs here: its
+  // lease is no longer renewed (a row left RUNNING expires and is swept).
+  impl_->writer().Enqueue(WriteOp::FinishBatch(
+      batch, [impl = impl_.get(), id = batch.batch_id,
+              done = std::move(done)](WriteOutcome outcome) mutable {
+        impl->RemoveLive(id);
+        std::move(done)(std::move(outcome));
+      }));
 }
 
 absl::StatusOr<v1::BatchSummary> MysqlResultStore::GetBatch(
@@ -163,11 +205,39 @@ absl::Status MysqlResultStore::RecountStored(const std::string& batch_id) {
   return impl_->reader().RecountStored(batch_id);
 }
 
-absl::Status MysqlResultStore::RenewLeases() { return impl_->leases().Renew(); }
+absl::Status MysqlResultStore::RequestCancel(const std::string& batch_id,
+                                             const ReadScope& scope) {
+  return impl_->batch_control->RequestCancel(batch_id, scope);
+}
+
+absl::StatusOr<std::vector<std::string>>
+MysqlResultStore::CancelRequestedBatches() {
+  return impl_->batch_control->CancelRequested();
+}
+
+absl::StatusOr<BatchListPage> MysqlResultStore::ListBatches(
+    const ReadScope& scope, const BatchListQuery& query) {
+  return impl_->batch_control->ListBatches(scope, query);
+}
+
+absl::StatusOr<std::string> MysqlResultStore::PageTokenKey() {
+  return impl_->batch_control->PageTokenKey();
+}
+
+absl::Status MysqlResultStore::RenewLeases() {
+  const std::set<std::string> live = impl_->Live();
+  return impl_->leases().Renew(std::vector<std::string>(live.begin(),
+                                                        live.end()));
+}
 
 absl::StatusOr<std::vector<std::string>>
 MysqlResultStore::InterruptExpiredLeases() {
-  return impl_->leases().InterruptExpired();
+  return impl_->leases().InterruptExpired(impl_->Live());
+}
+
+absl::StatusOr<RetentionPass> MysqlResultStore::DeleteExpiredBatches(
+    absl::Time ended_before, int max_batches) {
+  return impl_->retention().DeleteExpired(ended_before, max_batches);
 }
 
 std::string MysqlResultStore::NewReplicaId() {
@@ -193,7 +263,15 @@ absl::StatusOr<ResultPage> MysqlResultStore::ListResults(
 absl::StatusOr<ResumePlan> MysqlResultStore::BeginResume(
     const std::string& batch_id, const ReadScope& scope,
     const std::string& requests_sha256) {
-  return impl_->reader().BeginResume(batch_id, scope, requests_sha256);
+  absl::StatusOr<ResumePlan> plan =
+      impl_->reader().BeginResume(batch_id, scope, requests_sha256);
+  if (plan.ok()) impl_->AddLive(batch_id);
+  return plan;
+}
+
+absl::StatusOr<StoredBatch> MysqlResultStore::ReadStoredBatch(
+    const std::string& batch_id) {
+  return impl_->reader().ReadStoredBatch(batch_id);
 }
 
 absl::StatusOr<std::string> MysqlResultStore::ReadRequest(

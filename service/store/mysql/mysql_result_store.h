@@ -30,7 +30,8 @@ class MysqlWriter;
 //  * MysqlReader: CreateBatch, GetBatch, ListResults on a pool of at most
 //    `max_read_connections` connections;
 //  * MysqlLeases: renewing this replica's batch leases and interrupting
-//    expired ones (CreateBatch takes a batch's first lease).
+//    expired ones (CreateBatch takes a batch's first lease);
+//  * MysqlRetention: deleting batches that ended long ago, in chunks.
 // Every round trip is bounded by `io_timeout`, so a half-open connection
 // cannot hang a caller, the writer or shutdown.
 //
@@ -79,6 +80,8 @@ class MysqlResultStore : public ResultStore {
     // RUNNING batch whose lease expired is interrupted by another replica's
     // InterruptExpiredLeases.
     absl::Duration lease_duration = absl::Seconds(30);
+    // fetch_results rows one retention DELETE removes (MysqlRetention).
+    int retention_rows_per_chunk = 1000;
   };
 
   // Connects, applies pending schema migrations (serialized across replicas
@@ -108,6 +111,9 @@ class MysqlResultStore : public ResultStore {
   // The serialized FetchBatchRequest stored with `batch_id` by CreateBatch
   // (MysqlReader::ReadRequest); NOT_FOUND when none was stored.
   absl::StatusOr<std::string> ReadRequest(const std::string& batch_id);
+  // MysqlReader::ReadStoredBatch, on the read pool.
+  absl::StatusOr<StoredBatch> ReadStoredBatch(
+      const std::string& batch_id) override;
   // "SELECT 1" on a connection of its own (so a busy read pool cannot
   // delay it), with `ping_timeout` for connecting and reading; the
   // connection is kept between pings and reopened after a failure.
@@ -117,9 +123,19 @@ class MysqlResultStore : public ResultStore {
   // from now on is given up by about one retry_budget from this call.
   void StartDraining() override;
   absl::Status RecountStored(const std::string& batch_id) override;
+  // See ResultStore and MysqlBatchControl; on the read pool.
+  absl::Status RequestCancel(const std::string& batch_id,
+                             const ReadScope& scope) override;
+  absl::StatusOr<std::vector<std::string>> CancelRequestedBatches() override;
+  absl::StatusOr<BatchListPage> ListBatches(
+      const ReadScope& scope, const BatchListQuery& query) override;
+  absl::StatusOr<std::string> PageTokenKey() override;
   // See ResultStore and MysqlLeases; on a connection of their own.
   absl::Status RenewLeases() override;
   absl::StatusOr<std::vector<std::string>> InterruptExpiredLeases() override;
+  // See ResultStore and MysqlRetention; on a connection of its own.
+  absl::StatusOr<RetentionPass> DeleteExpiredBatches(absl::Time ended_before,
+                                                     int max_batches) override;
 
   // "<hostname>-<pid>-<6 random hex digits>", at most 64 ASCII characters:
   // unique per process start, so a restarted replica never mistakes its

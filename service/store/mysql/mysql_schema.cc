@@ -102,6 +102,34 @@ const std::vector<MysqlSchema::Migration>& MysqlSchema::Migrations() {
 ) ENGINE=InnoDB)sql",
          "",
          {}}}},
+      {7,
+       "retention: batches by when they finished",
+       {{"",
+         "batches",
+         {},
+         // --retention finds the batches that finished before its cutoff
+         // (and, by finished_at IS NULL, the interrupted ones) without
+         // scanning the table.
+         {{"batches_finished_at", "(finished_at)"}}}}},
+      {8,
+       "callers: cancel requests carried through the database, listing a "
+       "caller's batches newest first, a shared page-token key",
+       {{"",
+         "batches",
+         // Set by CancelBatch on any replica; the replica running the batch
+         // polls for it (CancelRequestedBatches) and cancels the run.
+         {{"cancel_requested", "TINYINT UNSIGNED NOT NULL DEFAULT 0"}},
+         // ListBatches of one owner, newest first.
+         {{"batches_owner_created_at", "(owner, created_at, batch_id)"}}},
+        // Secrets every replica must share, created on first use (one row
+        // per name; INSERT IGNORE makes the first replica's value win).
+        {R"sql(CREATE TABLE IF NOT EXISTS service_secrets (
+  name VARCHAR(64) CHARACTER SET ascii COLLATE ascii_bin NOT NULL,
+  secret VARBINARY(64) NOT NULL,
+  PRIMARY KEY (name)
+) ENGINE=InnoDB)sql",
+         "",
+         {}}}},
   };
   return *migrations;
 }

@@ -350,6 +350,26 @@ absl::Status ResultSpool::ReleaseSegment(uint64_t segment) {
   return absl::OkStatus();
 }
 
+absl::Status ResultSpool::ReleaseReplayedSegment(
+    uint64_t segment, const SpoolSegmentReplay& replay) {
+  if (absl::Status released = ReleaseSegment(segment); !released.ok()) {
+    return released;
+  }
+  // A torn tail alone is not damage: it is the end of a log whose writer
+  // died mid-append, a record that was never durable.
+  if (replay.undecodable_records > 0 || replay.log.corruptions > 0) {
+    // What could not be read is gone with the segment: say how much.
+    LogEvent(LogLevel::kWarning, "spool_segment_released_with_damage")
+        .Add("segment", segment)
+        .Add("records_stored", replay.records)
+        .Add("undecodable_records", replay.undecodable_records)
+        .Add("corruptions", replay.log.corruptions)
+        .Add("corrupt_bytes", replay.log.corrupt_bytes)
+        .Add("torn_tail_bytes", replay.log.torn_tail_bytes);
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<SpoolSegmentReplay> ResultSpool::ReplayAndRelease(
     absl::FunctionRef<absl::Status(const SpoolRecord&)> store) {
   absl::StatusOr<std::vector<uint64_t>> segments = SealForReplay();
@@ -358,22 +378,9 @@ absl::StatusOr<SpoolSegmentReplay> ResultSpool::ReplayAndRelease(
   for (uint64_t segment : *segments) {
     absl::StatusOr<SpoolSegmentReplay> replay = ReplaySegment(segment, store);
     if (!replay.ok()) return replay.status();
-    // A torn tail alone is not damage: it is the end of a log whose writer
-    // died mid-append, a record that was never durable.
-    const bool damaged =
-        replay->undecodable_records > 0 || replay->log.corruptions > 0;
-    if (absl::Status released = ReleaseSegment(segment); !released.ok()) {
+    if (absl::Status released = ReleaseReplayedSegment(segment, *replay);
+        !released.ok()) {
       return released;
-    }
-    if (damaged) {
-      // What could not be read is gone with the segment: say how much.
-      LogEvent(LogLevel::kWarning, "spool_segment_released_with_damage")
-          .Add("segment", segment)
-          .Add("records_stored", replay->records)
-          .Add("undecodable_records", replay->undecodable_records)
-          .Add("corruptions", replay->log.corruptions)
-          .Add("corrupt_bytes", replay->log.corrupt_bytes)
-          .Add("torn_tail_bytes", replay->log.torn_tail_bytes);
     }
     total.records += replay->records;
     total.undecodable_records += replay->undecodable_records;

@@ -138,6 +138,12 @@ class ResultSpool {
   // Deletes closed segment `segment`, giving its bytes back. The caller
   // confirms that every record of it is stored (committed) elsewhere.
   absl::Status ReleaseSegment(uint64_t segment);
+  // ReleaseSegment for a segment the caller replayed (ReplaySegment gave
+  // `replay`) and stored: when it had damaged or undecodable records
+  // (counted, never stored), a spool_segment_released_with_damage warning
+  // (LogEvent) gives the counts, since they are gone with the file.
+  absl::Status ReleaseReplayedSegment(uint64_t segment,
+                                      const SpoolSegmentReplay& replay);
 
   // Start-up or "MySQL is back" in one call, for a synchronous `store`:
   // SealForReplay, then for each segment ReplaySegment and, when `store`
