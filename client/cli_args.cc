@@ -565,6 +565,22 @@ absl::Status ReadUrlSource(const std::string& source,
   return absl::OkStatus();
 }
 
+namespace {
+
+// Parses `arg` as ParseDurationFlag does into the protobuf Duration `*out`.
+absl::Status SetDurationFlag(const Arg& arg, bool allow_zero,
+                             google::protobuf::Duration* out) {
+  absl::StatusOr<absl::Duration> d = ParseDurationFlag(arg, allow_zero);
+  if (!d.ok()) return d.status();
+  absl::Duration nanos;
+  const int64_t seconds = absl::IDivDuration(*d, absl::Seconds(1), &nanos);
+  out->set_seconds(seconds);
+  out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(nanos)));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<FetchOptions> ParseFetchArgs(
     const std::vector<std::string>& args, const std::string& default_server,
     std::istream& stdin_stream) {
@@ -623,13 +639,11 @@ absl::StatusOr<FetchOptions> ParseFetchArgs(
       if (!n.ok()) return n.status();
       request.set_concurrency(*n);
     } else if (arg.flag == "--timeout") {
-      absl::StatusOr<absl::Duration> d = ParseDurationFlag(arg, true);
-      if (!d.ok()) return d.status();
-      absl::Duration nanos;
-      int64_t seconds = absl::IDivDuration(*d, absl::Seconds(1), &nanos);
-      request.mutable_timeout()->set_seconds(seconds);
-      request.mutable_timeout()->set_nanos(
-          static_cast<int32_t>(absl::ToInt64Nanoseconds(nanos)));
+      if (absl::Status s = SetDurationFlag(arg, /*allow_zero=*/true,
+                                           request.mutable_timeout());
+          !s.ok()) {
+        return s;
+      }
     } else if (arg.flag == "--method") {
       if (arg.value.empty()) {
         return absl::InvalidArgumentError("--method must not be empty");
@@ -682,13 +696,11 @@ absl::StatusOr<FetchOptions> ParseFetchArgs(
       if (!n.ok()) return n.status();
       request.set_per_host_concurrency(*n);
     } else if (arg.flag == "--deadline-batch") {
-      absl::StatusOr<absl::Duration> d = ParseDurationFlag(arg, false);
-      if (!d.ok()) return d.status();
-      absl::Duration nanos;
-      int64_t seconds = absl::IDivDuration(*d, absl::Seconds(1), &nanos);
-      request.mutable_deadline()->set_seconds(seconds);
-      request.mutable_deadline()->set_nanos(
-          static_cast<int32_t>(absl::ToInt64Nanoseconds(nanos)));
+      if (absl::Status s = SetDurationFlag(arg, /*allow_zero=*/false,
+                                           request.mutable_deadline());
+          !s.ok()) {
+        return s;
+      }
     } else if (arg.flag == "--body") {
       body = arg.value;
     } else if (arg.flag == "--body-file") {

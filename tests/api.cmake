@@ -23,7 +23,9 @@ add_executable(api_unit_tests
   page_token_test.cc
   batch_list_token_test.cc
   batch_broadcaster_test.cc
-  request_translation_test.cc)
+  batch_takeover_test.cc
+  request_translation_test.cc
+  watch_batch_reactor_test.cc)
 target_link_libraries(api_unit_tests PRIVATE batchfetch_api batchfetch_warnings
   GTest::gtest_main)
 gtest_discover_tests(api_unit_tests DISCOVERY_TIMEOUT 60)

@@ -435,5 +435,44 @@ TEST_F(CallersTest, AResumedBatchIsNotCancelledByAnEarlierCancel) {
   EXPECT_EQ(resumed.summary().state(), v1::BATCH_STATE_DONE);
 }
 
+TEST_F(CallersTest, AWatcherThatStopsReadingDoesNotStallTheBatch) {
+  StartServer(Config());
+  // 200 results of ~16 KB at concurrency 4 (an engine window of 8 slots),
+  // far more than the watcher's flow-control window. The first four wait,
+  // so the watcher is live (subscribed, caught up) before results come.
+  std::vector<std::string> urls;
+  for (int i = 0; i < 200; ++i) {
+    urls.push_back(upstream_->Url(absl::StrCat("/r?n=", i, "&bytes=16384",
+                                               i < 4 ? "&delay_ms=1000" : "")));
+  }
+  const std::string id = StartDetachedAndLeave(Batch(urls, 4));
+  ASSERT_FALSE(id.empty());
+  // A watcher with a small receive window that reads `accepted` and then
+  // nothing more.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 10);
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);  // own connection
+  auto stalled_stub = v1::BatchFetcher::NewStub(
+      grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", server_->port()),
+                                grpc::InsecureChannelCredentials(), args));
+  grpc::ClientContext context;
+  v1::WatchBatchRequest request;
+  request.set_batch_id(id);
+  auto reader = stalled_stub->WatchBatch(&context, request);
+  v1::FetchBatchEvent event;
+  ASSERT_TRUE(reader->Read(&event));
+  ASSERT_TRUE(event.has_accepted());
+
+  const v1::BatchSummary summary = WaitFinished(id, absl::Seconds(15));
+  EXPECT_EQ(summary.state(), v1::BATCH_STATE_DONE)
+      << summary.ShortDebugString();
+  EXPECT_EQ(summary.succeeded(), 200u);
+  context.TryCancel();
+  while (reader->Read(&event)) {
+  }
+  reader->Finish();
+}
+
 }  // namespace
 }  // namespace batchfetch::e2e

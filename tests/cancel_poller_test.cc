@@ -2,17 +2,14 @@
 // a fake store (no database, no sleeps).
 #include "service/server/cancel_poller.h"
 
-#include <deque>
 #include <string>
 #include <string_view>
 #include <vector>
 
-#include "absl/strings/match.h"
-#include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "gtest/gtest.h"
-#include "service/base/log.h"
+#include "tests/support/captured_log.h"
 #include "tests/support/fake_clock.h"
+#include "tests/support/stub_result_store.h"
 
 namespace batchfetch {
 namespace {
@@ -20,26 +17,12 @@ namespace {
 using testing::FakeClock;
 
 // Answers CancelRequestedBatches from a script; counts the calls.
-class FakeCancelStore : public ResultStore {
+class FakeCancelStore : public testing::StubResultStore {
  public:
   absl::StatusOr<std::vector<std::string>> CancelRequestedBatches() override {
     ++polls;
     if (!status.ok()) return status;
     return requested;
-  }
-  absl::Status CreateBatch(const BatchRecord&) override {
-    return absl::OkStatus();
-  }
-  void AppendResult(const std::string&, std::shared_ptr<const v1::FetchResult>,
-                    absl::Time, Done) override {}
-  void FinishBatch(const BatchRecord&, Done) override {}
-  absl::StatusOr<v1::BatchSummary> GetBatch(const std::string&,
-                                            const ReadScope&) override {
-    return absl::NotFoundError("none");
-  }
-  absl::StatusOr<ResultPage> ListResults(const std::string&, const ReadScope&,
-                                         uint32_t, uint32_t) override {
-    return ResultPage();
   }
 
   int polls = 0;
@@ -49,14 +32,6 @@ class FakeCancelStore : public ResultStore {
 
 class CancelPollerTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    SetLogSinkForTest([this](std::string_view line) {
-      absl::MutexLock lock(&log_mu_);
-      log_.emplace_back(line);
-    });
-  }
-  void TearDown() override { SetLogSinkForTest(nullptr); }
-
   CancelPoller MakePoller() {
     CancelPoller::Options options;
     options.interval = absl::Milliseconds(500);
@@ -66,23 +41,12 @@ class CancelPollerTest : public ::testing::Test {
         options, &clock_);
   }
 
-  int LogCount(std::string_view event) {
-    absl::MutexLock lock(&log_mu_);
-    int n = 0;
-    for (const std::string& line : log_) {
-      if (absl::StrContains(
-              line, absl::StrCat("\"event\":\"", std::string(event), "\""))) {
-        ++n;
-      }
-    }
-    return n;
-  }
+  int LogCount(std::string_view event) { return log_.Count(event); }
 
+  testing::CapturedLog log_;
   FakeClock clock_;
   FakeCancelStore store_;
   std::vector<std::string> cancelled_;
-  absl::Mutex log_mu_;
-  std::vector<std::string> log_ ABSL_GUARDED_BY(log_mu_);
 };
 
 TEST_F(CancelPollerTest, FirstRoundCancelsEveryRequestedBatch) {

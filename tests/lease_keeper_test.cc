@@ -222,5 +222,49 @@ TEST_F(LeaseKeeperTest, TheDefaultStoreHasNothingToRenewOrSweep) {
   EXPECT_EQ(LogCount("batch_interrupted"), 0);
 }
 
+TEST_F(LeaseKeeperTest, HandsEachSweepsInterruptedBatchesToTheListener) {
+  store_.to_interrupt = {{"b1", "b2"}, {}, {"b3"}};
+  std::vector<std::vector<std::string>> heard;
+  LeaseKeeper keeper(&store_, &stats_, Lease(absl::Seconds(4)), &clock_);
+  keeper.SetSweepListener(
+      [&](std::vector<std::string> ids) { heard.push_back(std::move(ids)); });
+  for (int i = 0; i < 3; ++i) {
+    keeper.RunDue();
+    clock_.Advance(absl::Seconds(2));  // half a lease: the next sweep
+  }
+  // Every sweep is a call, the empty one too (the listener's retry round).
+  ASSERT_EQ(heard.size(), 3u);
+  EXPECT_EQ(heard[0], (std::vector<std::string>{"b1", "b2"}));
+  EXPECT_TRUE(heard[1].empty());
+  EXPECT_EQ(heard[2], (std::vector<std::string>{"b3"}));
+}
+
+TEST_F(LeaseKeeperTest, KeepsWhatASweepInterruptedBeforeAListenerWasSet) {
+  store_.to_interrupt = {{"b1"}, {"b2"}};
+  std::vector<std::vector<std::string>> heard;
+  LeaseKeeper keeper(&store_, &stats_, Lease(absl::Seconds(4)), &clock_);
+  keeper.RunDue();  // the first sweep, before the service exists
+  keeper.SetSweepListener(
+      [&](std::vector<std::string> ids) { heard.push_back(std::move(ids)); });
+  clock_.Advance(absl::Seconds(2));
+  keeper.RunDue();
+  ASSERT_EQ(heard.size(), 1u);
+  EXPECT_EQ(heard[0], (std::vector<std::string>{"b1", "b2"}));
+  // Unset: later sweeps call nobody.
+  keeper.SetSweepListener(nullptr);
+  clock_.Advance(absl::Seconds(2));
+  keeper.RunDue();
+  EXPECT_EQ(heard.size(), 1u);
+}
+
+TEST_F(LeaseKeeperTest, AFailedSweepCallsNoListener) {
+  store_.sweep_status = absl::UnavailableError("database away");
+  int calls = 0;
+  LeaseKeeper keeper(&store_, &stats_, Lease(absl::Seconds(4)), &clock_);
+  keeper.SetSweepListener([&](std::vector<std::string>) { ++calls; });
+  keeper.RunDue();
+  EXPECT_EQ(calls, 0);
+}
+
 }  // namespace
 }  // namespace batchfetch

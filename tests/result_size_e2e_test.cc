@@ -215,6 +215,46 @@ TEST_F(ResultSizeTest, BodyTextIsPostedAsUtf8) {
       << both.status.error_message();
 }
 
+TEST_F(ResultSizeTest, AWatcherWithTheDefaultLimitReadsABigLiveResultCut) {
+  // A detached batch that asked for 8 MiB bodies; its 6 MiB result comes
+  // after a second, when the watcher is live (subscribed, caught up).
+  v1::FetchBatchRequest request = Batch(
+      {upstream_->Url(absl::StrCat("/big?delay_ms=1000&bytes=", kSixMib))});
+  request.set_max_body_bytes(8 << 20);
+  request.set_detach(true);
+  std::string batch_id;
+  {
+    grpc::ClientContext context;
+    auto reader = stub_->FetchBatch(&context, request);
+    v1::FetchBatchEvent event;
+    ASSERT_TRUE(reader->Read(&event));
+    batch_id = event.accepted().batch_id();
+    context.TryCancel();
+    while (reader->Read(&event)) {
+    }
+    reader->Finish();
+  }
+  ASSERT_FALSE(batch_id.empty());
+  // The default client (4 MiB receive limit) watches it.
+  grpc::ClientContext context;
+  context.set_deadline(absl::ToChronoTime(absl::Now() + absl::Seconds(30)));
+  v1::WatchBatchRequest watch;
+  watch.set_batch_id(batch_id);
+  auto reader = stub_->WatchBatch(&context, watch);
+  std::vector<v1::FetchBatchEvent> events;
+  v1::FetchBatchEvent event;
+  while (reader->Read(&event)) events.push_back(event);
+  const grpc::Status status = reader->Finish();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(events.size(), 3u);
+  ASSERT_TRUE(events[1].has_result());
+  EXPECT_EQ(events[1].result().outcome(), v1::OUTCOME_OK);
+  EXPECT_TRUE(events[1].result().truncated());
+  EXPECT_GT(events[1].result().json().size(), 3u << 20);
+  EXPECT_LT(events[1].result().ByteSizeLong(), 4u << 20);
+  EXPECT_TRUE(events[2].has_summary());
+}
+
 }  // namespace
 }  // namespace e2e
 }  // namespace batchfetch

@@ -10,8 +10,9 @@
 
 #include "absl/strings/match.h"
 #include "gtest/gtest.h"
-#include "service/base/log.h"
+#include "tests/support/captured_log.h"
 #include "tests/support/fake_clock.h"
+#include "tests/support/stub_result_store.h"
 
 namespace batchfetch {
 namespace {
@@ -20,7 +21,7 @@ using testing::FakeClock;
 
 // Records each DeleteExpiredBatches call and answers from `answers` (then
 // an empty pass).
-class FakeRetentionStore : public ResultStore {
+class FakeRetentionStore : public testing::StubResultStore {
  public:
   struct Call {
     absl::Time ended_before;
@@ -34,20 +35,6 @@ class FakeRetentionStore : public ResultStore {
     absl::StatusOr<RetentionPass> answer = answers.front();
     answers.pop_front();
     return answer;
-  }
-  absl::Status CreateBatch(const BatchRecord&) override {
-    return absl::OkStatus();
-  }
-  void AppendResult(const std::string&, std::shared_ptr<const v1::FetchResult>,
-                    absl::Time, Done) override {}
-  void FinishBatch(const BatchRecord&, Done) override {}
-  absl::StatusOr<v1::BatchSummary> GetBatch(const std::string&,
-                                            const ReadScope&) override {
-    return absl::NotFoundError("none");
-  }
-  absl::StatusOr<ResultPage> ListResults(const std::string&, const ReadScope&,
-                                         uint32_t, uint32_t) override {
-    return ResultPage();
   }
 
   std::vector<Call> calls;
@@ -65,27 +52,18 @@ RetentionPass Deleted(uint64_t batches, uint64_t rows, bool more = false) {
 class RetentionKeeperTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    SetLogSinkForTest(
-        [this](std::string_view line) { lines_.emplace_back(line); });
     options_.retention = absl::Hours(24 * 30);
     options_.interval = absl::Minutes(5);
     options_.max_batches_per_pass = 50;
     options_.pause_between_passes = absl::Seconds(1);
   }
-  void TearDown() override { SetLogSinkForTest(nullptr); }
+  int Logged(const std::string& event) const { return log_.Count(event); }
+  std::vector<std::string> Lines() const { return log_.Lines(); }
 
-  int Logged(const std::string& event) const {
-    int n = 0;
-    for (const std::string& line : lines_) {
-      n += absl::StrContains(line, "\"event\":\"" + event + "\"");
-    }
-    return n;
-  }
-
+  testing::CapturedLog log_;
   FakeClock clock_;
   FakeRetentionStore store_;
   RetentionKeeper::Options options_;
-  std::vector<std::string> lines_;
 };
 
 TEST_F(RetentionKeeperTest, TheFirstPassRunsAtOnceWithTheCutoffRetentionAgo) {
@@ -129,16 +107,17 @@ TEST_F(RetentionKeeperTest, LogsWhatAPassDeletedAndNothingForAnEmptyPass) {
   store_.answers = {Deleted(2, 31), Deleted(0, 0)};
   RetentionKeeper keeper(&store_, options_, &clock_);
   keeper.RunDue();
-  ASSERT_EQ(lines_.size(), 1u);
-  EXPECT_TRUE(absl::StrContains(lines_[0], "\"level\":\"info\"")) << lines_[0];
-  EXPECT_TRUE(absl::StrContains(lines_[0], "\"event\":\"retention_deleted\""));
-  EXPECT_TRUE(absl::StrContains(lines_[0], "\"batches\":2")) << lines_[0];
-  EXPECT_TRUE(absl::StrContains(lines_[0], "\"rows\":31")) << lines_[0];
-  EXPECT_TRUE(absl::StrContains(lines_[0], "\"ended_before\":\"2023-10-15T"))
-      << lines_[0];
+  std::vector<std::string> lines = Lines();
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_TRUE(absl::StrContains(lines[0], "\"level\":\"info\"")) << lines[0];
+  EXPECT_TRUE(absl::StrContains(lines[0], "\"event\":\"retention_deleted\""));
+  EXPECT_TRUE(absl::StrContains(lines[0], "\"batches\":2")) << lines[0];
+  EXPECT_TRUE(absl::StrContains(lines[0], "\"rows\":31")) << lines[0];
+  EXPECT_TRUE(absl::StrContains(lines[0], "\"ended_before\":\"2023-10-15T"))
+      << lines[0];
   clock_.Advance(absl::Minutes(5));
   keeper.RunDue();
-  EXPECT_EQ(lines_.size(), 1u);
+  EXPECT_EQ(Lines().size(), 1u);
 }
 
 TEST_F(RetentionKeeperTest, AnOutageIsLoggedOnceAndItsEndOnce) {
@@ -155,7 +134,8 @@ TEST_F(RetentionKeeperTest, AnOutageIsLoggedOnceAndItsEndOnce) {
   EXPECT_EQ(store_.calls.size(), 3u);
   EXPECT_EQ(Logged("retention_failed"), 1);
   EXPECT_EQ(Logged("retention_recovered"), 1);
-  EXPECT_TRUE(absl::StrContains(lines_[0], "database away")) << lines_[0];
+  const std::string first = Lines()[0];
+  EXPECT_TRUE(absl::StrContains(first, "database away")) << first;
 }
 
 TEST_F(RetentionKeeperTest, TheThreadRunsTheFirstPassAndStops) {

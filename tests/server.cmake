@@ -37,6 +37,13 @@ target_link_libraries(retention_keeper_test PRIVATE batchfetch_server_lib
   batchfetch_warnings GTest::gtest_main)
 gtest_discover_tests(retention_keeper_test DISCOVERY_TIMEOUT 60)
 
+# PeriodicWorker, the keepers' thread: hooks, rounds until stopped, the
+# wait for the first round (no sleeps).
+add_executable(periodic_worker_test periodic_worker_test.cc)
+target_link_libraries(periodic_worker_test PRIVATE batchfetch_server_lib
+  batchfetch_warnings GTest::gtest_main)
+gtest_discover_tests(periodic_worker_test DISCOVERY_TIMEOUT 60)
+
 # The server_started log line: the effective configuration, no secret.
 add_executable(startup_log_test startup_log_test.cc)
 target_link_libraries(startup_log_test PRIVATE batchfetch_server_lib
@@ -55,6 +62,11 @@ batchfetch_e2e_test(outage_e2e_test outage_e2e_test.cc)
 # interrupted by the new process's lease sweep, every streamed result is
 # stored.
 batchfetch_e2e_test(crash_e2e_test crash_e2e_test.cc)
+
+# Takeover (issue 11): two server processes, a detached batch on the first,
+# kill -9 of it; the second takes the batch over and finishes it, fetching
+# only what was missing; a streamed batch stays interrupted.
+batchfetch_e2e_test(takeover_e2e_test takeover_e2e_test.cc)
 
 # A COMMIT whose answer is lost (a proxy between the binary and MariaDB cuts
 # the connection after forwarding it): replayed, no duplicate, no loss.

@@ -15,7 +15,7 @@ gtest_discover_tests(store_unit_tests DISCOVERY_TIMEOUT 60)
 # MysqlResultStore and its parts against a private MariaDB (and a TCP black
 # hole in front of it). One CTest test so the instance is started once.
 add_executable(store_test store_test.cc store_resume_test.cc
-  store_retention_test.cc)
+  store_retention_test.cc store_dedicated_session_test.cc)
 target_link_libraries(store_test PRIVATE batchfetch_store batchfetch_test_support
   batchfetch_warnings GTest::gtest_main)
 add_test(NAME store_test COMMAND store_test)

@@ -5,25 +5,25 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "service/store/mysql/mysql_reader.h"
 #include "service/store/mysql/mysql_result_store.h"
 #include "tests/support/local_mariadb.h"
+#include "tests/support/store_test_support.h"
 
 namespace batchfetch {
 namespace {
 
 using testing::LocalMariaDb;
 using testing::SharedMariaDb;
+using testing::WaitForWrite;
 
 const std::string kSha(64, 'a');
 const std::string kOtherSha(64, 'b');
@@ -39,14 +39,7 @@ class StoreResumeTest : public ::testing::Test {
   std::unique_ptr<MysqlResultStore> Open(
       const std::string& replica_id = "replica-a",
       absl::Duration lease = absl::Seconds(30)) {
-    MysqlResultStore::Options o;
-    o.host = db_->host();
-    o.port = db_->port();
-    o.user = db_->user();
-    o.password = db_->password();
-    o.database = database_;
-    o.startup_wait = absl::Seconds(10);
-    o.retry_budget = absl::Seconds(5);
+    MysqlResultStore::Options o = testing::StoreOptions(*db_, database_);
     o.replica_id = replica_id;
     o.lease_duration = lease;
     auto store = MysqlResultStore::Open(o);
@@ -72,28 +65,13 @@ class StoreResumeTest : public ::testing::Test {
     return b;
   }
 
-  // Runs `write` with a `done` callback and waits for it.
-  static absl::Status Write(
-      const std::function<void(ResultStore::Done)>& write) {
-    auto done = std::make_shared<absl::Notification>();
-    auto status = std::make_shared<absl::Status>();
-    write([done, status](ResultStore::WriteOutcome outcome) {
-      *status = outcome.status();
-      done->Notify();
-    });
-    if (!done->WaitForNotificationWithTimeout(absl::Seconds(30))) {
-      return absl::DeadlineExceededError("done never ran");
-    }
-    return *status;
-  }
-
   static absl::Status Append(ResultStore& store, const std::string& id,
                              uint32_t index, v1::Outcome outcome) {
     auto r = std::make_shared<v1::FetchResult>();
     r->set_index(index);
     r->set_url(absl::StrCat("http://example.test/", index));
     r->set_outcome(outcome);
-    return Write([&](ResultStore::Done done) {
+    return WaitForWrite([&](ResultStore::Done done) {
       store.AppendResult(id, r, absl::Now(), std::move(done));
     });
   }
@@ -102,7 +80,7 @@ class StoreResumeTest : public ::testing::Test {
                              v1::BatchState state) {
     record.state = state;
     record.finished_at = absl::FromUnixMicros(1'700'000'000'500'000);
-    return Write([&](ResultStore::Done done) {
+    return WaitForWrite([&](ResultStore::Done done) {
       store.FinishBatch(record, std::move(done));
     });
   }
@@ -144,6 +122,26 @@ TEST_F(StoreResumeTest, TakenIdStoresNoSecondRequest) {
   EXPECT_EQ(*read, "the request");
   // The failed transaction was rolled back: the pooled connection works.
   EXPECT_TRUE(store->CreateBatch(Batch("next", 1)).ok());
+}
+
+TEST_F(StoreResumeTest, ReadStoredBatchGivesTheTakeoverItsRequestOwnerAndLease) {
+  auto store = Open("replica-a");
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->CreateBatch(Batch("orphan", 2, "alice")).ok());
+  Sql(absl::StrCat("UPDATE batches SET state = ",
+                   static_cast<int>(v1::BATCH_STATE_INTERRUPTED),
+                   ", cancel_requested = 1 WHERE batch_id = 'orphan'"));
+  // Another replica reads it (unscoped: the service's own read).
+  auto other = Open("replica-b");
+  ASSERT_NE(other, nullptr);
+  absl::StatusOr<StoredBatch> stored = other->ReadStoredBatch("orphan");
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->request, "the request");
+  EXPECT_EQ(stored->owner, "alice");
+  EXPECT_EQ(stored->lease_owner, "replica-a");
+  EXPECT_EQ(stored->state, v1::BATCH_STATE_INTERRUPTED);
+  EXPECT_TRUE(stored->cancel_requested);
+  EXPECT_TRUE(absl::IsNotFound(other->ReadStoredBatch("unknown").status()));
 }
 
 TEST_F(StoreResumeTest, BeginResumeDeletesTheNonOkResultsAndReturnsTheOkOnes) {

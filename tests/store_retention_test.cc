@@ -7,25 +7,25 @@
 
 #include <atomic>
 #include <cstdlib>
-#include <functional>
 #include <memory>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "service/store/mysql/mysql_result_store.h"
 #include "service/store/mysql/mysql_retention.h"
 #include "service/store/mysql/mysql_values.h"
 #include "tests/support/local_mariadb.h"
+#include "tests/support/store_test_support.h"
 
 namespace batchfetch {
 namespace {
 
 using testing::LocalMariaDb;
 using testing::SharedMariaDb;
+using testing::WaitForWrite;
 
 class StoreRetentionTest : public ::testing::Test {
  protected:
@@ -33,14 +33,7 @@ class StoreRetentionTest : public ::testing::Test {
     db_ = SharedMariaDb();
     static std::atomic<int> counter{0};
     database_ = absl::StrCat("store_retention_test_", getpid(), "_", counter++);
-    MysqlResultStore::Options o;
-    o.host = db_->host();
-    o.port = db_->port();
-    o.user = db_->user();
-    o.password = db_->password();
-    o.database = database_;
-    o.startup_wait = absl::Seconds(10);
-    o.retry_budget = absl::Seconds(5);
+    MysqlResultStore::Options o = testing::StoreOptions(*db_, database_);
     o.replica_id = "replica-a";
     auto store = MysqlResultStore::Open(o);
     ASSERT_TRUE(store.ok()) << store.status();
@@ -62,20 +55,6 @@ class StoreRetentionTest : public ::testing::Test {
            Count("batch_requests", batch_id);
   }
 
-  static absl::Status Write(
-      const std::function<void(ResultStore::Done)>& write) {
-    auto done = std::make_shared<absl::Notification>();
-    auto status = std::make_shared<absl::Status>();
-    write([done, status](ResultStore::WriteOutcome outcome) {
-      *status = outcome.status();
-      done->Notify();
-    });
-    if (!done->WaitForNotificationWithTimeout(absl::Seconds(30))) {
-      return absl::DeadlineExceededError("done never ran");
-    }
-    return *status;
-  }
-
   // A batch created at `created_at` with `results` stored results and its
   // request; finished in `state` at `finished_at` unless RUNNING.
   void AddBatch(const std::string& id, int results, v1::BatchState state,
@@ -92,14 +71,14 @@ class StoreRetentionTest : public ::testing::Test {
       r->set_index(static_cast<uint32_t>(i));
       r->set_url(absl::StrCat("http://example.test/", i));
       r->set_outcome(v1::OUTCOME_OK);
-      ASSERT_TRUE(Write([&](ResultStore::Done done) {
+      ASSERT_TRUE(WaitForWrite([&](ResultStore::Done done) {
                     store_->AppendResult(id, r, created_at, std::move(done));
                   }).ok());
     }
     if (state == v1::BATCH_STATE_RUNNING) return;
     b.state = state;
     b.finished_at = finished_at;
-    ASSERT_TRUE(Write([&](ResultStore::Done done) {
+    ASSERT_TRUE(WaitForWrite([&](ResultStore::Done done) {
                   store_->FinishBatch(b, std::move(done));
                 }).ok());
   }
@@ -198,11 +177,7 @@ TEST_F(StoreRetentionTest, APassStopsAtItsBatchLimitAndSaysMoreAreDue) {
 TEST_F(StoreRetentionTest, RowsGoInChunksOfTheConfiguredSize) {
   AddBatch("big", 10, v1::BATCH_STATE_DONE, long_ago_, long_ago_);
   MysqlRetention::Options options;
-  options.session.host = db_->host();
-  options.session.port = db_->port();
-  options.session.user = db_->user();
-  options.session.password = db_->password();
-  options.session.database = database_;
+  options.session = testing::SessionOptions(*db_, database_);
   options.result_rows_per_chunk = 3;
   MysqlRetention retention(options);
   const auto deletes = [this] {

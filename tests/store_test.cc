@@ -24,6 +24,7 @@
 #include "service/store/mysql/mysql_session.h"
 #include "service/store/mysql/mysql_values.h"
 #include "tests/support/local_mariadb.h"
+#include "tests/support/store_test_support.h"
 #include "tests/support/tcp_black_hole_proxy.h"
 
 namespace batchfetch {
@@ -134,14 +135,8 @@ class StoreTest : public ::testing::Test {
   }
 
   MysqlResultStore::Options Options(int port = 0) const {
-    MysqlResultStore::Options o;
-    o.host = db_->host();
-    o.port = port != 0 ? port : db_->port();
-    o.user = db_->user();
-    o.password = db_->password();
-    o.database = database_;
-    o.startup_wait = absl::Seconds(10);
-    o.retry_budget = absl::Seconds(5);
+    MysqlResultStore::Options o = testing::StoreOptions(*db_, database_);
+    if (port != 0) o.port = port;
     return o;
   }
 
@@ -601,12 +596,7 @@ TEST_F(StoreTest, CommitLostInFlightIsReplayedNotAcknowledged) {
 // it holds on the session.
 TEST_F(StoreTest, SessionWithoutAutocommitReallyHasItOff) {
   Open(Options()).reset();  // creates the database
-  MysqlSession::Options o;
-  o.host = db_->host();
-  o.port = db_->port();
-  o.user = db_->user();
-  o.password = db_->password();
-  o.database = database_;
+  MysqlSession::Options o = testing::SessionOptions(*db_, database_);
   o.autocommit = false;
   auto session = MysqlSession::Connect(o);
   ASSERT_TRUE(session.ok()) << session.status();
@@ -623,11 +613,7 @@ TEST_F(StoreTest, SessionWithoutAutocommitReallyHasItOff) {
 TEST_F(StoreTest, ReadPoolNeverOpensMoreThanItsBound) {
   Open(Options()).reset();  // migrate
   MysqlReader::Options o;
-  o.session.host = db_->host();
-  o.session.port = db_->port();
-  o.session.user = db_->user();
-  o.session.password = db_->password();
-  o.session.database = database_;
+  o.session = testing::SessionOptions(*db_, database_);
   o.max_read_connections = 2;
   MysqlReader reader(o);
   ASSERT_TRUE(reader.CreateBatch(Running("pool", 1)).ok());

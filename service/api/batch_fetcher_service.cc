@@ -58,7 +58,11 @@ BatchFetcherService::BatchFetcherService(
                 Executor::ThreadHooks{options.store_thread_init,
                                       options.store_thread_end}) {}
 
-BatchFetcherService::~BatchFetcherService() { executor_.Shutdown(); }
+BatchFetcherService::~BatchFetcherService() {
+  // A takeover still queued runs as draining: it takes nothing over.
+  draining_.store(true, std::memory_order_release);
+  executor_.Shutdown();
+}
 
 absl::StatusOr<BatchFetcherService::Caller> BatchFetcherService::Identify(
     const grpc::CallbackServerContext& context) const {
@@ -187,6 +191,23 @@ void BatchFetcherService::CreateAndRun(FetchBatchReactor* reactor,
       return;
     }
   }
+  std::shared_ptr<BatchBroadcaster> broadcaster;
+  std::shared_ptr<BatchRun> run = MakeRun(
+      plan, std::move(resumed), std::move(caller.owner), reactor, &broadcaster);
+  reactor->Run(
+      std::move(run),
+      [&](std::shared_ptr<FetchSink> sink) {
+        return engine_->Submit(std::move(plan.specs), plan.options,
+                               std::move(sink));
+      },
+      broadcaster.get());
+}
+
+std::shared_ptr<BatchRun> BatchFetcherService::MakeRun(
+    BatchPlan& plan,
+    std::vector<std::shared_ptr<const v1::FetchBatchEvent>> resumed,
+    std::string owner, BatchObserver* primary,
+    std::shared_ptr<BatchBroadcaster>* broadcaster) {
   BatchRun::Params params;
   params.batch_id = plan.batch_id;
   params.total = plan.total;
@@ -195,7 +216,7 @@ void BatchFetcherService::CreateAndRun(FetchBatchReactor* reactor,
   params.clock = clock_;
   params.stats = options_.batch_stats;
   params.resumed_results = std::move(resumed);
-  params.owner = std::move(caller.owner);
+  params.owner = std::move(owner);
   params.concurrency = static_cast<uint32_t>(plan.options.concurrency);
   params.resume = plan.resume;
   auto run =
@@ -215,23 +236,16 @@ void BatchFetcherService::CreateAndRun(FetchBatchReactor* reactor,
   // still recorded).
   if (cancel_at_once) run->Cancel();
   // WatchBatch streams of this batch subscribe to its broadcaster, which
-  // passes every call on to the reactor.
-  std::shared_ptr<BatchBroadcaster> broadcaster =
-      BatchBroadcaster::Create(reactor);
+  // passes every call on to `primary` (the caller's reactor, or nobody's).
+  *broadcaster = BatchBroadcaster::Create(primary);
   {
     absl::MutexLock lock(&runs_mu_);
     for (auto it = live_runs_.begin(); it != live_runs_.end();) {
       it = it->second.run.expired() ? live_runs_.erase(it) : std::next(it);
     }
-    live_runs_[plan.batch_id] = LiveRun{run, broadcaster};
+    live_runs_[plan.batch_id] = LiveRun{run, *broadcaster};
   }
-  reactor->Run(
-      std::move(run),
-      [&](std::shared_ptr<FetchSink> sink) {
-        return engine_->Submit(std::move(plan.specs), plan.options,
-                               std::move(sink));
-      },
-      broadcaster.get());
+  return run;
 }
 
 std::shared_ptr<BatchBroadcaster> BatchFetcherService::FindLive(
@@ -252,6 +266,122 @@ bool BatchFetcherService::CancelLocalBatch(const std::string& batch_id) {
   if (run == nullptr) return false;
   run->Cancel();  // outside the lock: the run may call its observer
   return true;
+}
+
+void BatchFetcherService::TakeOverInterrupted(
+    std::vector<std::string> batch_ids) {
+  if (store_ == nullptr) return;
+  {
+    absl::MutexLock lock(&takeover_mu_);
+    if (draining_.load(std::memory_order_acquire)) {
+      takeover_backlog_.Clear();
+      return;
+    }
+    const size_t dropped = takeover_backlog_.Add(batch_ids);
+    if (dropped > 0) {
+      LogEvent(LogLevel::kWarning, "batch_takeover_backlog_full")
+          .Add("dropped", static_cast<int64_t>(dropped));
+    }
+    if (takeover_queued_ || takeover_backlog_.size() == 0) return;
+    takeover_queued_ = true;
+  }
+  absl::Status queued = executor_.Submit([this] { RunTakeovers(); });
+  if (!queued.ok()) {
+    // The executor is full (or shutting down): the backlog waits for the
+    // next sweep's call.
+    absl::MutexLock lock(&takeover_mu_);
+    takeover_queued_ = false;
+  }
+}
+
+void BatchFetcherService::RunTakeovers() {
+  std::vector<TakeoverBacklog::Entry> due;
+  {
+    absl::MutexLock lock(&takeover_mu_);
+    due = takeover_backlog_.TakeAll();
+  }
+  for (TakeoverBacklog::Entry& entry : due) {
+    const TakeoverOutcome outcome = TryTakeOver(entry.batch_id);
+    if (outcome == TakeoverOutcome::kNoRoom && !entry.deferred) {
+      LogEvent(LogLevel::kInfo, "batch_takeover_deferred")
+          .Add("batch_id", entry.batch_id)
+          .Add("reason",
+               "the active-batch limit is reached; tried again at each "
+               "lease sweep while this replica runs");
+    }
+    absl::MutexLock lock(&takeover_mu_);
+    if (!draining_.load(std::memory_order_acquire)) {
+      takeover_backlog_.Settle(std::move(entry), outcome);
+    }
+  }
+  absl::MutexLock lock(&takeover_mu_);
+  takeover_queued_ = false;
+}
+
+TakeoverOutcome BatchFetcherService::TryTakeOver(const std::string& batch_id) {
+  const auto failed = [&batch_id](const absl::Status& error) {
+    LogEvent(LogLevel::kWarning, "batch_takeover_failed")
+        .Add("batch_id", batch_id)
+        .Add("error", std::string(error.message()));
+    return absl::IsUnavailable(error) ? TakeoverOutcome::kUnavailable
+                                      : TakeoverOutcome::kFailed;
+  };
+  absl::StatusOr<StoredBatch> stored = store_->ReadStoredBatch(batch_id);
+  if (!stored.ok()) return failed(stored.status());
+  v1::FetchBatchRequest request;
+  if (!request.ParseFromString(stored->request)) {
+    return failed(absl::DataLossError("the stored request does not parse"));
+  }
+  const TakeoverOutcome decision =
+      DecideTakeover(draining_.load(std::memory_order_acquire), stored->state,
+                     stored->cancel_requested, request);
+  if (decision != TakeoverOutcome::kTakenOver) {
+    LogEvent(LogLevel::kInfo, "batch_takeover_skipped")
+        .Add("batch_id", batch_id)
+        .Add("reason", TakeoverOutcomeName(decision));
+    return decision;
+  }
+  // The stored request, resumed: its hash is the stored one, so BeginResume
+  // accepts it; a new run gets the request's own deadline from now, as a
+  // resume by hand would.
+  request.set_batch_id(batch_id);
+  request.set_resume(true);
+  CallInfo call;
+  call.now = clock_->WallNow();
+  call.grpc_deadline = absl::InfiniteFuture();
+  absl::StatusOr<BatchPlan> plan = TranslateRequest(request, options_, call);
+  if (!plan.ok()) return failed(plan.status());
+  const std::string limit_key = stored->owner.empty()
+                                    ? std::string("takeover")
+                                    : absl::StrCat("identity ", stored->owner);
+  absl::StatusOr<ActiveBatchLimiter::Lease> lease =
+      limiter_.TryAcquire(limit_key);
+  if (!lease.ok()) {
+    // UNAVAILABLE: the limiter closed, the drain has begun.
+    return absl::IsUnavailable(lease.status()) ? TakeoverOutcome::kDraining
+                                               : TakeoverOutcome::kNoRoom;
+  }
+  std::vector<std::shared_ptr<const v1::FetchBatchEvent>> resumed;
+  absl::Status prepared = PrepareResume(
+      request, ReadScope::OwnedBy(stored->owner), *plan, &resumed);
+  if (!prepared.ok()) return failed(prepared);
+  const size_t to_fetch = plan->specs.size();
+  auto* observer = new DetachedRunObserver(*std::move(lease));
+  std::shared_ptr<BatchBroadcaster> broadcaster;
+  std::shared_ptr<BatchRun> run =
+      MakeRun(*plan, std::move(resumed), stored->owner, observer, &broadcaster);
+  observer->Hold(run);
+  LogEvent(LogLevel::kInfo, "batch_taken_over")
+      .Add("batch_id", batch_id)
+      .Add("previous_replica", stored->lease_owner)
+      .Add("owner", stored->owner)
+      .Add("total", static_cast<int64_t>(plan->total))
+      .Add("to_fetch", static_cast<int64_t>(to_fetch));
+  run->Start(broadcaster.get(), [&](std::shared_ptr<FetchSink> sink) {
+    return engine_->Submit(std::move(plan->specs), plan->options,
+                           std::move(sink));
+  });
+  return TakeoverOutcome::kTakenOver;
 }
 
 absl::Status BatchFetcherService::PrepareResume(
@@ -473,22 +603,29 @@ grpc::ServerUnaryReactor* BatchFetcherService::CancelBatch(
 }
 
 absl::StatusOr<std::string> BatchFetcherService::PageTokenKey() {
-  absl::MutexLock lock(&key_mu_);
-  if (!page_token_key_.empty()) return page_token_key_;
+  {
+    absl::MutexLock lock(&key_mu_);
+    if (!page_token_key_.empty()) return page_token_key_;
+  }
+  // Read without key_mu_ (a database round trip must not hold up the other
+  // callers); concurrent first readers may each read it, the first to
+  // store its key wins and every caller returns that one.
+  std::string key;
   absl::StatusOr<std::string> shared = store_->PageTokenKey();
   if (shared.ok()) {
-    page_token_key_ = *std::move(shared);
+    key = *std::move(shared);
   } else if (absl::IsUnimplemented(shared.status())) {
     // A store no replica shares: a key of this process's own.
-    std::string key(32, '\0');
+    key.assign(32, '\0');
     if (RAND_bytes(reinterpret_cast<unsigned char*>(key.data()),
                    static_cast<int>(key.size())) != 1) {
       return absl::InternalError("no random bytes for the page token key");
     }
-    page_token_key_ = std::move(key);
   } else {
     return shared.status();  // not cached: asked again next time
   }
+  absl::MutexLock lock(&key_mu_);
+  if (page_token_key_.empty()) page_token_key_ = std::move(key);
   return page_token_key_;
 }
 

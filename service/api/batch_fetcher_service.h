@@ -13,6 +13,7 @@
 #include "batchfetch/v1/batchfetch.grpc.pb.h"
 #include "service/api/active_batch_limiter.h"
 #include "service/api/batch_broadcaster.h"
+#include "service/api/batch_takeover.h"
 #include "service/api/executor.h"
 #include "service/api/request_translation.h"
 #include "service/api/service_options.h"
@@ -112,6 +113,27 @@ class BatchFetcherService final : public v1::BatchFetcher::CallbackService {
   bool CancelLocalBatch(const std::string& batch_id)
       ABSL_LOCKS_EXCLUDED(runs_mu_);
 
+  // Takeover (issue 11, "When a replica dies"): the LeaseKeeper hands over
+  // the batches each of its sweeps marked INTERRUPTED (possibly none: each
+  // call is also a round for the batches still waiting in the backlog).
+  // Never blocks: the work is one executor task at a time. For each batch
+  // (batch_takeover.h has the decisions and the backlog policy) it reads
+  // the stored request (ResultStore::ReadStoredBatch) and, if the batch is
+  // detached, still INTERRUPTED and not cancel-requested, admits it under
+  // --max_active_batches (counted under the batch's owner, or under
+  // "takeover" without auth) and resumes it as the resume path does
+  // (PrepareResume: only the requests without a stored OK result are
+  // fetched, under their original indices, in the original owner's
+  // scope), running detached with no caller (DetachedRunObserver), so it
+  // ends DONE as it would have. Logs `batch_taken_over` (batch_id,
+  // previous_replica, owner, total, to_fetch), or `batch_takeover_skipped`
+  // (info) / `batch_takeover_deferred` (info, no room, once per batch) /
+  // `batch_takeover_failed` (warning, with the error; not retried, except
+  // an unavailable database a few rounds). Draining: nothing is taken over
+  // and the backlog is dropped. Thread-safe.
+  void TakeOverInterrupted(std::vector<std::string> batch_ids)
+      ABSL_LOCKS_EXCLUDED(takeover_mu_);
+
  private:
   // Who is calling.
   struct Caller {
@@ -145,6 +167,23 @@ class BatchFetcherService final : public v1::BatchFetcher::CallbackService {
       BatchPlan& plan,
       std::vector<std::shared_ptr<const v1::FetchBatchEvent>>* resumed);
 
+  // Makes the run of `plan` (its specs still to fetch; `resumed`: the
+  // stored results a resume streams first), registers it for the drain
+  // (runs_) and by id (live_runs_, with a broadcaster that passes every
+  // call on to `primary`), and cancels it at once if the drain's grace is
+  // over. The caller starts it with `*broadcaster` as its observer.
+  std::shared_ptr<BatchRun> MakeRun(
+      BatchPlan& plan,
+      std::vector<std::shared_ptr<const v1::FetchBatchEvent>> resumed,
+      std::string owner, BatchObserver* primary,
+      std::shared_ptr<BatchBroadcaster>* broadcaster)
+      ABSL_LOCKS_EXCLUDED(runs_mu_);
+  // Takeover: runs the backlog's batches once (an executor task; one at a
+  // time, see takeover_queued_).
+  void RunTakeovers() ABSL_LOCKS_EXCLUDED(takeover_mu_);
+  // One batch's takeover attempt (blocks for a few round trips).
+  TakeoverOutcome TryTakeOver(const std::string& batch_id);
+
   // The broadcaster of `batch_id`'s run in this process, if any.
   std::shared_ptr<BatchBroadcaster> FindLive(const std::string& batch_id)
       ABSL_LOCKS_EXCLUDED(runs_mu_);
@@ -176,6 +215,11 @@ class BatchFetcherService final : public v1::BatchFetcher::CallbackService {
     std::weak_ptr<BatchBroadcaster> broadcaster;
   };
   std::map<std::string, LiveRun> live_runs_ ABSL_GUARDED_BY(runs_mu_);
+  // Takeover: the interrupted batches waiting for a round, and whether a
+  // RunTakeovers task is queued or running (so rounds never overlap).
+  absl::Mutex takeover_mu_;
+  TakeoverBacklog takeover_backlog_ ABSL_GUARDED_BY(takeover_mu_);
+  bool takeover_queued_ ABSL_GUARDED_BY(takeover_mu_) = false;
   absl::Mutex key_mu_;
   std::string page_token_key_ ABSL_GUARDED_BY(key_mu_);  // empty: not read
   // Database round trips; joined by the destructor.

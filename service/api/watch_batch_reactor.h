@@ -8,6 +8,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -30,14 +31,18 @@ namespace batchfetch {
 // the indices sent), whichever way it arrives. Two ways to learn of new
 // results:
 //  * live: the batch runs in this process (its BatchBroadcaster was found
-//    and took our subscription before it finished). Results the run reports
-//    while a store scan is under way, or while more than kMaxLiveBacklog
-//    events wait to be written, are not kept (they would hold the batch's
-//    engine window); they are marked missed and a new scan from the lowest
-//    unsent index finds them in the store (a result is reported only after
-//    the store acknowledged it). The run's end sends the summary once a last
-//    scan found nothing missed. A slow watcher therefore never stalls the
-//    batch.
+//    and took our subscription before it finished). A live result is
+//    queued as a copy of our own, cut to MysqlReader::kMaxRowBytes like a
+//    stored row (FitResult), so the run's event, which holds a slot of the
+//    batch's engine window, is released as soon as OnLiveResult returns: a
+//    watcher that stops reading never stalls the batch. Results reported
+//    while a store scan is under way, or while kMaxLiveBacklog events or
+//    kMaxLiveBacklogBytes wait to be written, are not kept; their indices
+//    go to `missed_`, and a rescan reads only the range from the lowest
+//    missed index to the last one within a page of it (a result is
+//    reported only after the store acknowledged it). Rescans back to back
+//    wait min_poll between them. The run's end sends the summary once
+//    nothing is missed.
 //  * following the store: otherwise (another replica runs it, or it has
 //    finished). Each poll reads GetBatch, then scans from the lowest unsent
 //    index; when the state read before the scan was not RUNNING, that
@@ -51,6 +56,9 @@ namespace batchfetch {
 // Lifetime: created by the handler, deleted in OnDone. Finish is called
 // exactly once, and only when no store task is queued or running and no
 // alarm is pending (they use `this`), after the subscription is detached.
+// The alarm is never cancelled (cancelling races with its callback ending
+// the call and deleting `this`): a call that ends while it is pending
+// finishes once it fired, at most max_poll later.
 // Thread-safety: gRPC reactions, executor tasks, the alarm and the live
 // calls may come concurrently; state is under `mu_`, and StartWrite,
 // Submit, alarm calls and Finish happen after releasing it. Live calls never
@@ -69,9 +77,10 @@ class WatchBatchReactor final
     absl::Duration max_poll = absl::Seconds(2);
     uint32_t page_size = 500;
   };
-  // Live events that may wait to be written before more are dropped (and
-  // read from the store instead).
+  // Events (count and serialized bytes) that may wait to be written
+  // before live results are dropped (and read from the store instead).
   static constexpr size_t kMaxLiveBacklog = 64;
+  static constexpr size_t kMaxLiveBacklogBytes = 8 << 20;
 
   WatchBatchReactor(Deps deps, std::string batch_id, uint32_t from_index,
                     ReadScope scope);
@@ -98,7 +107,6 @@ class WatchBatchReactor final
     grpc::WriteOptions write_options;
     bool scan = false;                  // Submit a Scan task
     std::optional<absl::Duration> arm;  // Set the alarm
-    bool cancel_alarm = false;
     std::optional<grpc::Status> finish;
   };
 
@@ -119,7 +127,19 @@ class WatchBatchReactor final
   void OnAlarm(bool fired) ABSL_LOCKS_EXCLUDED(mu_);
   // Queues `result` unless sent already (marks it sent).
   void QueueResult(Event event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Appends to outbox_, counting its bytes.
+  void Enqueue(Event event) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops every queued event but the one being written.
+  void DropUnwritten() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether a live result for `index` is to be queued; when the backlog is
+  // full or a scan is under way, marks it missed instead.
+  bool KeepLive(uint32_t index) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint32_t LowestUnsent() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The next gap range of a poll: the lowest unsent index in
+  // [gap_next_, tail_from_) and the rows up to the last unsent one within
+  // a page of it. False when none is left.
+  bool NextGap(uint32_t* from, uint32_t* rows)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Constant after construction.
   const Deps deps_;
@@ -127,16 +147,19 @@ class WatchBatchReactor final
   const uint32_t from_index_;
   const ReadScope scope_;
   const std::shared_ptr<LiveSubscription> subscription_;
-  // A fresh alarm per wait (never re-Set); replaced and cancelled under
-  // alarm_mu_ only, never while holding mu_.
-  absl::Mutex alarm_mu_ ABSL_ACQUIRED_AFTER(mu_);
-  std::unique_ptr<grpc::Alarm> alarm_ ABSL_GUARDED_BY(alarm_mu_);
+  // A fresh alarm per wait (never re-Set, never cancelled). Touched only
+  // by Act when arming (after the previous one fired) and by the
+  // destructor (after the last one fired: Finish waits for it), so no lock.
+  std::unique_ptr<grpc::Alarm> alarm_;
 
   absl::Mutex mu_;
   uint32_t total_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<bool> sent_ ABSL_GUARDED_BY(mu_);
   uint32_t lowest_unsent_ ABSL_GUARDED_BY(mu_) = 0;
+  // Our own events (never the run's: see OnLiveResult); the front is
+  // being written when writing_.
   std::deque<Event> outbox_ ABSL_GUARDED_BY(mu_);
+  size_t outbox_bytes_ ABSL_GUARDED_BY(mu_) = 0;  // serialized, summed
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   // The client went away or a write failed.
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
@@ -150,11 +173,26 @@ class WatchBatchReactor final
   // The scan under way continues from this index; -1: no scan under way.
   int64_t scan_from_ ABSL_GUARDED_BY(mu_) = -1;
   bool found_new_ ABSL_GUARDED_BY(mu_) = false;  // this poll found results
+  // Every row from here on is still to be read (a scan read the rows
+  // below it that were stored then): a poll reads the unsent gaps below
+  // it by range, then the tail from it, not every row from the lowest gap.
+  uint32_t tail_from_ ABSL_GUARDED_BY(mu_) = 0;
+  bool in_gaps_ ABSL_GUARDED_BY(mu_) = false;   // the poll reads gaps first
+  uint32_t gap_next_ ABSL_GUARDED_BY(mu_) = 0;  // the next gap from here
   absl::Duration backoff_ ABSL_GUARDED_BY(mu_);
   // Live mode (subscribed to the run in this process).
   bool live_ ABSL_GUARDED_BY(mu_) = false;
   bool live_ready_ ABSL_GUARDED_BY(mu_) = false;  // live events are queued
-  bool missed_live_ ABSL_GUARDED_BY(mu_) = false;
+  // Live results dropped (backlog full or a scan under way) and not sent
+  // since: a rescan reads them from the store.
+  std::set<uint32_t> missed_ ABSL_GUARDED_BY(mu_);
+  // >0: the scan under way is a rescan of missed indices, this many rows
+  // from scan_from_ (one ListResults call).
+  uint32_t rescan_rows_ ABSL_GUARDED_BY(mu_) = 0;
+  // A rescan just ran: the next one waits min_poll (rescan_alarm_: the
+  // alarm pending is that wait, not a poll).
+  bool rescan_wait_ ABSL_GUARDED_BY(mu_) = false;
+  bool rescan_alarm_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<v1::BatchSummary> live_summary_ ABSL_GUARDED_BY(mu_);
   // Following the store: the batch as read before the current scan.
   std::optional<v1::BatchSummary> db_summary_ ABSL_GUARDED_BY(mu_);

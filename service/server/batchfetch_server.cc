@@ -167,6 +167,12 @@ absl::StatusOr<std::unique_ptr<BatchFetchServer>> BatchFetchServer::Start(
         },
         std::move(poller_options));
     server->cancel_poller_->Start();
+    // Takeover: the batches the keeper's sweeps interrupt (its first
+    // sweep's too) go to the service, which resumes the detached ones.
+    server->lease_keeper_->SetSweepListener(
+        [service](std::vector<std::string> interrupted) {
+          service->TakeOverInterrupted(std::move(interrupted));
+        });
   }
 
   server->cancel_wait_ = config.mysql.retry_budget +
@@ -300,8 +306,10 @@ BatchFetchServer::~BatchFetchServer() {
   health_.reset();
   // Reactors are gone (and with them the executor's work): join the
   // executor, then stop the engine before the store they fed (the writer
-  // flushes what is queued). The poller calls the service: it stops first.
+  // flushes what is queued). The poller and the keeper's sweep listener
+  // call the service: they stop first.
   cancel_poller_.reset();
+  if (lease_keeper_ != nullptr) lease_keeper_->SetSweepListener(nullptr);
   service_.reset();
   metrics_http_.reset();  // waits for a running scrape
   engine_.reset();

@@ -1,6 +1,5 @@
 #include "service/server/cancel_poller.h"
 
-#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -13,32 +12,16 @@ CancelPoller::CancelPoller(ResultStore* store, Cancel cancel, Options options,
     : store_(store),
       cancel_(std::move(cancel)),
       options_(std::move(options)),
-      clock_(clock) {}
+      clock_(clock),
+      worker_([this] { return RunDue(); }, clock) {}
 
 CancelPoller::~CancelPoller() { Stop(); }
 
 void CancelPoller::Start() {
-  thread_ = std::thread([this] {
-    if (options_.thread_init) options_.thread_init();
-    while (true) {
-      const MonoTime next = RunDue();
-      absl::MutexLock lock(&mu_);
-      mu_.AwaitWithTimeout(
-          absl::Condition(&stopping_),
-          std::max(absl::ZeroDuration(), Since(next, clock_->MonoNow())));
-      if (stopping_) break;
-    }
-    if (options_.thread_end) options_.thread_end();
-  });
+  worker_.Start({options_.thread_init, options_.thread_end});
 }
 
-void CancelPoller::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-  }
-  if (thread_.joinable()) thread_.join();
-}
+void CancelPoller::Stop() { worker_.Stop(); }
 
 MonoTime CancelPoller::RunDue() {
   const MonoTime now = clock_->MonoNow();
@@ -47,16 +30,7 @@ MonoTime CancelPoller::RunDue() {
   next_round_ = now + options_.interval;
   absl::StatusOr<std::vector<std::string>> ids =
       store_->CancelRequestedBatches();
-  if (!ids.ok()) {
-    if (!failing_) {
-      LogEvent(LogLevel::kWarning, "cancel_poll_failed")
-          .Add("error", std::string(ids.status().message()));
-    }
-    failing_ = true;
-    return next_round_;
-  }
-  if (failing_) LogEvent(LogLevel::kInfo, "cancel_poll_recovered");
-  failing_ = false;
+  if (!outage_.Record(ids.status())) return next_round_;
   std::set<std::string> current(ids->begin(), ids->end());
   for (const std::string& batch_id : current) {
     if (previous_.count(batch_id) == 0) {

@@ -4,12 +4,11 @@
 #include <functional>
 #include <set>
 #include <string>
-#include <thread>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "service/base/clock.h"
+#include "service/base/outage_log.h"
+#include "service/server/periodic_worker.h"
 #include "service/store/result_store.h"
 
 namespace batchfetch {
@@ -32,7 +31,8 @@ namespace batchfetch {
 // Ownership: `store` is not owned and must outlive Stop(); `cancel` must
 // stay callable until Stop() returns.
 // Threading: Start() starts the thread; Stop() (or the destructor) wakes and
-// joins it. Tests may call RunDue() while the thread is not started.
+// joins it (PeriodicWorker). Tests may call RunDue() while the thread is not
+// started.
 class CancelPoller {
  public:
   struct Options {
@@ -52,8 +52,8 @@ class CancelPoller {
   CancelPoller(const CancelPoller&) = delete;
   CancelPoller& operator=(const CancelPoller&) = delete;
 
-  void Start() ABSL_LOCKS_EXCLUDED(mu_);
-  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
+  void Start();
+  void Stop();
 
   // Runs a round if one is due at the clock's now (the first call always
   // does) and returns when the next one is due.
@@ -68,13 +68,12 @@ class CancelPoller {
   // Touched by RunDue only (one thread).
   bool started_rounds_ = false;
   MonoTime next_round_;
-  bool failing_ = false;
+  OutageLog outage_{"cancel_poll_failed", "cancel_poll_recovered"};
   // The previous round's answer: an id already in it is not logged again.
   std::set<std::string> previous_;
 
-  absl::Mutex mu_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
+  // Last: stopped (joined) before the members its rounds use go.
+  PeriodicWorker worker_;
 };
 
 }  // namespace batchfetch

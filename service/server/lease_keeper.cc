@@ -62,6 +62,11 @@ MonoTime LeaseKeeper::RunDue() {
   return std::min(next_sweep_, next_renewal_);
 }
 
+void LeaseKeeper::SetSweepListener(SweepListener listener) {
+  absl::MutexLock lock(&listener_mu_);
+  listener_ = std::move(listener);
+}
+
 void LeaseKeeper::Renew() {
   absl::Status renewed = store_->RenewLeases();
   if (!renewed.ok() && !renewal_failing_) {
@@ -96,6 +101,17 @@ void LeaseKeeper::Sweep() {
         .Add("reason",
              batch.ok() ? batch->state_reason() : std::string("lease expired"));
   }
+  absl::MutexLock lock(&listener_mu_);
+  if (!listener_) {
+    for (const std::string& batch_id : *interrupted) {
+      if (unheard_.size() < kMaxUnheard) unheard_.push_back(batch_id);
+    }
+    return;
+  }
+  std::vector<std::string> heard;
+  heard.swap(unheard_);
+  heard.insert(heard.end(), interrupted->begin(), interrupted->end());
+  listener_(std::move(heard));
 }
 
 }  // namespace batchfetch

@@ -4,6 +4,7 @@
 #include <functional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -60,6 +61,21 @@ class LeaseKeeper {
   void Start() ABSL_LOCKS_EXCLUDED(mu_);
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Who hears of the batches each sweep interrupts (the service's
+  // takeover, BatchFetcherService::TakeOverInterrupted): called on the
+  // keeper's thread after every successful sweep with the ids it
+  // interrupted, possibly none (so the listener can retry what it put
+  // off); it must not block. Ids interrupted while no listener is set (the
+  // first sweep runs before the service exists) are handed to the next
+  // listener set, at most kMaxUnheard of them.
+  using SweepListener = std::function<void(std::vector<std::string>)>;
+  static constexpr size_t kMaxUnheard = 1000;
+  // Sets the listener; an empty one unsets it. Once this returns, no call
+  // to the previous listener is in progress (a call running now is waited
+  // for), so its target may go away. Not from inside the listener.
+  void SetSweepListener(SweepListener listener)
+      ABSL_LOCKS_EXCLUDED(listener_mu_);
+
   // Runs the sweep and/or the renewal due at the clock's now (both on the
   // first call) and returns when the next one is due.
   MonoTime RunDue();
@@ -79,6 +95,11 @@ class LeaseKeeper {
   MonoTime next_sweep_;
   bool renewal_failing_ = false;
   bool sweep_failing_ = false;
+
+  // Held while the listener runs (see SetSweepListener).
+  absl::Mutex listener_mu_;
+  SweepListener listener_ ABSL_GUARDED_BY(listener_mu_);
+  std::vector<std::string> unheard_ ABSL_GUARDED_BY(listener_mu_);
 
   absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;

@@ -2,12 +2,11 @@
 #define BATCHFETCH_SERVICE_SERVER_RETENTION_KEEPER_H_
 
 #include <functional>
-#include <thread>
 
-#include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "service/base/clock.h"
+#include "service/base/outage_log.h"
+#include "service/server/periodic_worker.h"
 #include "service/store/result_store.h"
 
 namespace batchfetch {
@@ -33,9 +32,9 @@ namespace batchfetch {
 // As LeaseKeeper: unit tests drive RunDue() with a FakeClock instead of
 // starting the thread.
 // Ownership: `store` is not owned and must outlive Stop().
-// Threading: Start() starts the keeper's own thread (its first pass runs
-// there, so start-up does not wait for a backlog); Stop() (or the
-// destructor) wakes and joins it; a pass in progress finishes its current
+// Threading: Start() starts the keeper's own thread (a PeriodicWorker) (its
+// first pass runs there, so start-up does not wait for a backlog); Stop() (or
+// the destructor) wakes and joins it; a pass in progress finishes its current
 // store call first. RunDue() only while the thread is not started.
 class RetentionKeeper {
  public:
@@ -57,8 +56,8 @@ class RetentionKeeper {
   RetentionKeeper(const RetentionKeeper&) = delete;
   RetentionKeeper& operator=(const RetentionKeeper&) = delete;
 
-  void Start() ABSL_LOCKS_EXCLUDED(mu_);
-  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
+  void Start();
+  void Stop();
 
   // Runs a pass if one is due at the clock's now (always on the first
   // call) and returns when the next one is due.
@@ -75,11 +74,10 @@ class RetentionKeeper {
   // Touched by RunDue only (one thread).
   bool started_passes_ = false;
   MonoTime next_pass_;
-  bool failing_ = false;
+  OutageLog outage_{"retention_failed", "retention_recovered"};
 
-  absl::Mutex mu_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
+  // Last: stopped (joined) before the members its passes use go.
+  PeriodicWorker worker_;
 };
 
 }  // namespace batchfetch

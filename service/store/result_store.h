@@ -67,6 +67,9 @@ struct StoredBatch {
   // that stopped); empty when none is recorded.
   std::string lease_owner;
   v1::BatchState state = v1::BATCH_STATE_UNSPECIFIED;
+  // A CancelBatch reached the batch while it ran (the flag its runner
+  // polls): its caller wants it stopped, not finished.
+  bool cancel_requested = false;
 };
 
 // What one retention pass (ResultStore::DeleteExpiredBatches) deleted.

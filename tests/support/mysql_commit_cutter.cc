@@ -1,22 +1,14 @@
 #include "tests/support/mysql_commit_cutter.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <cstring>
 #include <utility>
 
-#include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
-#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
@@ -31,41 +23,6 @@ constexpr uint32_t kMaxPayload = 0xFFFFFF;
 // How long a cut COMMIT waits for the target's answer before both sides
 // are closed anyway.
 constexpr absl::Duration kAnswerWait = absl::Seconds(10);
-
-// Sends all of `data`; false when the peer is gone.
-bool SendAll(int fd, const char* data, size_t n) {
-  while (n > 0) {
-    ssize_t sent = send(fd, data, n, MSG_NOSIGNAL);
-    if (sent < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data += sent;
-    n -= static_cast<size_t>(sent);
-  }
-  return true;
-}
-
-int ConnectTo(const std::string& host, int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1 ||
-      connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return -1;
-  }
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  return fd;
-}
-
-void CloseFd(int& fd) {
-  if (fd >= 0) close(fd);
-  fd = -1;
-}
 
 }  // namespace
 
@@ -149,40 +106,15 @@ struct MysqlCommitCutter::Connection {
 
 absl::StatusOr<std::unique_ptr<MysqlCommitCutter>> MysqlCommitCutter::Start(
     int target_port, const std::string& target_host) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
-  }
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      listen(fd, 128) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    const int err = errno;
-    close(fd);
-    return absl::InternalError(
-        absl::StrCat("bind/listen on 127.0.0.1: ", std::strerror(err)));
-  }
-  int wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake < 0) {
-    const int err = errno;
-    close(fd);
-    return absl::InternalError(absl::StrCat("eventfd: ", std::strerror(err)));
-  }
-  return std::unique_ptr<MysqlCommitCutter>(new MysqlCommitCutter(
-      fd, wake, ntohs(addr.sin_port), target_host, target_port));
+  absl::StatusOr<LoopbackListener> listener = LoopbackListener::Open();
+  if (!listener.ok()) return listener.status();
+  return std::unique_ptr<MysqlCommitCutter>(
+      new MysqlCommitCutter(*std::move(listener), target_host, target_port));
 }
 
-MysqlCommitCutter::MysqlCommitCutter(int listen_fd, int wake_fd, int port,
+MysqlCommitCutter::MysqlCommitCutter(LoopbackListener listener,
                                      std::string target_host, int target_port)
-    : listen_fd_(listen_fd),
-      wake_fd_(wake_fd),
-      port_(port),
+    : listener_(std::move(listener)),
       target_host_(std::move(target_host)),
       target_port_(target_port) {
   thread_ = std::thread([this] { Run(); });
@@ -190,12 +122,8 @@ MysqlCommitCutter::MysqlCommitCutter(int listen_fd, int wake_fd, int port,
 
 MysqlCommitCutter::~MysqlCommitCutter() {
   stop_.store(true);
-  const uint64_t one = 1;
-  ssize_t ignored = write(wake_fd_, &one, sizeof(one));
-  (void)ignored;
+  listener_.Wake();
   thread_.join();
-  close(listen_fd_);
-  close(wake_fd_);
 }
 
 void MysqlCommitCutter::CutNextCommits(
@@ -273,8 +201,8 @@ void MysqlCommitCutter::Run() {
 
   while (!stop_.load()) {
     std::vector<pollfd> fds;
-    fds.push_back({listen_fd_, POLLIN, 0});
-    fds.push_back({wake_fd_, POLLIN, 0});
+    fds.push_back({listener_.listen_fd(), POLLIN, 0});
+    fds.push_back({listener_.wake_fd(), POLLIN, 0});
     bool any_awaiting = false;
     // For each connection: the client (not read while its COMMIT's answer
     // is awaited), then the target.
@@ -319,11 +247,9 @@ void MysqlCommitCutter::Run() {
                        [](const auto& c) { return c->client < 0; }),
         connections.end());
     if (fds[0].revents & POLLIN) {
-      int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      int client = listener_.Accept();
       if (client >= 0) {
         accepted_.fetch_add(1);
-        int one = 1;
-        setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         const int target = ConnectTo(target_host_, target_port_);
         if (target < 0) {
           close(client);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "tests/support/loopback_listener.h"
 
 namespace batchfetch::testing {
 
@@ -90,7 +91,7 @@ class MysqlCommitCutter {
   MysqlCommitCutter& operator=(const MysqlCommitCutter&) = delete;
   ~MysqlCommitCutter();
 
-  int port() const { return port_; }
+  int port() const { return listener_.port(); }
 
   // Cuts the next `count` COMMITs, then forwards normally again; replaces
   // any earlier arming (0 disarms). With a non-empty
@@ -119,8 +120,8 @@ class MysqlCommitCutter {
  private:
   struct Connection;
 
-  MysqlCommitCutter(int listen_fd, int wake_fd, int port,
-                    std::string target_host, int target_port);
+  MysqlCommitCutter(LoopbackListener listener, std::string target_host,
+                    int target_port);
   void Run();
   // Handles bytes the client sent; false when the connection is to close.
   bool FromClient(Connection& c, std::string_view data);
@@ -129,9 +130,7 @@ class MysqlCommitCutter {
   // Takes one cut if armed and `c` qualifies.
   bool TakeCut(const Connection& c);
 
-  const int listen_fd_;
-  const int wake_fd_;  // eventfd: the destructor wakes the loop
-  const int port_;
+  const LoopbackListener listener_;  // the destructor wakes the loop
   const std::string target_host_;
   const int target_port_;
   std::atomic<bool> stop_{false};

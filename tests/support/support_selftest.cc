@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@
 #include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "tests/support/local_mariadb.h"
+#include "tests/support/loopback_listener.h"
 #include "tests/support/mysql_commit_cutter.h"
 #include "tests/support/test_upstream.h"
 
@@ -342,6 +344,29 @@ MysqlPacketFramer::Packet Query(const std::string& sql, uint8_t seq = 0) {
   auto packets = framer.Feed(MysqlPacket(seq, "\x03" + sql));
   EXPECT_EQ(packets.size(), 1u);
   return packets.empty() ? MysqlPacketFramer::Packet() : packets[0];
+}
+
+TEST(LoopbackListenerTest, AcceptsAClientOnItsPortAndWakesItsPoller) {
+  absl::StatusOr<LoopbackListener> opened = LoopbackListener::Open();
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  // Moving leaves the descriptors with the new owner only.
+  const LoopbackListener listener = *std::move(opened);
+  ASSERT_GT(listener.port(), 0);
+  int client = ConnectTo("127.0.0.1", listener.port());
+  ASSERT_GE(client, 0);
+  int server = listener.Accept();
+  ASSERT_GE(server, 0);
+  ASSERT_TRUE(SendAll(client, "ping", 4));
+  char got[4];
+  ASSERT_EQ(read(server, got, sizeof(got)), 4);
+  EXPECT_EQ(std::string_view(got, 4), "ping");
+  pollfd wake = {listener.wake_fd(), POLLIN, 0};
+  EXPECT_EQ(poll(&wake, 1, 0), 0);  // not woken yet
+  listener.Wake();
+  EXPECT_EQ(poll(&wake, 1, 0), 1);
+  CloseFd(client);
+  EXPECT_EQ(client, -1);
+  CloseFd(server);
 }
 
 TEST(MysqlPacketFramerTest, PacketsSplitAtEveryByteAreFramedWhole) {

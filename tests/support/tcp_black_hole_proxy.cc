@@ -1,95 +1,27 @@
 #include "tests/support/tcp_black_hole_proxy.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
-#include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdint>
-#include <cstring>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
-#include "absl/status/status.h"
-#include "absl/strings/str_cat.h"
-
 namespace batchfetch::testing {
-namespace {
-
-// Sends all of `data`; false when the peer is gone.
-bool SendAll(int fd, const char* data, size_t n) {
-  while (n > 0) {
-    ssize_t sent = send(fd, data, n, MSG_NOSIGNAL);
-    if (sent < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data += sent;
-    n -= static_cast<size_t>(sent);
-  }
-  return true;
-}
-
-int ConnectTo(const std::string& host, int port) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1 ||
-      connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    close(fd);
-    return -1;
-  }
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  return fd;
-}
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<TcpBlackHoleProxy>> TcpBlackHoleProxy::Start(
     int target_port, const std::string& target_host) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
-  }
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  socklen_t len = sizeof(addr);
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      listen(fd, 128) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    const int err = errno;
-    close(fd);
-    return absl::InternalError(
-        absl::StrCat("bind/listen on 127.0.0.1: ", std::strerror(err)));
-  }
-  int wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  if (wake < 0) {
-    const int err = errno;
-    close(fd);
-    return absl::InternalError(absl::StrCat("eventfd: ", std::strerror(err)));
-  }
-  return std::unique_ptr<TcpBlackHoleProxy>(new TcpBlackHoleProxy(
-      fd, wake, ntohs(addr.sin_port), target_host, target_port));
+  absl::StatusOr<LoopbackListener> listener = LoopbackListener::Open();
+  if (!listener.ok()) return listener.status();
+  return std::unique_ptr<TcpBlackHoleProxy>(
+      new TcpBlackHoleProxy(*std::move(listener), target_host, target_port));
 }
 
-TcpBlackHoleProxy::TcpBlackHoleProxy(int listen_fd, int wake_fd, int port,
+TcpBlackHoleProxy::TcpBlackHoleProxy(LoopbackListener listener,
                                      std::string target_host, int target_port)
-    : listen_fd_(listen_fd),
-      wake_fd_(wake_fd),
-      port_(port),
+    : listener_(std::move(listener)),
       target_host_(std::move(target_host)),
       target_port_(target_port) {
   thread_ = std::thread([this] { Run(); });
@@ -97,12 +29,8 @@ TcpBlackHoleProxy::TcpBlackHoleProxy(int listen_fd, int wake_fd, int port,
 
 TcpBlackHoleProxy::~TcpBlackHoleProxy() {
   stop_.store(true);
-  const uint64_t one = 1;
-  ssize_t ignored = write(wake_fd_, &one, sizeof(one));
-  (void)ignored;
+  listener_.Wake();
   thread_.join();
-  close(listen_fd_);
-  close(wake_fd_);
 }
 
 void TcpBlackHoleProxy::CutOnClientBytes(std::string pattern) {
@@ -125,15 +53,11 @@ void TcpBlackHoleProxy::Run() {
   };
   std::vector<Pair> pairs;
   std::vector<char> buffer(64 * 1024);
-  auto close_fd = [](int& fd) {
-    if (fd >= 0) close(fd);
-    fd = -1;
-  };
 
   while (!stop_.load()) {
     std::vector<pollfd> fds;
-    fds.push_back({listen_fd_, POLLIN, 0});
-    fds.push_back({wake_fd_, POLLIN, 0});
+    fds.push_back({listener_.listen_fd(), POLLIN, 0});
+    fds.push_back({listener_.wake_fd(), POLLIN, 0});
     // For each pair: the client, then the target (fd -1 is ignored).
     for (const Pair& p : pairs) {
       fds.push_back({p.client, POLLIN, 0});
@@ -159,10 +83,10 @@ void TcpBlackHoleProxy::Run() {
           // Closed (or failed). The client's end closes the pair; in black
           // hole mode a target that goes away is not reported to the client.
           if (side == 0 || !black_hole) {
-            close_fd(p.client);
-            close_fd(p.target);
+            CloseFd(p.client);
+            CloseFd(p.target);
           } else {
-            close_fd(p.target);
+            CloseFd(p.target);
           }
           continue;
         }
@@ -178,14 +102,14 @@ void TcpBlackHoleProxy::Run() {
               // The target gets the bytes before it sees the close.
               SendAll(to, buffer.data(), static_cast<size_t>(n));
             }
-            close_fd(p.client);
-            close_fd(p.target);
+            CloseFd(p.client);
+            CloseFd(p.target);
             continue;
           }
         }
         if (!SendAll(to, buffer.data(), static_cast<size_t>(n))) {
-          close_fd(p.client);
-          close_fd(p.target);
+          CloseFd(p.client);
+          CloseFd(p.target);
         }
       }
     }
@@ -199,11 +123,9 @@ void TcpBlackHoleProxy::Run() {
     }
     pairs.swap(live);
     if (fds[0].revents & POLLIN) {
-      int client = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      int client = listener_.Accept();
       if (client >= 0) {
         accepted_.fetch_add(1);
-        int one = 1;
-        setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         int target = -1;
         if (!black_hole_.load()) {
           target = ConnectTo(target_host_, target_port_);
@@ -217,8 +139,8 @@ void TcpBlackHoleProxy::Run() {
     }
   }
   for (Pair& p : pairs) {
-    close_fd(p.client);
-    close_fd(p.target);
+    CloseFd(p.client);
+    CloseFd(p.target);
   }
 }
 

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "tests/support/loopback_listener.h"
 
 namespace batchfetch::testing {
 
@@ -40,7 +41,7 @@ class TcpBlackHoleProxy {
   TcpBlackHoleProxy& operator=(const TcpBlackHoleProxy&) = delete;
   ~TcpBlackHoleProxy();
 
-  int port() const { return port_; }
+  int port() const { return listener_.port(); }
   void StartBlackHole() { black_hole_.store(true); }
   bool black_hole() const { return black_hole_.load(); }
   // Connections accepted so far.
@@ -54,13 +55,11 @@ class TcpBlackHoleProxy {
   int cuts() const { return cuts_.load(); }
 
  private:
-  TcpBlackHoleProxy(int listen_fd, int wake_fd, int port,
-                    std::string target_host, int target_port);
+  TcpBlackHoleProxy(LoopbackListener listener, std::string target_host,
+                    int target_port);
   void Run();
 
-  const int listen_fd_;
-  const int wake_fd_;  // eventfd: the destructor wakes the loop
-  const int port_;
+  const LoopbackListener listener_;  // the destructor wakes the loop
   const std::string target_host_;
   const int target_port_;
   std::atomic<bool> black_hole_{false};

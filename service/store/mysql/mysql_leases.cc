@@ -17,7 +17,8 @@ constexpr size_t kMaxStateReasonBytes = 255;
 
 }  // namespace
 
-MysqlLeases::MysqlLeases(Options options) : options_(std::move(options)) {}
+MysqlLeases::MysqlLeases(Options options)
+    : options_(std::move(options)), session_(options_.session) {}
 
 std::string MysqlLeases::InterruptedReason(absl::string_view owner,
                                            absl::Time expired_at) {
@@ -29,32 +30,11 @@ std::string MysqlLeases::InterruptedReason(absl::string_view owner,
       kMaxStateReasonBytes);
 }
 
-template <typename Fn>
-absl::Status MysqlLeases::WithSession(absl::string_view what, Fn fn) {
-  absl::MutexLock lock(&mu_);
-  for (int attempt = 0;; ++attempt) {
-    if (session_ == nullptr) {
-      auto session = MysqlSession::Connect(options_.session);
-      if (!session.ok()) return session.status();
-      session_ = *std::move(session);
-    }
-    MysqlStatus status =
-        MysqlSession::Guard(what, [&] { return fn(*session_); });
-    if (status.ok()) return status.status;
-    // Closing the connection also rolls back a transaction left open.
-    session_.reset();
-    if (status.kind == MysqlErrorKind::kConnectionLost && attempt == 0) {
-      continue;
-    }
-    return status.status;
-  }
-}
-
 absl::Status MysqlLeases::Renew(const std::vector<std::string>& live) {
   if (live.empty()) return absl::OkStatus();
   // One UPDATE per chunk of ids (each a short autocommit statement).
   constexpr size_t kIdsPerUpdate = 200;
-  return WithSession("renewing batch leases", [&](MysqlSession& s) {
+  return session_.Run("renewing batch leases", [&](MysqlSession& s) {
     for (size_t at = 0; at < live.size(); at += kIdsPerUpdate) {
       const size_t n = std::min(kIdsPerUpdate, live.size() - at);
       std::string marks;
@@ -79,7 +59,7 @@ absl::StatusOr<std::vector<std::string>> MysqlLeases::InterruptExpired(
     const std::set<std::string>& live) {
   std::vector<std::string> interrupted;
   absl::Status status =
-      WithSession("interrupting expired batch leases", [&](MysqlSession& s) {
+      session_.Run("interrupting expired batch leases", [&](MysqlSession& s) {
         interrupted.clear();
         s.Execute("START TRANSACTION");
         sql::PreparedStatement& select = s.Prepared(absl::StrCat(

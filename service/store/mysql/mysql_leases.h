@@ -12,6 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "service/store/mysql/mysql_dedicated_session.h"
 #include "service/store/mysql/mysql_session.h"
 
 namespace batchfetch {
@@ -32,7 +33,8 @@ namespace batchfetch {
 // batch normally.
 //
 // Ownership: owns one connection of its own (so a busy read pool cannot
-// delay a renewal), opened on first use and reopened after a failure.
+// delay a renewal; a MysqlDedicatedSession), opened on first use and
+// reopened after a failure.
 // Threading: the methods may be called from any thread; calls are
 // serialized. Each blocks for a few round trips, each bounded by the
 // session's io_timeout.
@@ -79,15 +81,8 @@ class MysqlLeases {
                                        absl::Time expired_at);
 
  private:
-  // Runs `fn(session)` on the own connection (connecting first if needed);
-  // a lost connection is dropped and the call retried once on a new one.
-  template <typename Fn>
-  absl::Status WithSession(absl::string_view what, Fn fn)
-      ABSL_LOCKS_EXCLUDED(mu_);
-
   const Options options_;
-  absl::Mutex mu_;
-  std::unique_ptr<MysqlSession> session_ ABSL_GUARDED_BY(mu_);
+  MysqlDedicatedSession session_;
 };
 
 }  // namespace batchfetch

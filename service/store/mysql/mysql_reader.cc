@@ -256,13 +256,15 @@ absl::StatusOr<StoredBatch> MysqlReader::ReadStoredBatch(
         stored = StoredBatch();
         found = false;
         sql::PreparedStatement& row = s.Prepared(
-            "SELECT owner, lease_owner, state FROM batches WHERE batch_id = ?");
+            "SELECT owner, lease_owner, state, cancel_requested FROM batches "
+            "WHERE batch_id = ?");
         row.setString(1, batch_id);
         std::unique_ptr<sql::ResultSet> rs(row.executeQuery());
         if (!rs->next()) return absl::OkStatus();
         stored.owner = rs->getString("owner").asStdString();
         stored.lease_owner = rs->getString("lease_owner").asStdString();
         stored.state = static_cast<v1::BatchState>(rs->getUInt("state"));
+        stored.cancel_requested = rs->getUInt("cancel_requested") != 0;
         rs.reset();
         sql::PreparedStatement& chunks = s.Prepared(
             "SELECT bytes FROM batch_requests WHERE batch_id = ? "

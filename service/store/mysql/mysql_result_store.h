@@ -81,7 +81,9 @@ class MysqlResultStore : public ResultStore {
     // InterruptExpiredLeases.
     absl::Duration lease_duration = absl::Seconds(30);
     // fetch_results rows one retention DELETE removes (MysqlRetention).
-    int retention_rows_per_chunk = 1000;
+    // Rows may hold bodies up to --max_body_bytes: 100 keeps one DELETE's
+    // undo and lock time small even for large bodies.
+    int retention_rows_per_chunk = 100;
   };
 
   // Connects, applies pending schema migrations (serialized across replicas

@@ -49,33 +49,14 @@ MysqlRetention::Options WithValidChunks(MysqlRetention::Options options) {
 }  // namespace
 
 MysqlRetention::MysqlRetention(Options options)
-    : options_(WithValidChunks(std::move(options))) {}
-
-template <typename Fn>
-absl::Status MysqlRetention::WithSession(absl::string_view what, Fn fn) {
-  for (int attempt = 0;; ++attempt) {
-    if (session_ == nullptr) {
-      auto session = MysqlSession::Connect(options_.session);
-      if (!session.ok()) return session.status();
-      session_ = *std::move(session);
-    }
-    MysqlStatus status =
-        MysqlSession::Guard(what, [&] { return fn(*session_); });
-    if (status.ok()) return status.status;
-    // Closing the connection also rolls back a transaction left open.
-    session_.reset();
-    if (status.kind == MysqlErrorKind::kConnectionLost && attempt == 0) {
-      continue;
-    }
-    return status.status;
-  }
-}
+    : options_(WithValidChunks(std::move(options))),
+      session_(options_.session) {}
 
 absl::StatusOr<std::vector<std::string>> MysqlRetention::SelectExpired(
     absl::Time ended_before, int limit) {
   std::vector<std::string> ids;
   absl::Status status =
-      WithSession("selecting expired batches", [&](MysqlSession& s) {
+      session_.Run("selecting expired batches", [&](MysqlSession& s) {
         ids.clear();
         const std::string cutoff = FormatDateTime(ended_before);
         // Finished batches, by the batches_finished_at index (migration 7).
@@ -112,7 +93,7 @@ absl::Status MysqlRetention::DeleteBatch(const std::string& batch_id,
   uint64_t rows = 0;
   bool deleted = false;
   absl::Status status =
-      WithSession("deleting an expired batch", [&](MysqlSession& s) {
+      session_.Run("deleting an expired batch", [&](MysqlSession& s) {
         // `rows` keeps what a first, failed attempt deleted.
         deleted = false;
         const std::string due = absl::StrCat(

@@ -11,6 +11,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "service/store/mysql/mysql_dedicated_session.h"
 #include "service/store/mysql/mysql_session.h"
 #include "service/store/result_store.h"
 
@@ -38,7 +39,8 @@ namespace batchfetch {
 // idempotent, so a lost connection retries the batch once on a new one.
 //
 // Ownership: owns one connection of its own (a long pass must not hold a
-// read-pool connection), opened on first use and reopened after a failure.
+// read-pool connection; a MysqlDedicatedSession), opened on first use and
+// reopened after a failure.
 // Threading: DeleteExpired may be called from any thread; calls are
 // serialized.
 class MysqlRetention {
@@ -63,12 +65,6 @@ class MysqlRetention {
                                               int max_batches);
 
  private:
-  // Runs `fn(session)` on the own connection (connecting first if needed);
-  // a lost connection is dropped and the call retried once on a new one.
-  template <typename Fn>
-  absl::Status WithSession(absl::string_view what, Fn fn)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-
   // The ids of at most `limit` batches due for deletion, oldest first.
   absl::StatusOr<std::vector<std::string>> SelectExpired(
       absl::Time ended_before, int limit) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -79,8 +75,9 @@ class MysqlRetention {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const Options options_;
+  // Held for a whole DeleteExpired: passes do not interleave.
   absl::Mutex mu_;
-  std::unique_ptr<MysqlSession> session_ ABSL_GUARDED_BY(mu_);
+  MysqlDedicatedSession session_;
 };
 
 }  // namespace batchfetch
