@@ -382,7 +382,8 @@ absl::StatusOr<ServerTarget> ParseServerTarget(absl::string_view value,
       const size_t slash = rest.find('/');
       rest = slash == absl::string_view::npos ? "" : rest.substr(slash + 1);
     }
-    if (rest.empty()) return bad("names no host (e.g. dns:///batchfetch:50051)");
+    if (rest.empty())
+      return bad("names no host (e.g. dns:///batchfetch:50051)");
     target.round_robin = true;
   }
   return target;
@@ -804,8 +805,7 @@ absl::Status TakeBatchId(const char* command,
 absl::StatusOr<BatchCommandOptions> ParseBatchCommand(
     const std::vector<std::string>& args, const std::string& default_server,
     std::initializer_list<FlagSpec> more,
-    const std::function<absl::Status(const Arg&, BatchCommandOptions*)>&
-        apply,
+    const std::function<absl::Status(const Arg&, BatchCommandOptions*)>& apply,
     std::vector<std::string>* positional) {
   absl::StatusOr<std::vector<Arg>> split = SplitArgs(args, CommandFlags(more));
   if (!split.ok()) return split.status();
@@ -901,8 +901,8 @@ absl::StatusOr<BatchCommandOptions> ParseListArgs(
       &positional);
   if (!options.ok()) return options.status();
   if (!positional.empty() && !options->help) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "list takes no arguments (got '", positional[0], "')"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("list takes no arguments (got '", positional[0], "')"));
   }
   return options;
 }

@@ -422,8 +422,7 @@ int RunCancel(const std::vector<std::string>& args) {
   if (!status.ok()) {
     return ReportRpcError("CancelBatch", options->connection.server, status);
   }
-  return WriteStdoutLine(SummaryToJson(summary, false)) ? kExitOk
-                                                        : kExitError;
+  return WriteStdoutLine(SummaryToJson(summary, false)) ? kExitOk : kExitError;
 }
 
 int RunList(const std::vector<std::string>& args) {

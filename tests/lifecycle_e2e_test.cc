@@ -35,7 +35,6 @@ namespace {
 
 using LifecycleTest = LoggedServerTest;
 
-
 // --- Health, served from our own generated grpc.health.v1 ---------------
 
 TEST_F(ServiceTest, HealthAnswersServingForTheServerAndTheBatchFetcher) {

@@ -74,10 +74,11 @@ TEST(MysqlSchemaTest, MissingIndexesComparesNamesCaseInsensitively) {
 }
 
 TEST(MysqlSchemaTest, AddIndexesSqlAddsOnlyTheGivenIndexes) {
-  EXPECT_EQ(MysqlSchema::AddIndexesSql(
-                "batches", {{"batches_state_lease", "(state, lease_expires_at)"}}),
-            "ALTER TABLE `batches` ADD INDEX `batches_state_lease` "
-            "(state, lease_expires_at)");
+  EXPECT_EQ(
+      MysqlSchema::AddIndexesSql(
+          "batches", {{"batches_state_lease", "(state, lease_expires_at)"}}),
+      "ALTER TABLE `batches` ADD INDEX `batches_state_lease` "
+      "(state, lease_expires_at)");
 }
 
 TEST(MysqlSchemaTest, LeaseMigrationIsVersionFive) {

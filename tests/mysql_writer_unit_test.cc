@@ -93,14 +93,15 @@ TEST(MysqlWriterTest, WriteOpFactories) {
   auto result = std::make_shared<v1::FetchResult>();
   result->set_url("http://x/");
   result->set_body("12345");
-  WriteOp op =
-      WriteOp::Result("b1", result, absl::UnixEpoch(), [](ResultStore::WriteOutcome) {});
+  WriteOp op = WriteOp::Result("b1", result, absl::UnixEpoch(),
+                               [](ResultStore::WriteOutcome) {});
   EXPECT_TRUE(op.is_result());
   EXPECT_EQ(op.batch_id, "b1");
   EXPECT_EQ(op.bytes, 9u + 5u + 128u);
   BatchRecord record;
   record.batch_id = "b2";
-  WriteOp finish = WriteOp::FinishBatch(record, [](ResultStore::WriteOutcome) {});
+  WriteOp finish =
+      WriteOp::FinishBatch(record, [](ResultStore::WriteOutcome) {});
   EXPECT_FALSE(finish.is_result());
   EXPECT_EQ(finish.batch_id, "b2");
 }

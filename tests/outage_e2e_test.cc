@@ -228,8 +228,8 @@ TEST_F(OutageTest, ADrainWithTheDatabaseDownSpoolsAndTheNextStartReplays) {
   const std::pair<int, int> rows = StoredRows(batch_id);
   EXPECT_EQ(rows.first, rows.second) << "a duplicate row";
   absl::StatusOr<std::string> indices = private_db_->Execute(
-      absl::StrCat("SELECT idx FROM fetch_results WHERE batch_id = '",
-                   batch_id, "'"),
+      absl::StrCat("SELECT idx FROM fetch_results WHERE batch_id = '", batch_id,
+                   "'"),
       database_);
   ASSERT_TRUE(indices.ok()) << indices.status();
   std::set<uint32_t> stored;

@@ -550,8 +550,8 @@ TEST(ServerFlags, RetentionIsOffByDefaultAndTakesDaysOrADuration) {
 }
 
 TEST(ServerFlags, ABadRetentionNamesTheFlag) {
-  for (const char* value : {"30", "thirty days", "-1d", "-5h", "30s", "inf",
-                            "infd", "d", ""}) {
+  for (const char* value :
+       {"30", "thirty days", "-1d", "-5h", "30s", "inf", "infd", "d", ""}) {
     absl::StatusOr<absl::Duration> retention = ParseRetention(value);
     EXPECT_FALSE(retention.ok()) << value;
     EXPECT_TRUE(absl::StartsWith(retention.status().message(), "--retention"))

@@ -505,6 +505,37 @@ TEST_F(ServiceTest, StoreNoneStreamsButDoesNotStore) {
             absl::StatusCode::kUnimplemented);
 }
 
+TEST_F(ServiceTest, StoreNoneStillRefusesABatchIdThatIsRunning) {
+  ServerConfig config = Config();
+  config.store_enabled = false;
+  StartServer(config);
+  v1::FetchBatchRequest slow = Batch({upstream_->Url("/slow?delay_ms=3000")});
+  slow.set_batch_id("running-once");
+  grpc::ClientContext context;
+  auto reader = stub_->FetchBatch(&context, slow);
+  v1::FetchBatchEvent event;
+  ASSERT_TRUE(reader->Read(&event));
+  ASSERT_TRUE(event.has_accepted());
+
+  v1::FetchBatchRequest again = Batch({upstream_->Url("/x")});
+  again.set_batch_id("running-once");
+  Streamed refused = Fetch(again);
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::ALREADY_EXISTS)
+      << refused.status.error_message();
+  context.TryCancel();
+  while (reader->Read(&event)) {
+  }
+  reader->Finish();
+  // Once it ended, the id is free again (nothing records it).
+  const absl::Time until = absl::Now() + absl::Seconds(10);
+  Streamed later;
+  do {
+    later = Fetch(again);
+  } while (later.status.error_code() == grpc::StatusCode::ALREADY_EXISTS &&
+           absl::Now() < until);
+  EXPECT_TRUE(later.status.ok()) << later.status.error_message();
+}
+
 // What grpcurl relies on: the standard health service and server reflection.
 TEST_F(ServiceTest, ServesHealthAndReflection) {
   ServerConfig config = Config();

@@ -49,7 +49,8 @@ TEST(SpoolRecordTest, BatchCreatedRoundTripsWithOwnerAndUnsetFinishTime) {
 TEST(SpoolRecordTest, TheRequestOfACreatedBatchRoundTripsAndIsOptional) {
   BatchRecord batch = SampleBatch();
   batch.state = v1::BATCH_STATE_RUNNING;
-  batch.request = std::make_shared<const std::string>(std::string("\0req\xff", 5));
+  batch.request =
+      std::make_shared<const std::string>(std::string("\0req\xff", 5));
   batch.requests_sha256 = std::string(64, 'a');
   batch.spooled = 7;
   absl::StatusOr<SpoolRecord> back =

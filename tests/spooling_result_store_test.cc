@@ -548,7 +548,8 @@ TEST_F(SpoolingResultStoreTest, ResumeWaitsUntilTheSpoolIsReplayed) {
       << plan.status();
 }
 
-TEST_F(SpoolingResultStoreTest, ARecordMySqlRefusesForGoodDoesNotBlockTheSpool) {
+TEST_F(SpoolingResultStoreTest,
+       ARecordMySqlRefusesForGoodDoesNotBlockTheSpool) {
   Open();
   ASSERT_TRUE(store_->CreateBatch(Batch("b")).ok());
   std::vector<std::unique_ptr<Outcome>> outcomes = GiveUpResults("b", 3);

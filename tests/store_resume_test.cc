@@ -124,7 +124,8 @@ TEST_F(StoreResumeTest, TakenIdStoresNoSecondRequest) {
   EXPECT_TRUE(store->CreateBatch(Batch("next", 1)).ok());
 }
 
-TEST_F(StoreResumeTest, ReadStoredBatchGivesTheTakeoverItsRequestOwnerAndLease) {
+TEST_F(StoreResumeTest,
+       ReadStoredBatchGivesTheTakeoverItsRequestOwnerAndLease) {
   auto store = Open("replica-a");
   ASSERT_NE(store, nullptr);
   ASSERT_TRUE(store->CreateBatch(Batch("orphan", 2, "alice")).ok());

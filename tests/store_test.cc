@@ -52,8 +52,8 @@ class DoneWaiter {
   ResultStore::Done Callback() {
     return [state = state_](ResultStore::WriteOutcome outcome) {
       state->status = outcome.status();
-      state->durability = outcome.ok() ? *outcome
-                                       : ResultStore::Durability::kCommitted;
+      state->durability =
+          outcome.ok() ? *outcome : ResultStore::Durability::kCommitted;
       state->at = absl::Now();
       state->done.Notify();
     };
@@ -936,7 +936,8 @@ TEST_F(StoreTest, RenewLeasesExtendsOnlyThisReplicasRunningBatches) {
   FinishAs(*a, Running("a-done", 1), v1::BATCH_STATE_DONE);
   ASSERT_TRUE(b->CreateBatch(Running("b-running", 1)).ok());
   for (const char* id : {"a-running", "a-done", "b-running"}) {
-    Sql(absl::StrCat("UPDATE batches SET lease_expires_at = UTC_TIMESTAMP(6) "
+    Sql(
+        absl::StrCat("UPDATE batches SET lease_expires_at = UTC_TIMESTAMP(6) "
                      "+ INTERVAL 5 SECOND WHERE batch_id = '",
                      id, "'"));
   }
@@ -1010,8 +1011,7 @@ TEST_F(StoreTest, InterruptExpiredLeasesMarksOnlyExpiredForeignRunningBatches) {
   EXPECT_EQ(summary->stored(), 1u);
   EXPECT_EQ(summary->succeeded(), 1u);
 
-  EXPECT_EQ(b->GetBatch("a-live", kAnyOwner)->state(),
-            v1::BATCH_STATE_RUNNING);
+  EXPECT_EQ(b->GetBatch("a-live", kAnyOwner)->state(), v1::BATCH_STATE_RUNNING);
   EXPECT_EQ(b->GetBatch("a-done", kAnyOwner)->state(), v1::BATCH_STATE_DONE);
   EXPECT_EQ(b->GetBatch("a-cancelled", kAnyOwner)->state(),
             v1::BATCH_STATE_CANCELLED);

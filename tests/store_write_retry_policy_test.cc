@@ -119,8 +119,7 @@ TEST(WriteRetryPolicyTest, AShortDrainBudgetAlsoCutsTheGroupInProgress) {
   clock.Advance(absl::Seconds(5));
   EXPECT_TRUE(in_progress.NextDelay(Kind::kConnectionLost).has_value());
   policy.StartDraining(clock.MonoNow());
-  EXPECT_EQ(policy.StartGroup().deadline(),
-            clock.MonoNow() + absl::Seconds(2));
+  EXPECT_EQ(policy.StartGroup().deadline(), clock.MonoNow() + absl::Seconds(2));
   clock.Advance(absl::Milliseconds(1990));
   EXPECT_FALSE(in_progress.NextDelay(Kind::kConnectionLost).has_value())
       << "the group begun before the drain must not keep its 30 s";

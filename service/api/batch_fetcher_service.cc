@@ -13,10 +13,10 @@
 #include "absl/strings/str_cat.h"
 #include "service/api/batch_list_token.h"
 #include "service/api/fetch_batch_reactor.h"
-#include "service/api/watch_batch_reactor.h"
-#include "service/base/log.h"
 #include "service/api/grpc_status.h"
 #include "service/api/page_token.h"
+#include "service/api/watch_batch_reactor.h"
+#include "service/base/log.h"
 #include "service/batch/batch_id.h"
 #include "service/batch/batch_run.h"
 #include "service/batch/result_conversion.h"
@@ -190,6 +190,12 @@ void BatchFetcherService::CreateAndRun(FetchBatchReactor* reactor,
       reactor->Reject(created);
       return;
     }
+  } else if (RunningHere(plan.batch_id)) {
+    // --store=none records no ids, but one running here is still taken.
+    // (Two calls with the same new id at the same instant may both pass.)
+    reactor->Reject(absl::AlreadyExistsError(absl::StrCat(
+        "batch_id '", plan.batch_id, "' is running on this server")));
+    return;
   }
   std::shared_ptr<BatchBroadcaster> broadcaster;
   std::shared_ptr<BatchRun> run = MakeRun(
@@ -246,6 +252,12 @@ std::shared_ptr<BatchRun> BatchFetcherService::MakeRun(
     live_runs_[plan.batch_id] = LiveRun{run, *broadcaster};
   }
   return run;
+}
+
+bool BatchFetcherService::RunningHere(const std::string& batch_id) {
+  absl::MutexLock lock(&runs_mu_);
+  auto it = live_runs_.find(batch_id);
+  return it != live_runs_.end() && !it->second.run.expired();
 }
 
 std::shared_ptr<BatchBroadcaster> BatchFetcherService::FindLive(
@@ -540,7 +552,8 @@ grpc::ServerUnaryReactor* BatchFetcherService::ListResults(
 }
 
 grpc::ServerWriteReactor<v1::FetchBatchEvent>* BatchFetcherService::WatchBatch(
-    grpc::CallbackServerContext* context, const v1::WatchBatchRequest* request) {
+    grpc::CallbackServerContext* context,
+    const v1::WatchBatchRequest* request) {
   absl::StatusOr<Caller> caller = Identify(*context);
   WatchBatchReactor::Deps deps;
   deps.store = store_;
@@ -556,8 +569,8 @@ grpc::ServerWriteReactor<v1::FetchBatchEvent>* BatchFetcherService::WatchBatch(
     return reactor;
   }
   if (store_ == nullptr) {
-    reactor->Reject(absl::UnimplementedError(
-        "this server runs with --store=none"));
+    reactor->Reject(
+        absl::UnimplementedError("this server runs with --store=none"));
     return reactor;
   }
   if (absl::Status valid = ValidateBatchId(request->batch_id()); !valid.ok()) {
@@ -645,10 +658,10 @@ grpc::ServerUnaryReactor* BatchFetcherService::ListBatches(
   constexpr uint32_t kDefaultBatchPage = 50;
   constexpr uint32_t kMaxBatchPage = 1000;
   if (request->page_size() > kMaxBatchPage) {
-    reactor->Finish(grpc::Status(
-        grpc::StatusCode::INVALID_ARGUMENT,
-        absl::StrCat("page_size: at most ", kMaxBatchPage, " (got ",
-                     request->page_size(), ")")));
+    reactor->Finish(
+        grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                     absl::StrCat("page_size: at most ", kMaxBatchPage,
+                                  " (got ", request->page_size(), ")")));
     return reactor;
   }
   if (!v1::BatchState_IsValid(request->state())) {

@@ -187,6 +187,8 @@ class BatchFetcherService final : public v1::BatchFetcher::CallbackService {
   // The broadcaster of `batch_id`'s run in this process, if any.
   std::shared_ptr<BatchBroadcaster> FindLive(const std::string& batch_id)
       ABSL_LOCKS_EXCLUDED(runs_mu_);
+  // Whether a run of `batch_id` is alive in this process.
+  bool RunningHere(const std::string& batch_id) ABSL_LOCKS_EXCLUDED(runs_mu_);
   // The ListBatches token key: the store's shared one, or (a store without
   // one) a random key of this process; read once, then cached. Blocks for a
   // round trip the first time (executor only).

@@ -259,7 +259,8 @@ void BatchRun::QueueFinished() {
   {
     // Under the lock (one write(2)), so it is logged exactly once, here.
     LogEvent finished(LogLevel::kInfo, "batch_finished");
-    finished.Add("batch_id", batch_id_)
+    finished
+        .Add("batch_id", batch_id_)
         // "done", "cancelled", ...: as the metrics' state label.
         .Add("state", absl::AsciiStrToLower(absl::StripPrefix(
                           v1::BatchState_Name(record_.state), "BATCH_STATE_")))

@@ -201,8 +201,8 @@ class BatchRun final : public FetchSink,
   uint32_t received_ ABSL_GUARDED_BY(mu_) = 0;
   uint32_t succeeded_ ABSL_GUARDED_BY(mu_) = 0;
   uint32_t store_acks_ ABSL_GUARDED_BY(mu_) = 0;
-  uint32_t stored_ ABSL_GUARDED_BY(mu_) = 0;   // committed
-  uint32_t spooled_ ABSL_GUARDED_BY(mu_) = 0;  // in the local spool
+  uint32_t stored_ ABSL_GUARDED_BY(mu_) = 0;      // committed
+  uint32_t spooled_ ABSL_GUARDED_BY(mu_) = 0;     // in the local spool
   std::string store_error_ ABSL_GUARDED_BY(mu_);  // the first one
   BatchRecord record_ ABSL_GUARDED_BY(mu_);       // final, from kRecording on
   std::deque<Notice> notices_ ABSL_GUARDED_BY(mu_);

@@ -150,8 +150,8 @@ absl::StatusOr<JsonCleaner> JsonCleaner::Create(const Extract& extract) {
   for (const auto& [name, pointer] : extract) {
     if (name.empty() || name.size() > kMaxExtractNameLength) {
       return absl::InvalidArgumentError(
-          absl::StrCat("extract: names must be 1 to ",
-                       kMaxExtractNameLength, " characters long"));
+          absl::StrCat("extract: names must be 1 to ", kMaxExtractNameLength,
+                       " characters long"));
     }
     if (pointer.size() > kMaxJsonPointerLength) {
       return absl::InvalidArgumentError(

@@ -319,22 +319,21 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   config.spool.spool.dir = absl::GetFlag(FLAGS_spool_dir);
   const int64_t spool_max_bytes = absl::GetFlag(FLAGS_spool_max_bytes);
   if (spool_max_bytes < (int64_t{1} << 20)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--spool_max_bytes must be at least 1048576 (1 MiB), not ",
-        spool_max_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--spool_max_bytes must be at least 1048576 (1 MiB), not ",
+                     spool_max_bytes));
   }
   config.spool.spool.max_bytes = static_cast<uint64_t>(spool_max_bytes);
   // Segments small enough that replayed space comes back in steps.
-  config.spool.spool.segment_bytes =
-      std::min<uint64_t>(config.spool.spool.segment_bytes,
-                         std::max<uint64_t>(config.spool.spool.max_bytes / 8,
-                                            uint64_t{64} << 10));
+  config.spool.spool.segment_bytes = std::min<uint64_t>(
+      config.spool.spool.segment_bytes,
+      std::max<uint64_t>(config.spool.spool.max_bytes / 8, uint64_t{64} << 10));
   config.mysql.lease_duration = absl::GetFlag(FLAGS_lease_duration);
   if (config.mysql.lease_duration < absl::Seconds(2) ||
       config.mysql.lease_duration == absl::InfiniteDuration()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--lease_duration must be at least 2s and finite, not ",
-        absl::FormatDuration(config.mysql.lease_duration)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--lease_duration must be at least 2s and finite, not ",
+                     absl::FormatDuration(config.mysql.lease_duration)));
   }
   if (config.mysql.io_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("--mysql_io_timeout must be > 0");

@@ -129,11 +129,11 @@ std::vector<MetricFamily> CollectServerMetrics(const FetchStatsSnapshot& fetch,
                        MetricType::kCounter,
                        "Spooled writes replayed into MySQL.",
                        static_cast<double>(store->replayed_writes.value())));
-  out.push_back(Single(
-      "batchfetch_spool_parked_writes", MetricType::kGauge,
-      "Writes held in memory because the spool was full (their batches "
-      "start no new transfers meanwhile).",
-      static_cast<double>(store->parked_writes.value())));
+  out.push_back(
+      Single("batchfetch_spool_parked_writes", MetricType::kGauge,
+             "Writes held in memory because the spool was full (their batches "
+             "start no new transfers meanwhile).",
+             static_cast<double>(store->parked_writes.value())));
   out.push_back(Single("batchfetch_store_rows_total", MetricType::kCounter,
                        "Result rows committed to the database.",
                        static_cast<double>(store->rows.value())));

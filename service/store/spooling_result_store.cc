@@ -476,8 +476,7 @@ SpoolingResultStore::ReplayNow() {
   if (spool_full()) {
     // Replayed writes the database gives up on again would only be parked
     // (once per attempt): first the parked ones must go.
-    return absl::UnavailableError(
-        "the spool is full: parked writes go first");
+    return absl::UnavailableError("the spool is full: parked writes go first");
   }
   absl::StatusOr<std::vector<uint64_t>> segments = spool_->SealForReplay();
   if (!segments.ok()) return segments.status();

@@ -44,8 +44,8 @@ class FaultInjectingResultStore : public ResultStore {
   absl::StatusOr<std::vector<std::string>> InterruptExpiredLeases() override {
     return inner_->InterruptExpiredLeases();
   }
-  absl::StatusOr<RetentionPass> DeleteExpiredBatches(
-      absl::Time ended_before, int max_batches) override {
+  absl::StatusOr<RetentionPass> DeleteExpiredBatches(absl::Time ended_before,
+                                                     int max_batches) override {
     return inner_->DeleteExpiredBatches(ended_before, max_batches);
   }
   absl::Status Ping() override { return inner_->Ping(); }

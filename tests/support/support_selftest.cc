@@ -332,10 +332,9 @@ TEST(LocalMariaDbTest, SharedInstance) {
 // A MySQL packet: 3-byte little-endian length, sequence id, payload.
 std::string MysqlPacket(uint8_t sequence_id, const std::string& payload) {
   const size_t n = payload.size();
-  std::string out = {static_cast<char>(n & 0xFF),
-                     static_cast<char>((n >> 8) & 0xFF),
-                     static_cast<char>((n >> 16) & 0xFF),
-                     static_cast<char>(sequence_id)};
+  std::string out = {
+      static_cast<char>(n & 0xFF), static_cast<char>((n >> 8) & 0xFF),
+      static_cast<char>((n >> 16) & 0xFF), static_cast<char>(sequence_id)};
   return out + payload;
 }
 
@@ -371,7 +370,9 @@ TEST(LoopbackListenerTest, AcceptsAClientOnItsPortAndWakesItsPoller) {
 
 TEST(MysqlPacketFramerTest, PacketsSplitAtEveryByteAreFramedWhole) {
   const std::string big(300, 'x');  // longer than kHeadBytes
-  const std::string stream = MysqlPacket(0, "\x03" "COMMIT") +
+  const std::string stream = MysqlPacket(0,
+                                         "\x03"
+                                         "COMMIT") +
                              MysqlPacket(0, "") + MysqlPacket(7, big);
   // Every way of cutting the stream in two, and one byte at a time.
   for (size_t split = 0; split <= stream.size(); ++split) {
@@ -380,7 +381,9 @@ TEST(MysqlPacketFramerTest, PacketsSplitAtEveryByteAreFramedWhole) {
     auto rest = framer.Feed(std::string_view(stream).substr(split));
     packets.insert(packets.end(), rest.begin(), rest.end());
     ASSERT_EQ(packets.size(), 3u) << "split at " << split;
-    EXPECT_EQ(packets[0].head, "\x03" "COMMIT");
+    EXPECT_EQ(packets[0].head,
+              "\x03"
+              "COMMIT");
     EXPECT_TRUE(IsCommitQuery(packets[0]));
     EXPECT_EQ(packets[1].payload_length, 0u);
     EXPECT_EQ(packets[2].sequence_id, 7);
@@ -399,8 +402,12 @@ TEST(MysqlPacketFramerTest, PacketsSplitAtEveryByteAreFramedWhole) {
 }
 
 TEST(MysqlPacketFramerTest, EndOffsetsPointPastEachPacketInTheChunk) {
-  const std::string first = MysqlPacket(0, "\x03" "SELECT 1");
-  const std::string second = MysqlPacket(0, "\x03" "COMMIT");
+  const std::string first = MysqlPacket(0,
+                                        "\x03"
+                                        "SELECT 1");
+  const std::string second = MysqlPacket(0,
+                                         "\x03"
+                                         "COMMIT");
   MysqlPacketFramer framer;
   auto packets = framer.Feed(first + second + "\x05\x00");  // + half a header
   ASSERT_EQ(packets.size(), 2u);
@@ -413,8 +420,10 @@ TEST(MysqlPacketFramerTest, EndOffsetsPointPastEachPacketInTheChunk) {
 TEST(MysqlPacketFramerTest, APacketAfterAMaximumLengthOneIsAContinuation) {
   std::string max_payload(0xFFFFFF, 'a');
   MysqlPacketFramer framer;
-  auto packets = framer.Feed(MysqlPacket(0, max_payload) +
-                             MysqlPacket(1, "\x03" "COMMIT"));
+  auto packets =
+      framer.Feed(MysqlPacket(0, max_payload) + MysqlPacket(1,
+                                                            "\x03"
+                                                            "COMMIT"));
   ASSERT_EQ(packets.size(), 2u);
   EXPECT_FALSE(packets[0].continuation);
   EXPECT_TRUE(packets[1].continuation);
@@ -429,7 +438,9 @@ TEST(MysqlPacketFramerTest, OnlyTheWholeTextQueryCommitIsACommit) {
   EXPECT_FALSE(IsCommitQuery(Query("SELECT 'COMMIT'")));
   EXPECT_FALSE(IsCommitQuery(Query("COMMIT", /*seq=*/1)));  // not a command
   MysqlPacketFramer framer;
-  auto prepare = framer.Feed(MysqlPacket(0, "\x16" "COMMIT"));  // STMT_PREPARE
+  auto prepare = framer.Feed(MysqlPacket(0,
+                                         "\x16"
+                                         "COMMIT"));  // STMT_PREPARE
   ASSERT_EQ(prepare.size(), 1u);
   EXPECT_FALSE(IsCommitQuery(prepare[0]));
 }
@@ -446,7 +457,8 @@ TEST(MysqlCommitCutterTest, CutsTheArmedCommitAfterTheServerCommittedIt) {
                   .ok());
   auto cutter = MysqlCommitCutter::Start(db->port());
   ASSERT_TRUE(cutter.ok()) << cutter.status();
-  std::unique_ptr<LocalMariaDb> through = LocalMariaDb::Attach((*cutter)->port());
+  std::unique_ptr<LocalMariaDb> through =
+      LocalMariaDb::Attach((*cutter)->port());
   // Only on connections that sent "INSERT INTO cutter_selftest" (the mariadb
   // client strips comments, hence INSERT without INTO as the unmarked
   // statement): the first transaction's COMMIT is not cut.
@@ -472,9 +484,9 @@ TEST(MysqlCommitCutterTest, CutsTheArmedCommitAfterTheServerCommittedIt) {
                   .ok());
   EXPECT_EQ((*cutter)->commits_seen(), 3);
   EXPECT_EQ((*cutter)->cuts(), 1);
-  absl::StatusOr<std::string> rows =
-      db->Execute("SELECT GROUP_CONCAT(i ORDER BY i) FROM cutter_selftest.t; "
-                  "DROP DATABASE cutter_selftest");
+  absl::StatusOr<std::string> rows = db->Execute(
+      "SELECT GROUP_CONCAT(i ORDER BY i) FROM cutter_selftest.t; "
+      "DROP DATABASE cutter_selftest");
   ASSERT_TRUE(rows.ok()) << rows.status();
   EXPECT_EQ(*rows, "1,2,4\n");  // 2 committed although its answer was lost
 }

@@ -76,7 +76,8 @@ absl::StatusOr<std::vector<std::string>> MysqlLeases::InterruptExpired(
         {
           std::unique_ptr<sql::ResultSet> rs(select.executeQuery());
           while (rs->next()) {
-            const std::string owner = rs->getString("lease_owner").asStdString();
+            const std::string owner =
+                rs->getString("lease_owner").asStdString();
             const std::string id = rs->getString("batch_id").asStdString();
             // Running here, only late: the keeper renews it next.
             if (owner == options_.replica_id && live.count(id) != 0) continue;

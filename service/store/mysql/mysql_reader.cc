@@ -158,8 +158,7 @@ absl::Status MysqlReader::WithSession(absl::string_view what, Fn fn) {
 }
 
 absl::Status MysqlReader::RunOnPooledSession(
-    absl::string_view what,
-    absl::FunctionRef<absl::Status(MysqlSession&)> fn) {
+    absl::string_view what, absl::FunctionRef<absl::Status(MysqlSession&)> fn) {
   return WithSession(what, fn);
 }
 
@@ -180,9 +179,9 @@ absl::Status MysqlReader::CreateBatch(const BatchRecord& batch) {
     ps.setString(5, batch.owner);
     // The first lease (database time; see MysqlLeases).
     ps.setString(6, options_.replica_id);
-    ps.setInt64(7, batch.orphaned ? 0
-                                  : absl::ToInt64Microseconds(
-                                        options_.lease_duration));
+    ps.setInt64(7, batch.orphaned
+                       ? 0
+                       : absl::ToInt64Microseconds(options_.lease_duration));
     bool inserted = false;
     try {
       ps.executeUpdate();

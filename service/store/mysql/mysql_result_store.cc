@@ -1,7 +1,6 @@
 #include "service/store/mysql/mysql_result_store.h"
 
 #include <cppconn/resultset.h>
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -153,11 +152,10 @@ absl::StatusOr<std::unique_ptr<MysqlResultStore>> MysqlResultStore::Open(
   probe.io_timeout = options.ping_timeout;
 
   auto impl = std::make_unique<Impl>(
-          std::make_unique<MysqlReader>(std::move(reader)),
-          std::make_unique<MysqlWriter>(std::move(writer), clock),
-          std::make_unique<MysqlLeases>(std::move(leases)),
-          std::make_unique<MysqlRetention>(std::move(retention)),
-          std::move(probe));
+      std::make_unique<MysqlReader>(std::move(reader)),
+      std::make_unique<MysqlWriter>(std::move(writer), clock),
+      std::make_unique<MysqlLeases>(std::move(leases)),
+      std::make_unique<MysqlRetention>(std::move(retention)), std::move(probe));
   impl->batch_control =
       std::make_unique<MysqlBatchControl>(&impl->reader(), replica_id);
   return std::unique_ptr<MysqlResultStore>(
@@ -226,8 +224,8 @@ absl::StatusOr<std::string> MysqlResultStore::PageTokenKey() {
 
 absl::Status MysqlResultStore::RenewLeases() {
   const std::set<std::string> live = impl_->Live();
-  return impl_->leases().Renew(std::vector<std::string>(live.begin(),
-                                                        live.end()));
+  return impl_->leases().Renew(
+      std::vector<std::string>(live.begin(), live.end()));
 }
 
 absl::StatusOr<std::vector<std::string>>
@@ -246,9 +244,9 @@ std::string MysqlResultStore::NewReplicaId() {
     std::snprintf(host, sizeof(host), "unknown-host");
   }
   std::random_device random;
-  const std::string suffix = absl::StrCat(
-      "-", getpid(), "-",
-      absl::Hex(random() & 0xffffff, absl::PadSpec::kZeroPad6));
+  const std::string suffix =
+      absl::StrCat("-", getpid(), "-",
+                   absl::Hex(random() & 0xffffff, absl::PadSpec::kZeroPad6));
   // Host names are ASCII; keep the unique tail when one is very long.
   std::string id = std::string(host).substr(0, 64 - suffix.size());
   return id + suffix;

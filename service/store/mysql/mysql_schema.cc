@@ -67,9 +67,7 @@ const std::vector<MysqlSchema::Migration>& MysqlSchema::Migrations() {
            "DEFAULT ''"}}}}},
       {4,
        "results of a batch still in a replica's local spool",
-       {{"",
-         "batches",
-         {{"spooled", "INT UNSIGNED NOT NULL DEFAULT 0"}}}}},
+       {{"", "batches", {{"spooled", "INT UNSIGNED NOT NULL DEFAULT 0"}}}}},
       {5,
        "batch leases: the replica running a batch renews its lease; an "
        "expired lease marks the batch interrupted",

@@ -18,10 +18,10 @@ namespace batchfetch {
 // next try would start within `budget` of the group's first try.
 //
 // Shutdown: once StartDraining(since) was called, every group (the one in
-// progress too) is given up by `since + drain_budget`; and once that has passed, a group
-// following one that was given up (the database is unreachable) is given up
-// without a try. So a drain against a dead or half-open database takes
-// about one budget (plus one try's timeouts) in total, not one per queued
+// progress too) is given up by `since + drain_budget`; and once that has
+// passed, a group following one that was given up (the database is unreachable)
+// is given up without a try. So a drain against a dead or half-open database
+// takes about one budget (plus one try's timeouts) in total, not one per queued
 // group, while a drain against a healthy database still writes everything.
 //
 // Ownership: the policy holds a `clock` it does not own (must outlive it);
