@@ -61,26 +61,6 @@ class LostCommitTest : public LoggedServerTest {
     StartLoggedServer(flags, through_cutter_.get());
   }
 
-  // `SELECT COUNT(*), COUNT(DISTINCT idx)` of the batch's rows, read
-  // directly (not through the cutter).
-  std::pair<int, int> StoredRows(const std::string& batch_id) {
-    absl::StatusOr<std::string> out = db_->Execute(
-        absl::StrCat("SELECT COUNT(*), COUNT(DISTINCT idx) FROM fetch_results "
-                     "WHERE batch_id = '",
-                     batch_id, "'"),
-        database_);
-    EXPECT_TRUE(out.ok()) << out.status();
-    if (!out.ok()) return {-1, -1};
-    std::vector<std::string> cells =
-        absl::StrSplit(absl::StripAsciiWhitespace(*out), '\t');
-    int rows = -1, distinct = -1;
-    if (cells.size() != 2 || !absl::SimpleAtoi(cells[0], &rows) ||
-        !absl::SimpleAtoi(cells[1], &distinct)) {
-      return {-1, -1};
-    }
-    return {rows, distinct};
-  }
-
   // 300 URLs, 16 at a time, 10 ms each: results arrive over about 200 ms,
   // so the writer commits them in several groups.
   v1::FetchBatchRequest ThreeHundredUrls() {
@@ -102,7 +82,8 @@ class LostCommitTest : public LoggedServerTest {
     EXPECT_EQ(summary.stored(), static_cast<uint32_t>(kUrls))
         << summary.ShortDebugString();
     EXPECT_EQ(summary.spooled(), 0u);
-    EXPECT_EQ(StoredRows(streamed.batch_id()), std::make_pair(kUrls, kUrls));
+    EXPECT_EQ(StoredRows(*db_, streamed.batch_id()),
+              std::make_pair(kUrls, kUrls));
     absl::StatusOr<v1::BatchSummary> stored = GetBatch(streamed.batch_id());
     ASSERT_TRUE(stored.ok()) << stored.status();
     EXPECT_EQ(stored->state(), v1::BATCH_STATE_DONE);

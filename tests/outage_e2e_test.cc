@@ -70,24 +70,6 @@ class OutageTest : public LoggedServerTest {
         << output;
   }
 
-  // `SELECT COUNT(*), COUNT(DISTINCT idx)` of the batch's rows.
-  std::pair<int, int> StoredRows(const std::string& batch_id) {
-    absl::StatusOr<std::string> out = private_db_->Execute(
-        absl::StrCat("SELECT COUNT(*), COUNT(DISTINCT idx) FROM fetch_results "
-                     "WHERE batch_id = '",
-                     batch_id, "'"),
-        database_);
-    if (!out.ok()) return {-1, -1};
-    std::vector<std::string> cells =
-        absl::StrSplit(absl::StripAsciiWhitespace(*out), '\t');
-    int rows = -1, distinct = -1;
-    if (cells.size() != 2 || !absl::SimpleAtoi(cells[0], &rows) ||
-        !absl::SimpleAtoi(cells[1], &distinct)) {
-      return {-1, -1};
-    }
-    return {rows, distinct};
-  }
-
   // Polls GetBatch until `done` accepts the summary; the last one seen.
   v1::BatchSummary WaitForBatch(
       const std::string& batch_id,
@@ -165,7 +147,8 @@ TEST_F(OutageTest, AnOutageLongerThanTheRetryBudgetLosesNothing) {
   EXPECT_EQ(replayed.state(), v1::BATCH_STATE_DONE);
   EXPECT_EQ(replayed.stored(), static_cast<uint32_t>(kUrls));
   EXPECT_EQ(replayed.spooled(), 0u);
-  EXPECT_EQ(StoredRows(streamed.batch_id()), std::make_pair(kUrls, kUrls));
+  EXPECT_EQ(StoredRows(*private_db_, streamed.batch_id()),
+            std::make_pair(kUrls, kUrls));
   EXPECT_TRUE(Logged("spool_replayed")) << Log();
 }
 
@@ -194,7 +177,8 @@ TEST_F(OutageTest, ABatchStartedWhileTheDatabaseIsDownIsStoredWhenItReturns) {
       absl::Seconds(30));
   EXPECT_EQ(replayed.state(), v1::BATCH_STATE_DONE);
   EXPECT_EQ(replayed.stored(), 20u);
-  EXPECT_EQ(StoredRows(streamed.batch_id()), std::make_pair(20, 20));
+  EXPECT_EQ(StoredRows(*private_db_, streamed.batch_id()),
+            std::make_pair(20, 20));
 }
 
 // SIGTERM while MySQL is away: the drain spools instead of retrying, the
@@ -225,7 +209,7 @@ TEST_F(OutageTest, ADrainWithTheDatabaseDownSpoolsAndTheNextStartReplays) {
   server_process_.reset();
   StartSpoolingServer();  // replays the spool before serving
   EXPECT_TRUE(Logged("spool_replayed")) << Log();
-  const std::pair<int, int> rows = StoredRows(batch_id);
+  const std::pair<int, int> rows = StoredRows(*private_db_, batch_id);
   EXPECT_EQ(rows.first, rows.second) << "a duplicate row";
   absl::StatusOr<std::string> indices = private_db_->Execute(
       absl::StrCat("SELECT idx FROM fetch_results WHERE batch_id = '", batch_id,
@@ -280,7 +264,8 @@ TEST_F(OutageTest, AFullSpoolRefusesNewBatchesAndLosesNothing) {
       },
       absl::Seconds(30));
   EXPECT_EQ(replayed.stored(), static_cast<uint32_t>(kUrls));
-  EXPECT_EQ(StoredRows(streamed.batch_id()), std::make_pair(kUrls, kUrls));
+  EXPECT_EQ(StoredRows(*private_db_, streamed.batch_id()),
+            std::make_pair(kUrls, kUrls));
   EXPECT_TRUE(
       TimeUntilHealth(port_, HealthCheckResponse::SERVING, absl::Seconds(15))
           .has_value());

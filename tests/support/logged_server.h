@@ -20,10 +20,14 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -165,6 +169,27 @@ class LoggedServerTest : public BinaryTest {
     std::string line;
     while (server.ReadLine(&line)) lines->push_back(line);
     return server.Wait();
+  }
+
+  // `SELECT COUNT(*), COUNT(DISTINCT idx)` of a batch's result rows in `db`
+  // (the fixture's database), read directly; {-1, -1} when the query fails.
+  std::pair<int, int> StoredRows(const LocalMariaDb& db,
+                                 const std::string& batch_id) const {
+    absl::StatusOr<std::string> out = db.Execute(
+        absl::StrCat("SELECT COUNT(*), COUNT(DISTINCT idx) FROM fetch_results "
+                     "WHERE batch_id = '",
+                     batch_id, "'"),
+        database_);
+    EXPECT_TRUE(out.ok()) << out.status();
+    if (!out.ok()) return {-1, -1};
+    std::vector<std::string> cells =
+        absl::StrSplit(absl::StripAsciiWhitespace(*out), '\t');
+    int rows = -1, distinct = -1;
+    if (cells.size() != 2 || !absl::SimpleAtoi(cells[0], &rows) ||
+        !absl::SimpleAtoi(cells[1], &distinct)) {
+      return {-1, -1};
+    }
+    return {rows, distinct};
   }
 
   std::string log_path_;
