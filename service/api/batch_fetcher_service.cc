@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -43,6 +44,18 @@ bool CheckReadable(const ResultStore* store, const std::string& batch_id,
 }
 
 }  // namespace
+
+std::optional<BatchFetcherService::Caller> BatchFetcherService::AdmitRead(
+    const grpc::CallbackServerContext& context, const std::string& batch_id,
+    grpc::ServerUnaryReactor* reactor) const {
+  absl::StatusOr<Caller> caller = Identify(context);
+  if (!caller.ok()) {
+    reactor->Finish(ToGrpcStatus(caller.status()));
+    return std::nullopt;
+  }
+  if (!CheckReadable(store_, batch_id, reactor)) return std::nullopt;
+  return *std::move(caller);
+}
 
 BatchFetcherService::BatchFetcherService(
     const ServiceOptions& options, FetchEngine* engine, ResultStore* store,
@@ -487,12 +500,9 @@ grpc::ServerUnaryReactor* BatchFetcherService::GetBatch(
     grpc::CallbackServerContext* context, const v1::GetBatchRequest* request,
     v1::BatchSummary* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<Caller> caller = Identify(*context);
-  if (!caller.ok()) {
-    reactor->Finish(ToGrpcStatus(caller.status()));
-    return reactor;
-  }
-  if (!CheckReadable(store_, request->batch_id(), reactor)) return reactor;
+  std::optional<Caller> caller =
+      AdmitRead(*context, request->batch_id(), reactor);
+  if (!caller.has_value()) return reactor;
   // `request` and `response` stay valid until Finish.
   absl::Status queued = executor_.Submit(
       [this, reactor, request, response, scope = std::move(caller->scope)]() {
@@ -509,12 +519,9 @@ grpc::ServerUnaryReactor* BatchFetcherService::ListResults(
     grpc::CallbackServerContext* context, const v1::ListResultsRequest* request,
     v1::ListResultsResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<Caller> caller = Identify(*context);
-  if (!caller.ok()) {
-    reactor->Finish(ToGrpcStatus(caller.status()));
-    return reactor;
-  }
-  if (!CheckReadable(store_, request->batch_id(), reactor)) return reactor;
+  std::optional<Caller> caller =
+      AdmitRead(*context, request->batch_id(), reactor);
+  if (!caller.has_value()) return reactor;
   uint32_t from = 0;
   if (!request->page_token().empty()) {
     absl::StatusOr<uint32_t> decoded =
@@ -585,12 +592,9 @@ grpc::ServerUnaryReactor* BatchFetcherService::CancelBatch(
     grpc::CallbackServerContext* context, const v1::CancelBatchRequest* request,
     v1::BatchSummary* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  absl::StatusOr<Caller> caller = Identify(*context);
-  if (!caller.ok()) {
-    reactor->Finish(ToGrpcStatus(caller.status()));
-    return reactor;
-  }
-  if (!CheckReadable(store_, request->batch_id(), reactor)) return reactor;
+  std::optional<Caller> caller =
+      AdmitRead(*context, request->batch_id(), reactor);
+  if (!caller.has_value()) return reactor;
   // `request` and `response` stay valid until Finish.
   absl::Status queued = executor_.Submit(
       [this, reactor, request, response, scope = std::move(caller->scope)]() {

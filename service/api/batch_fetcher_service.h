@@ -4,6 +4,7 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -149,6 +150,12 @@ class BatchFetcherService final : public v1::BatchFetcher::CallbackService {
   // no valid bearer token).
   absl::StatusOr<Caller> Identify(
       const grpc::CallbackServerContext& context) const;
+  // The start of a unary RPC about one stored batch: Identify, then the
+  // store and `batch_id` checks. On failure `reactor` is finished with the
+  // error and nullopt returned.
+  std::optional<Caller> AdmitRead(const grpc::CallbackServerContext& context,
+                                  const std::string& batch_id,
+                                  grpc::ServerUnaryReactor* reactor) const;
 
   // Records the batch (with a store; or, with `plan.resume`, takes the
   // stored one up again: PrepareResume), then runs it on `reactor`. Runs on
