@@ -3,13 +3,14 @@
 #include "client/cli_args.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
-#include <fstream>
 #include <initializer_list>
-#include <iterator>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -225,23 +226,45 @@ TlsSetting ResolveTlsSetting(const std::optional<std::string>& flag_value,
   return {};
 }
 
+}  // namespace
+
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path,
+                                          absl::string_view what) {
+  const auto failed = [&](int error) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cannot read ", what, " '", path, "': ", std::strerror(error)));
+  };
+  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return failed(errno);
+  std::string contents;
+  char buffer[64 * 1024];
+  for (;;) {
+    const ssize_t n = read(fd, buffer, sizeof(buffer));
+    if (n > 0) {
+      contents.append(buffer, static_cast<size_t>(n));
+    } else if (n == 0) {
+      break;
+    } else if (errno != EINTR) {  // EISDIR for a directory
+      const int error = errno;
+      close(fd);
+      return failed(error);
+    }
+  }
+  close(fd);
+  return contents;
+}
+
+namespace {
+
 // The PEM file of `setting`, which must hold a "-----BEGIN ...`marker`-----"
 // block. Messages name the setting's source and the path, never the
 // contents.
 absl::StatusOr<std::string> ReadPemFile(const TlsSetting& setting,
                                         const char* marker) {
-  std::ifstream file(setting.value, std::ios::binary);
-  if (!file) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot read ", setting.source, " file '", setting.value,
-                     "': ", std::strerror(errno)));
-  }
-  std::string pem((std::istreambuf_iterator<char>(file)),
-                  std::istreambuf_iterator<char>());
-  if (file.bad()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot read ", setting.source, " file '", setting.value, "'"));
-  }
+  absl::StatusOr<std::string> read =
+      ReadWholeFile(setting.value, absl::StrCat(setting.source, " file"));
+  if (!read.ok()) return read.status();
+  const std::string& pem = *read;
   const size_t begin = pem.find("-----BEGIN ");
   if (begin == std::string::npos ||
       pem.find(absl::StrCat(marker, "-----"), begin) == std::string::npos) {
@@ -335,18 +358,10 @@ absl::StatusOr<std::string> ResolveToken(
   } else {
     return std::string();
   }
-  std::ifstream file(path, std::ios::binary);
-  if (!file) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot read ", source, " file '", path, "': ", std::strerror(errno)));
-  }
-  std::string contents((std::istreambuf_iterator<char>(file)),
-                       std::istreambuf_iterator<char>());
-  if (file.bad()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot read ", source, " file '", path, "'"));
-  }
-  absl::StatusOr<std::string> token = ParseTokenFileContents(contents);
+  absl::StatusOr<std::string> contents =
+      ReadWholeFile(path, absl::StrCat(source, " file"));
+  if (!contents.ok()) return contents.status();
+  absl::StatusOr<std::string> token = ParseTokenFileContents(*contents);
   if (!token.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat(source, " file '", path, "': ", token.status().message()));
@@ -553,16 +568,10 @@ absl::Status ReadUrlSource(const std::string& source,
     }
     return absl::OkStatus();
   }
-  std::ifstream file(source);
-  if (!file) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "cannot open URL file '", source, "': ", std::strerror(errno)));
-  }
-  ReadUrlLines(file, urls);
-  if (file.bad()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("cannot read URL file '", source, "'"));
-  }
+  absl::StatusOr<std::string> contents = ReadWholeFile(source, "URL file");
+  if (!contents.ok()) return contents.status();
+  std::istringstream lines(*contents);
+  ReadUrlLines(lines, urls);
   return absl::OkStatus();
 }
 
@@ -705,14 +714,10 @@ absl::StatusOr<FetchOptions> ParseFetchArgs(
     } else if (arg.flag == "--body") {
       body = arg.value;
     } else if (arg.flag == "--body-file") {
-      std::ifstream in(arg.value, std::ios::binary);
-      std::string contents((std::istreambuf_iterator<char>(in)),
-                           std::istreambuf_iterator<char>());
-      if (!in.is_open() || in.bad()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("--body-file: cannot read ", arg.value));
-      }
-      body_file = std::move(contents);
+      absl::StatusOr<std::string> contents =
+          ReadWholeFile(arg.value, "--body-file");
+      if (!contents.ok()) return contents.status();
+      body_file = *std::move(contents);
     } else if (arg.flag == "--output") {
       if (arg.value == "ndjson") {
         options.output = OutputFormat::kNdjson;

@@ -110,6 +110,12 @@ absl::StatusOr<std::pair<std::string, std::string>> ParseExtract(
 // blank lines and lines starting with '#' skipped.
 void ReadUrlLines(std::istream& in, std::vector<std::string>* urls);
 
+// The bytes of the file at `path`. Fails with INVALID_ARGUMENT "cannot read
+// <what> '<path>': <reason>" when it cannot be opened or read (a directory
+// fails with "Is a directory" rather than reading as empty).
+absl::StatusOr<std::string> ReadWholeFile(const std::string& path,
+                                          absl::string_view what);
+
 // Appends the URLs of `source` (see ReadUrlLines): the file of that name, or
 // `stdin_stream` when `source` is "-". Fails with INVALID_ARGUMENT when the
 // file cannot be opened or either cannot be read.

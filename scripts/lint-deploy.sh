@@ -11,8 +11,12 @@
 #       holds the MySQL password;
 #     - terminationGracePeriodSeconds outlasts the preStop sleep plus
 #       BATCHFETCH_SHUTDOWN_GRACE plus 30 s for cancelling and flushing;
-#     - readiness is the gRPC health, liveness is not (a MySQL outage must
-#       not restart pods: deploy/k8s/base/statefulset.yaml);
+#     - readiness is the server's health, either a grpc: probe or (with
+#       TLS on the gRPC port: deploy/k8s/overlays/tls) an httpGet of
+#       /readyz on the metrics port; liveness is not the health (a MySQL
+#       outage must not restart pods: deploy/k8s/base/statefulset.yaml);
+#       a probe on the metrics port needs BATCHFETCH_METRICS_LISTEN on it;
+#       each probe has exactly one handler (what an overlay's patch left);
 #     - the pod runs as non-root with a read-only root, no privilege
 #       escalation and no capabilities;
 #     - BATCHFETCH_SPOOL_DIR lies on a volumeClaimTemplate's mount.
@@ -83,12 +87,19 @@ for name in sorted(listed - known):
     fail("%s: %s is not a server flag variable" % (env_file, name))
 
 
-def seconds(text):
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
-    if not match:
-        raise ValueError("cannot read the duration %r" % text)
-    scale = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match.group(2)]
-    return float(match.group(1)) * scale
+def seconds(text, where):
+    """An absl duration ("20s", "1m30s", "1.5h", "inf") in seconds; None
+    (after fail()) when the server would refuse it too."""
+    if text == "inf":
+        return float("inf")
+    if text == "0":  # absl's one duration without a unit
+        return 0.0
+    scale = {"ns": 1e-9, "us": 1e-6, "ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|ms|s|m|h)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        fail("%s: cannot read the duration %r (e.g. 20s, 1m30s)" % (where, text))
+        return None
+    return sum(float(n) * scale[u] for n, u in parts)
 
 
 for path in manifests:
@@ -114,22 +125,61 @@ for path in manifests:
             env.update(configs.get(source_ref.get("configMapRef", {}).get("name"), {}))
         for item in container.get("env", []):
             env[item["name"]] = item.get("value", "")
-        grace = seconds(env.get("BATCHFETCH_SHUTDOWN_GRACE", "20s"))
+        grace = seconds(env.get("BATCHFETCH_SHUTDOWN_GRACE", "20s"),
+                        where + ": BATCHFETCH_SHUTDOWN_GRACE")
         pre_stop = container.get("lifecycle", {}).get("preStop", {})
         command = pre_stop.get("exec", {}).get("command", [])
         sleep = float(command[1]) if command[:1] == ["/bin/sleep"] else 0
         if sleep == 0:
             fail("%s: no preStop sleep" % where)
         termination = pod.get("terminationGracePeriodSeconds", 30)
-        if termination <= sleep + grace + 30:
+        if grace is not None and termination <= sleep + grace + 30:
             fail("%s: terminationGracePeriodSeconds %s must exceed the preStop "
                  "sleep %g + --shutdown_grace %g + 30 s"
                  % (where, termination, sleep, grace))
-        if "grpc" not in container.get("readinessProbe", {}):
-            fail("%s: readinessProbe is not a grpc: probe" % where)
-        if "grpc" in container.get("livenessProbe", {"grpc": {}}):
-            fail("%s: livenessProbe missing or a grpc: probe (NOT_SERVING "
-                 "during a MySQL outage would restart every pod)" % where)
+        ports = {p.get("name"): p["containerPort"]
+                 for p in container.get("ports", [])}
+
+        def metrics_http(probe, path=None):
+            """Whether `probe` is an httpGet on the metrics port (of `path`)."""
+            http = (probe or {}).get("httpGet")
+            return (http is not None
+                    and http.get("port") in ("metrics", ports.get("metrics"))
+                    and path in (None, http.get("path")))
+
+        readiness = container.get("readinessProbe", {})
+        if "grpc" in readiness and env.get("BATCHFETCH_TLS_CERT"):
+            fail("%s: readinessProbe is a grpc: probe but BATCHFETCH_TLS_CERT "
+                 "is set: kubelet's gRPC probe speaks plaintext, so the pods "
+                 "would never be Ready (use httpGet /readyz on the metrics "
+                 "port, as deploy/k8s/overlays/tls does)" % where)
+        if "grpc" not in readiness and not metrics_http(readiness, "/readyz"):
+            fail("%s: readinessProbe is neither a grpc: probe nor an httpGet "
+                 "of /readyz on the metrics port" % where)
+        liveness = container.get("livenessProbe")
+        if (liveness is None or "grpc" in liveness
+                or (liveness.get("httpGet") or {}).get("path") == "/readyz"):
+            fail("%s: livenessProbe missing or the server's health (a grpc: "
+                 "probe or /readyz: NOT_SERVING during a MySQL outage would "
+                 "restart every pod)" % where)
+        probes = [container.get(k) for k in
+                  ("readinessProbe", "livenessProbe", "startupProbe")]
+        for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
+            handlers = sorted(set(container.get(kind) or {})
+                              & {"exec", "grpc", "httpGet", "tcpSocket"})
+            if container.get(kind) is not None and len(handlers) != 1:
+                fail("%s: %s must have exactly one handler, not %s (an "
+                     "overlay replacing one sets the old one to null)"
+                     % (where, kind, handlers or "none"))
+        if any(metrics_http(probe) for probe in probes):
+            listen = env.get("BATCHFETCH_METRICS_LISTEN", "")
+            if not listen:
+                fail("%s: a probe asks the metrics port but "
+                     "BATCHFETCH_METRICS_LISTEN is not set" % where)
+            elif listen.rpartition(":")[2] != str(ports.get("metrics")):
+                fail("%s: BATCHFETCH_METRICS_LISTEN=%s is not the metrics "
+                     "containerPort %s the probes ask"
+                     % (where, listen, ports.get("metrics")))
         security = container.get("securityContext", {})
         pod_security = pod.get("securityContext", {})
         if not (security.get("runAsNonRoot") or pod_security.get("runAsNonRoot")):

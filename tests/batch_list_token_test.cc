@@ -30,6 +30,27 @@ void ExpectRefused(const absl::StatusOr<BatchListCursor>& decoded) {
       << decoded.status();
 }
 
+// A well-formed token whose tag does not match: the message says it may be
+// another query's or another caller's, and never names an owner.
+void ExpectRefusedAsAnotherQueryOrCaller(
+    const absl::StatusOr<BatchListCursor>& decoded) {
+  ExpectRefused(decoded);
+  if (decoded.ok()) return;
+  const absl::string_view message = decoded.status().message();
+  EXPECT_TRUE(absl::StrContains(message, "another query or another caller"))
+      << message;
+  EXPECT_FALSE(absl::StrContains(message, "malformed")) << message;
+  EXPECT_FALSE(absl::StrContains(message, "alice")) << message;
+  EXPECT_FALSE(absl::StrContains(message, "bob")) << message;
+}
+
+void ExpectRefusedAsMalformed(const absl::StatusOr<BatchListCursor>& decoded) {
+  ExpectRefused(decoded);
+  if (decoded.ok()) return;
+  EXPECT_TRUE(absl::StrContains(decoded.status().message(), "malformed"))
+      << decoded.status();
+}
+
 TEST(BatchListTokenTest, DecodesWhatItEncoded) {
   const std::string token = EncodeBatchListToken(Cursor(), Binding(), kKey);
   absl::StatusOr<BatchListCursor> decoded =
@@ -57,34 +78,53 @@ TEST(BatchListTokenTest, EveryAlteredByteIsRefused) {
   }
 }
 
-TEST(BatchListTokenTest, TokenOfAnotherQueryOrOwnerIsRefused) {
+TEST(BatchListTokenTest, TokenOfAnotherQueryOrOwnerIsRefusedSayingSo) {
   const std::string token = EncodeBatchListToken(Cursor(), Binding(), kKey);
-  ExpectRefused(DecodeBatchListToken(
+  const absl::StatusOr<BatchListCursor> other_owner = DecodeBatchListToken(
       token,
       BatchListBinding(ReadScope::OwnedBy("bob"), v1::BATCH_STATE_DONE,
                        absl::InfinitePast()),
-      kKey));
-  ExpectRefused(DecodeBatchListToken(
+      kKey);
+  ExpectRefusedAsAnotherQueryOrCaller(other_owner);
+  const absl::StatusOr<BatchListCursor> other_state = DecodeBatchListToken(
       token,
       BatchListBinding(ReadScope::OwnedBy("alice"), v1::BATCH_STATE_UNSPECIFIED,
                        absl::InfinitePast()),
-      kKey));
-  ExpectRefused(DecodeBatchListToken(
+      kKey);
+  ExpectRefusedAsAnotherQueryOrCaller(other_state);
+  const absl::StatusOr<BatchListCursor> other_after = DecodeBatchListToken(
       token,
       BatchListBinding(ReadScope::OwnedBy("alice"), v1::BATCH_STATE_DONE,
                        absl::FromUnixSeconds(1)),
+      kKey);
+  ExpectRefusedAsAnotherQueryOrCaller(other_after);
+  ExpectRefusedAsAnotherQueryOrCaller(DecodeBatchListToken(
+      token,
+      BatchListBinding(ReadScope::AnyOwner(), v1::BATCH_STATE_DONE,
+                       absl::InfinitePast()),
       kKey));
+  // Whose token it was, or which filter differed, cannot be told apart.
+  ASSERT_FALSE(other_owner.ok());
+  ASSERT_FALSE(other_state.ok());
+  ASSERT_FALSE(other_after.ok());
+  EXPECT_EQ(other_owner.status(), other_state.status());
+  EXPECT_EQ(other_owner.status(), other_after.status());
 }
 
 TEST(BatchListTokenTest, TokenUnderAnotherKeyIsRefused) {
   const std::string token = EncodeBatchListToken(Cursor(), Binding(), kKey);
-  ExpectRefused(DecodeBatchListToken(token, Binding(), std::string(32, 'x')));
+  ExpectRefusedAsAnotherQueryOrCaller(
+      DecodeBatchListToken(token, Binding(), std::string(32, 'x')));
 }
 
-TEST(BatchListTokenTest, GarbageAndTruncatedTokensAreRefused) {
-  ExpectRefused(DecodeBatchListToken("not base64!", Binding(), kKey));
-  ExpectRefused(DecodeBatchListToken("", Binding(), kKey));
-  ExpectRefused(DecodeBatchListToken("42", Binding(), kKey));
+TEST(BatchListTokenTest, GarbageIsRefusedAsMalformed) {
+  ExpectRefusedAsMalformed(
+      DecodeBatchListToken("not base64!", Binding(), kKey));
+  ExpectRefusedAsMalformed(DecodeBatchListToken("", Binding(), kKey));
+  ExpectRefusedAsMalformed(DecodeBatchListToken("42", Binding(), kKey));
+}
+
+TEST(BatchListTokenTest, TruncatedTokenIsRefused) {
   const std::string token = EncodeBatchListToken(Cursor(), Binding(), kKey);
   ExpectRefused(
       DecodeBatchListToken(token.substr(0, token.size() - 4), Binding(), kKey));

@@ -52,6 +52,15 @@ TEST(DecideTakeoverTest, DoesNotFinishABatchWhoseCancelWasRequested) {
       TakeoverOutcome::kCancelRequested);
 }
 
+TEST(DecideTakeoverTest, LeavesABatchWhoseUrlCredentialsWereNotStored) {
+  v1::FetchBatchRequest stored = Detached(true);
+  stored.add_requests()->set_url("http://***@127.0.0.1/b");
+  EXPECT_EQ(DecideTakeover(false, v1::BATCH_STATE_INTERRUPTED, false, stored),
+            TakeoverOutcome::kCredentialsNotStored);
+  EXPECT_STREQ(TakeoverOutcomeName(TakeoverOutcome::kCredentialsNotStored),
+               "credentials_not_stored");
+}
+
 TEST(TakeoverBacklogTest, HandsOutEachAddedBatchOnceInOrder) {
   TakeoverBacklog backlog;
   EXPECT_EQ(backlog.Add({"a", "b", "a"}), 0u);

@@ -444,7 +444,7 @@ TEST(CliArgs, NonexistentUrlFileIsRejected) {
   const std::string path =
       absl::StrCat(testing::TempDir(), "cli_args_test_no_such_file.txt");
   EXPECT_EQ(ErrorOf(ParseFetch({"-f", path})),
-            absl::StrCat("cannot open URL file '", path,
+            absl::StrCat("cannot read URL file '", path,
                          "': No such file or directory"));
 }
 
@@ -794,6 +794,15 @@ TEST(ParseFetchArgs, BodyFileIsSentAsBytes) {
       ParseFetch({"--body-file", "/nonexistent/body.json", "http://a/"});
   ASSERT_FALSE(missing.ok());
   EXPECT_NE(missing.status().message().find("--body-file"), std::string::npos);
+}
+
+TEST(ParseFetchArgs, ADirectoryAsBodyFileOrUrlFileIsAnErrorNotAnEmptyRead) {
+  const std::string dir = testing::TempDir();
+  EXPECT_EQ(
+      ErrorOf(ParseFetch({"--body-file", dir, "http://a/"})),
+      absl::StrCat("cannot read --body-file '", dir, "': Is a directory"));
+  EXPECT_EQ(ErrorOf(ParseFetch({"-f", dir})),
+            absl::StrCat("cannot read URL file '", dir, "': Is a directory"));
 }
 
 TEST(ParseFetchArgs, BodyAndBodyFileTogetherAreRejected) {

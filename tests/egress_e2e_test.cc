@@ -5,7 +5,11 @@
 //
 // The engine-level tests (EgressEngine) need no database; the BinaryTest
 // ones run the real server binary.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <fstream>
@@ -20,6 +24,7 @@
 #include "service/fetch/egress_rules.h"
 #include "service/fetch/fetch_engine.h"
 #include "tests/support/collecting_sink.h"
+#include "tests/support/loopback_listener.h"
 #include "tests/support/service_fixture.h"
 #include "tests/support/test_certificates.h"
 
@@ -144,6 +149,101 @@ TEST(EgressEngine, APinnedNameReachesItsAddressWhenThePolicyOpensIt) {
   EXPECT_EQ(r[0].result, TransferResult::kResponse) << r[0].error;
   EXPECT_EQ(r[0].http_status, 200);
   EXPECT_EQ((*upstream)->total_requests(), 1);
+}
+
+// A listening socket on `address`:`port` that is never accepted from: the
+// kernel still completes every handshake into its backlog, so Drain()
+// counts each connection made to it, without a thread.
+class BacklogCounter {
+ public:
+  BacklogCounter(const std::string& address, int port) {
+    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    EXPECT_EQ(inet_pton(AF_INET, address.c_str(), &addr.sin_addr), 1);
+    listening_ =
+        fd_ >= 0 &&
+        bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+        listen(fd_, 16) == 0;
+  }
+  ~BacklogCounter() { testing::CloseFd(fd_); }
+
+  bool listening() const { return listening_; }
+  // Connections made since the last call.
+  int Drain() {
+    int n = 0;
+    for (int c; (c = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC)) >= 0;) {
+      close(c);
+      ++n;
+    }
+    return n;
+  }
+
+ private:
+  int fd_ = -1;
+  bool listening_ = false;
+};
+
+// Fetches `path` from "dual.test:`port`", pinned to 127.0.0.2 (denied,
+// tried first) and 127.0.0.1 (the only address allowed); empty on set-up
+// failure (reported).
+std::map<uint32_t, FetchedResponse> FetchThroughDualName(
+    int port, const std::string& path) {
+  FetchEngine::Options options;
+  options.egress = Rules({"127.0.0.1/32"});
+  options.resolve = {absl::StrCat("dual.test:", port, ":127.0.0.2,127.0.0.1")};
+  auto engine = FetchEngine::Create(options);
+  EXPECT_TRUE(engine.ok()) << engine.status();
+  if (!engine.ok()) return {};
+  return RunBatch(**engine, {absl::StrCat("http://dual.test:", port, path)});
+}
+
+TEST(EgressEngine,
+     ADeniedAddressTriedFirstDoesNotBlockAnAllowedOneThatAnswers) {
+  // curl tries a name's addresses in order (IPv4 ones in the order given):
+  // the first, 127.0.0.2, is denied before any SYN, the second answers. The
+  // request was sent and answered, so it is OK, not BLOCKED.
+  auto upstream = TestUpstream::Start();
+  ASSERT_TRUE(upstream.ok()) << upstream.status();
+  const int port = (*upstream)->port();
+  BacklogCounter denied_side("127.0.0.2", port);
+  ASSERT_TRUE(denied_side.listening()) << "127.0.0.2:" << port;
+  auto r = FetchThroughDualName(port, "/both");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].result, TransferResult::kResponse) << r[0].error;
+  EXPECT_EQ(r[0].end_reason, EndReason::kFinished);
+  EXPECT_EQ(r[0].http_status, 200);
+  EXPECT_EQ(r[0].body, R"({"ok":true,"path":"/both","n":0})");
+  EXPECT_EQ((*upstream)->total_requests(), 1);
+  EXPECT_EQ(denied_side.Drain(), 0);
+}
+
+TEST(EgressEngine,
+     ADeniedAddressAndARefusedOneEndAsAConnectErrorNamingTheDenial) {
+  // Not blocked: an allowed address was tried, and refused. The error still
+  // says that the other address was denied.
+  // A port with nothing listening on 127.0.0.1: bound, never listened on.
+  const int closed = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(addr);
+  ASSERT_EQ(bind(closed, reinterpret_cast<sockaddr*>(&addr), length), 0);
+  ASSERT_EQ(getsockname(closed, reinterpret_cast<sockaddr*>(&addr), &length),
+            0);
+  const int port = ntohs(addr.sin_port);
+  BacklogCounter denied_on_port("127.0.0.2", port);
+  ASSERT_TRUE(denied_on_port.listening());
+  auto r = FetchThroughDualName(port, "/none");
+  ASSERT_EQ(r.size(), 1u);
+  close(closed);
+  EXPECT_EQ(r[0].result, TransferResult::kConnectError) << r[0].error;
+  EXPECT_EQ(r[0].end_reason, EndReason::kFinished);
+  EXPECT_TRUE(absl::StrContains(
+      r[0].error, "egress to 127.0.0.2 denied by 127.0.0.0/8 (loopback)"))
+      << r[0].error;
+  EXPECT_EQ(denied_on_port.Drain(), 0);
 }
 
 TEST(EgressEngine, AMalformedResolveEntryIsRejectedNamingIt) {

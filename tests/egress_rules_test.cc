@@ -10,6 +10,7 @@
 #include <sys/un.h>
 
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -87,7 +88,20 @@ INSTANTIATE_TEST_SUITE_P(
         // Teredo whose client address (inverted in the last 32 bits) is
         // 10.0.0.1.
         "http://[2001:0:4136:e378:8000:63bf:f5ff:fffe]/",
-        "https://[::ffff:192.168.0.1]:8443/"));
+        "https://[::ffff:192.168.0.1]:8443/",
+        // IPv4-translated (RFC 2765), judged by its IPv4 address.
+        "http://[::ffff:0:127.0.0.1]/", "http://[::ffff:0:a9fe:a9fe]/",
+        // Local-use NAT64 (RFC 8215): all of it, wherever the IPv4 sits.
+        "http://[64:ff9b:1::a9fe:a9fe]/", "http://[64:ff9b:1:7f00:1::]/",
+        "http://[64:ff9b:1::808:808]/",
+        // Deprecated site-local, discard-only, ORCHID and ORCHIDv2, 6to4
+        // relay anycast.
+        "http://[fec0::1]/", "http://[feff::1]/", "http://[100::1]/",
+        "http://[2001:10::1]/", "http://[2001:20::1]/", "http://[2001:2f::1]/",
+        "http://192.88.99.1/",
+        // Teredo whose server (bits 32..63) is 10.0.0.1 although the client
+        // (inverted) is the public 8.8.8.8.
+        "http://[2001:0:a00:1:8000:63bf:f7f7:f7f7]/"));
 
 class AllowedByDefault : public ::testing::TestWithParam<const char*> {};
 
@@ -103,7 +117,42 @@ INSTANTIATE_TEST_SUITE_P(
                       "http://[2001:4860::8888]/", "http://1.1.1.1/",
                       "http://172.32.0.1/", "http://100.128.0.1/",
                       "http://[2606:4700::1111]/", "http://198.20.0.1/",
-                      "http://[::ffff:8.8.8.8]/"));
+                      "http://[::ffff:8.8.8.8]/", "http://[::ffff:0:8.8.8.8]/",
+                      "http://[64:ff9b::808:808]/",
+                      // Teredo with a public server and a public client.
+                      "http://[2001:0:4136:e378:8000:63bf:f7f7:f7f7]/",
+                      "http://192.88.100.1/", "http://[2001:30::1]/"));
+
+// Each denial names the most specific rule (broadcast, not the 240/4 that
+// contains it) and, for an embedded address, the IPv4 address judged.
+TEST(EgressRules, DenialsNameTheRule) {
+  const struct {
+    const char* address;
+    const char* rule;
+  } cases[] = {
+      {"255.255.255.255", "by 255.255.255.255/32 (broadcast)"},
+      {"240.0.0.1", "by 240.0.0.0/4 (reserved)"},
+      {"192.88.99.1", "by 192.88.99.0/24 (6to4 relay anycast)"},
+      {"::ffff:0:127.0.0.1",
+       "by embedded IPv4 127.0.0.1 in 127.0.0.0/8 (loopback)"},
+      {"64:ff9b:1::808:808", "by 64:ff9b:1::/48 (local-use NAT64)"},
+      {"fec0::1", "by fec0::/10 (site-local (deprecated))"},
+      {"100::1", "by 100::/64 (discard-only)"},
+      {"2001:10::1", "by 2001:10::/28 (ORCHID (deprecated))"},
+      {"2001:20::1", "by 2001:20::/28 (ORCHIDv2)"},
+      {"2001:0:a00:1:8000:63bf:f7f7:f7f7",
+       "by embedded IPv4 10.0.0.1 in 10.0.0.0/8 (private)"},
+      {"2001:0:4136:e378:8000:63bf:f5ff:fffe",
+       "by embedded IPv4 10.0.0.1 in 10.0.0.0/8 (private)"},
+  };
+  auto rules = Default();
+  for (const auto& c : cases) {
+    absl::Status verdict = rules->Check(*IpAddress::Parse(c.address), 80);
+    EXPECT_EQ(verdict.code(), absl::StatusCode::kPermissionDenied) << c.address;
+    EXPECT_TRUE(absl::EndsWith(verdict.message(), c.rule))
+        << c.address << ": " << verdict.message();
+  }
+}
 
 TEST(EgressRules, AllowWinsOverBuiltInAndDenyWinsOverAllow) {
   EgressRules::Options options;
@@ -126,9 +175,29 @@ TEST(EgressRules, EmbeddedIpv4IsJudgedAsIpv4) {
       rules->Check(*IpAddress::Parse("64:ff9b::a9fe:a9fe"), 80);
   EXPECT_TRUE(absl::StrContains(verdict.message(), "embedded IPv4 169.254"))
       << verdict.message();
-  EXPECT_EQ(IpAddress::Parse("2002:a9fe:a9fe::")->EmbeddedIpv4()->ToString(),
-            "169.254.169.254");
-  EXPECT_FALSE(IpAddress::Parse("::1")->EmbeddedIpv4().has_value());
+  const auto embedded = [](const char* text) {
+    std::vector<std::string> out;
+    for (const IpAddress& inner :
+         IpAddress::Parse(text)->EmbeddedIpv4Addresses()) {
+      EXPECT_TRUE(inner.v4) << text;
+      out.push_back(inner.ToString());
+    }
+    return out;
+  };
+  using Addresses = std::vector<std::string>;
+  EXPECT_EQ(embedded("2002:a9fe:a9fe::"), Addresses{"169.254.169.254"});
+  EXPECT_EQ(embedded("::ffff:10.1.2.3"), Addresses{"10.1.2.3"});
+  EXPECT_EQ(embedded("::ffff:0:10.1.2.3"), Addresses{"10.1.2.3"});
+  EXPECT_EQ(embedded("::10.1.2.3"), Addresses{"10.1.2.3"});
+  EXPECT_EQ(embedded("64:ff9b::10.1.2.3"), Addresses{"10.1.2.3"});
+  // Teredo: the client (inverted), then the server.
+  EXPECT_EQ(embedded("2001:0:4136:e378:8000:63bf:f5ff:fffe"),
+            (Addresses{"10.0.0.1", "65.54.227.120"}));
+  EXPECT_EQ(embedded("::1"), Addresses{});
+  EXPECT_EQ(embedded("::"), Addresses{});
+  EXPECT_EQ(embedded("64:ff9b:1::a9fe:a9fe"), Addresses{});
+  EXPECT_EQ(embedded("2001:4860::8888"), Addresses{});
+  EXPECT_EQ(embedded("127.0.0.1"), Addresses{});
 }
 
 TEST(EgressRules, PortsCanBeRestricted) {

@@ -1,23 +1,28 @@
 #include "service/fetch/fetch_engine.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
+#include <poll.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <map>
+#include <memory>
+#include <string>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/support/collecting_sink.h"
+#include "tests/support/loopback_listener.h"
 #include "tests/support/test_upstream.h"
 
 namespace batchfetch {
 namespace {
 
 using testing::CollectingSink;
+using testing::LoopbackListener;
 using testing::TestUpstream;
 
 // Gives each spec its position as its index.
@@ -378,40 +383,138 @@ TEST_F(FetchEngineTest, ReusesConnectionsAcrossManyBatchesWithOneMultiHandle) {
   EXPECT_LE(upstream_->connections_accepted(), 4);
 }
 
+// A peer on 127.0.0.1 that speaks another protocol: every connection gets
+// an SSH-like banner, then (once the client has gone) is closed, as a
+// database or SSH port would look to curl. It reads what the client sends,
+// so its close never resets the connection before the banner is read.
+//
+// Threading: one thread serves the connections one at a time; the
+// destructor wakes and joins it. connections() may be called from any
+// thread.
+class BannerPeer {
+ public:
+  static std::unique_ptr<BannerPeer> Start() {
+    absl::StatusOr<LoopbackListener> listener = LoopbackListener::Open();
+    EXPECT_TRUE(listener.ok()) << listener.status();
+    if (!listener.ok()) return nullptr;
+    return std::unique_ptr<BannerPeer>(new BannerPeer(*std::move(listener)));
+  }
+  ~BannerPeer() {
+    stopping_ = true;
+    listener_.Wake();
+    thread_.join();
+  }
+
+  int port() const { return listener_.port(); }
+  std::string Url(absl::string_view path) const {
+    return absl::StrCat("http://127.0.0.1:", port(), path);
+  }
+  int connections() const { return connections_.load(); }
+
+ private:
+  explicit BannerPeer(LoopbackListener listener)
+      : listener_(std::move(listener)), thread_([this] { Serve(); }) {}
+
+  void Serve() {
+    while (!stopping_) {
+      pollfd fds[2] = {{listener_.listen_fd(), POLLIN, 0},
+                       {listener_.wake_fd(), POLLIN, 0}};
+      if (poll(fds, 2, -1) <= 0 || (fds[1].revents & POLLIN) != 0) continue;
+      int connection = listener_.Accept();
+      if (connection < 0) continue;
+      connections_.fetch_add(1);
+      constexpr absl::string_view kBanner = "SSH-2.0-OpenSSH_9.2\r\n";
+      testing::SendAll(connection, kBanner.data(), kBanner.size());
+      // Until the client closes (or 2 s pass): drain what it sent.
+      pollfd in = {connection, POLLIN, 0};
+      char buffer[4096];
+      while (poll(&in, 1, 2000) > 0 &&
+             read(connection, buffer, sizeof(buffer)) > 0) {
+      }
+      testing::CloseFd(connection);
+    }
+  }
+
+  LoopbackListener listener_;
+  std::atomic<bool> stopping_{false};
+  std::atomic<int> connections_{0};
+  std::thread thread_;  // last: starts once the members above exist
+};
+
+// `url` as the value of a query parameter.
+std::string QueryEncoded(absl::string_view url) {
+  std::string out;
+  for (char c : url) {
+    if (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' ||
+        c == '-' || c == '_') {
+      out.push_back(c);
+    } else {
+      absl::StrAppend(
+          &out, "%", absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
+    }
+  }
+  return out;
+}
+
 TEST_F(FetchEngineTest, NonHttpReplyIsATransportErrorNotBlocked) {
-  // A peer that speaks another protocol (here: an SSH-like banner, then
-  // close). BLOCKED is kept for the egress policy and refused schemes.
-  const int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(listener, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(
-      bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof(address)),
-      0);
-  ASSERT_EQ(listen(listener, 4), 0);
-  socklen_t length = sizeof(address);
-  getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length);
-  std::thread peer([listener] {
-    const int connection = accept(listener, nullptr, nullptr);
-    if (connection < 0) return;
-    const char banner[] = "SSH-2.0-OpenSSH_9.2\r\n";
-    [[maybe_unused]] ssize_t n = write(connection, banner, sizeof(banner) - 1);
-    absl::SleepFor(absl::Milliseconds(100));
-    close(connection);
-  });
+  // A peer that speaks another protocol. BLOCKED is kept for the egress
+  // policy and refused schemes.
+  std::unique_ptr<BannerPeer> peer = BannerPeer::Start();
+  ASSERT_NE(peer, nullptr);
   auto engine = MakeEngine();
   auto sink = std::make_shared<CollectingSink>();
   std::vector<FetchSpec> specs(1);
-  specs[0].url =
-      absl::StrCat("http://127.0.0.1:", ntohs(address.sin_port), "/");
+  specs[0].url = peer->Url("/");
   engine->Submit(specs, BatchOptions(), sink);
   ASSERT_TRUE(sink->AwaitCount(1, absl::Seconds(10)));
-  peer.join();
-  close(listener);
   const FetchedResponse r = sink->responses()[0];
   EXPECT_EQ(r.result, TransferResult::kTransportError) << r.error;
+  EXPECT_EQ(r.end_reason, EndReason::kFinished);
   EXPECT_TRUE(absl::StrContains(r.error, "not HTTP")) << r.error;
+  EXPECT_EQ(peer->connections(), 1);
+}
+
+TEST_F(FetchEngineTest, ARedirectToANonHttpPortIsATransportErrorNotBlocked) {
+  // libcurl still reports the first hop's 302 as the response code when the
+  // second hop's peer answers with something that is not HTTP: the scheme
+  // of the hop, not that status, says it was no refused redirect.
+  std::unique_ptr<BannerPeer> peer = BannerPeer::Start();
+  ASSERT_NE(peer, nullptr);
+  auto engine = MakeEngine();
+  auto sink = std::make_shared<CollectingSink>();
+  std::vector<FetchSpec> specs(1);
+  specs[0].url = upstream_->Url(
+      absl::StrCat("/redirect?to=", QueryEncoded(peer->Url("/banner"))));
+  engine->Submit(specs, BatchOptions(), sink);
+  ASSERT_TRUE(sink->AwaitCount(1, absl::Seconds(10)));
+  const FetchedResponse r = sink->responses()[0];
+  EXPECT_EQ(r.result, TransferResult::kTransportError) << r.error;
+  EXPECT_EQ(r.end_reason, EndReason::kFinished);
+  EXPECT_TRUE(absl::StrContains(r.error, "the upstream's reply is not HTTP"))
+      << r.error;
+  EXPECT_EQ(r.final_url, peer->Url("/banner"));
+  EXPECT_EQ(upstream_->total_requests(), 1);
+  EXPECT_EQ(peer->connections(), 1);
+}
+
+TEST_F(FetchEngineTest, ARedirectToAFileUrlIsBlockedNamingTheScheme) {
+  auto engine = MakeEngine();
+  auto sink = std::make_shared<CollectingSink>();
+  std::vector<FetchSpec> specs(2);
+  specs[0].url = upstream_->Url("/redirect?to=file%3A%2F%2F%2Fetc%2Fpasswd");
+  specs[1].url =
+      upstream_->Url("/redirect?to=FILE%3A%2F%2F%2Fetc%2Fpasswd&status=301");
+  engine->Submit(Numbered(specs), BatchOptions(), sink);
+  ASSERT_TRUE(sink->AwaitCount(2, absl::Seconds(10)));
+  for (auto& [index, r] : sink->responses()) {
+    EXPECT_EQ(r.result, TransferResult::kBlocked) << index << ": " << r.error;
+    EXPECT_EQ(r.end_reason, EndReason::kBlockedByPolicy) << index;
+    EXPECT_EQ(r.error,
+              "redirect to scheme \"file\" refused: only http and https are "
+              "allowed")
+        << index;
+  }
+  EXPECT_EQ(upstream_->total_requests(), 2);
 }
 
 }  // namespace

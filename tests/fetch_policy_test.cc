@@ -1,6 +1,11 @@
 // The engine's fetch policies against a loopback upstream that fails,
 // stalls, drips and rate-limits on request.
+#include <cstdlib>
 #include <fstream>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -339,22 +344,90 @@ TEST_F(FetchPolicyTest, RetryAfterBeyondTheCapIsNotRetriedEarly) {
   EXPECT_EQ(upstream_->total_requests(), 1);
 }
 
+// Sets or clears environment variables for one scope, then puts back what
+// was there. Not thread-safe (setenv): use before the engine under test
+// exists or while it is idle.
+class ScopedEnvironment {
+ public:
+  ScopedEnvironment() = default;
+  ScopedEnvironment(const ScopedEnvironment&) = delete;
+  ScopedEnvironment& operator=(const ScopedEnvironment&) = delete;
+  ~ScopedEnvironment() {
+    for (auto it = saved_.rbegin(); it != saved_.rend(); ++it) {
+      if (it->second.has_value()) {
+        setenv(it->first.c_str(), it->second->c_str(), 1);
+      } else {
+        unsetenv(it->first.c_str());
+      }
+    }
+  }
+  void Set(const std::string& name, const std::string& value) {
+    Save(name);
+    setenv(name.c_str(), value.c_str(), 1);
+  }
+  void Unset(const std::string& name) {
+    Save(name);
+    unsetenv(name.c_str());
+  }
+
+ private:
+  void Save(const std::string& name) {
+    const char* value = std::getenv(name.c_str());
+    saved_.emplace_back(name, value == nullptr
+                                  ? std::nullopt
+                                  : std::optional<std::string>(value));
+  }
+  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
+};
+
 TEST_F(FetchPolicyTest, ServerEnvironmentProxyIsIgnored) {
   // A proxy in the server's environment must not capture egress: without
-  // --proxy, transfers go directly to the host asked for.
-  const char* saved = std::getenv("http_proxy");
-  std::string saved_value = saved == nullptr ? "" : saved;
-  setenv("http_proxy", "http://127.0.0.1:1", 1);
-  setenv("ALL_PROXY", "http://127.0.0.1:1", 1);
-  auto r = Run(Specs({upstream_->Url("/direct")}), BatchOptions());
-  if (saved == nullptr) {
-    unsetenv("http_proxy");
-  } else {
-    setenv("http_proxy", saved_value.c_str(), 1);
+  // --proxy, transfers go directly to the host asked for. The "proxy" is a
+  // loopback server that counts the connections it accepts.
+  auto proxy = TestUpstream::Start();
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  {
+    ScopedEnvironment environment;
+    for (const char* name : {"http_proxy", "HTTP_PROXY", "https_proxy",
+                             "HTTPS_PROXY", "all_proxy", "ALL_PROXY"}) {
+      environment.Set(name, (*proxy)->Url(""));
+    }
+    environment.Unset("no_proxy");
+    environment.Unset("NO_PROXY");
+    // The https URL would go through the proxy's CONNECT had https_proxy
+    // been read; directly, it meets a server that does not speak TLS.
+    auto r = Run(Specs({upstream_->Url("/direct"),
+                        absl::StrCat("https://127.0.0.1:", upstream_->port(),
+                                     "/direct-tls")}),
+                 BatchOptions());
+    EXPECT_EQ(r[0].result, TransferResult::kResponse) << r[0].error;
+    EXPECT_EQ(r[0].http_status, 200);
+    EXPECT_NE(r[1].result, TransferResult::kResponse);
   }
-  unsetenv("ALL_PROXY");
-  EXPECT_EQ(r[0].result, TransferResult::kResponse) << r[0].error;
-  EXPECT_EQ(r[0].http_status, 200);
+  EXPECT_EQ((*proxy)->connections_accepted(), 0);
+  EXPECT_EQ(upstream_->connections_accepted(), 2);
+}
+
+TEST_F(FetchPolicyTest,
+       AConfiguredProxyCarriesEveryRequestWhateverNoProxySays) {
+  // With a proxy configured (--proxy), no_proxy / NO_PROXY in the server's
+  // environment must not send any host around it, directly.
+  auto proxy = TestUpstream::Start();
+  ASSERT_TRUE(proxy.ok()) << proxy.status();
+  FetchEngine::Options engine_options;
+  engine_options.proxy = (*proxy)->Url("");
+  const std::string target = upstream_->Url("/via-proxy");
+  {
+    ScopedEnvironment environment;
+    environment.Set("no_proxy", "*");
+    environment.Set("NO_PROXY", "*");
+    Run(Specs({target}), BatchOptions(), engine_options);
+  }
+  EXPECT_EQ(upstream_->connections_accepted(), 0);
+  EXPECT_EQ((*proxy)->connections_accepted(), 1);
+  ASSERT_EQ((*proxy)->arrivals().size(), 1u);
+  // A forward proxy gets the absolute URL as the request target.
+  EXPECT_EQ((*proxy)->arrivals()[0].path_and_query, target);
 }
 
 TEST_F(FetchPolicyTest, EndAtDeadlineCutsRunningTransfersAsTimeout) {

@@ -14,6 +14,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "tests/support/logged_server.h"
 #include "tests/support/plain_http_client.h"
 #include "tests/support/service_fixture.h"
 
@@ -312,7 +313,7 @@ TEST_F(MetricsTest, CountersMoveByExactlyWhatABatchDidDuringAndAfterIt) {
   EXPECT_GE(delta(after, "batchfetch_store_commit_seconds_count"), 1);
 }
 
-TEST_F(MetricsTest, AnyPathButMetricsIsNotFound) {
+TEST_F(MetricsTest, AnyPathButMetricsAndTheProbesIsNotFound) {
   ServerConfig config = Config();
   config.metrics_listen = "127.0.0.1:0";
   StartServer(config);
@@ -321,6 +322,51 @@ TEST_F(MetricsTest, AnyPathButMetricsIsNotFound) {
     ASSERT_TRUE(response.ok()) << response.status();
     EXPECT_EQ(response->status, 404) << path;
   }
+}
+
+TEST_F(MetricsTest, ReadyzTurnsNotServingWhenTheDrainStartsAndLivezStaysOk) {
+  ServerConfig config = Config();
+  config.metrics_listen = "127.0.0.1:0";
+  StartServer(config);
+  const int port = server_->metrics_port();
+  auto ready = PlainHttpGet(port, "/readyz");
+  ASSERT_TRUE(ready.ok()) << ready.status();
+  EXPECT_EQ(ready->status, 200);
+  EXPECT_EQ(ready->body, "SERVING\n");
+
+  // A batch held 2 s upstream keeps the drain (30 s of grace) going while
+  // the probes are asked.
+  BackgroundFetch running(stub_.get(),
+                          Batch({upstream_->Url("/slow?delay_ms=2000")}));
+  ASSERT_TRUE(running.WaitReady());
+  // No ASSERT from here until the join: the drain thread must be joined.
+  std::thread drain([this] { server_->Shutdown(absl::Seconds(30)); });
+  absl::StatusOr<testing::PlainHttpResponse> readyz;
+  const absl::Time give_up = absl::Now() + absl::Seconds(5);
+  do {
+    readyz = PlainHttpGet(port, "/readyz");
+    if (!readyz.ok() || readyz->status != 200) break;
+    absl::SleepFor(absl::Milliseconds(10));
+  } while (absl::Now() < give_up);
+  EXPECT_TRUE(readyz.ok()) << readyz.status();
+  if (readyz.ok()) {
+    EXPECT_EQ(readyz->status, 503) << "still ready after the drain started";
+    EXPECT_EQ(readyz->body, "NOT_SERVING\n");
+  }
+  // The process is alive and still scraped while the batch finishes.
+  auto live = PlainHttpGet(port, "/livez");
+  EXPECT_TRUE(live.ok()) << live.status();
+  if (live.ok()) {
+    EXPECT_EQ(live->status, 200);
+    EXPECT_EQ(live->body, "ok\n");
+  }
+  EXPECT_EQ(ScrapeNow(port)["batchfetch_batches_active"], 1);
+
+  const Streamed& done = running.Join();
+  EXPECT_TRUE(done.status.ok()) << done.status.error_message();
+  EXPECT_EQ(done.summary().state(), v1::BATCH_STATE_DONE);
+  drain.join();
+  EXPECT_EQ(PlainHttpGet(port, "/readyz")->status, 503);
 }
 
 TEST_F(MetricsTest, ATakenMetricsPortFailsStartNamingTheFlag) {

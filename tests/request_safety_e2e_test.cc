@@ -6,9 +6,11 @@
 // upstreams.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <iterator>
 #include <map>
@@ -20,10 +22,12 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/synchronization/mutex.h"
 #include "batchfetch/v1/batchfetch.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "tests/support/loopback_listener.h"
 #include "tests/support/service_fixture.h"
 
 namespace batchfetch {
@@ -108,6 +112,119 @@ class HeadRecorder {
   mutable absl::Mutex mu_;
   std::vector<std::string> heads_ ABSL_GUARDED_BY(mu_);
   std::string hop_location_ ABSL_GUARDED_BY(mu_);
+};
+
+// An HTTP/1.1 upstream on 127.0.0.1 that ignores request bodies, as many
+// real ones do for routes that take none: it reads a request's head, never
+// its Content-Length bytes, answers at once and keeps the connection alive,
+// then parses whatever bytes come next as the next request. Each answer is
+// 200 {"path":"<request target>"}. A request for "/smuggled..." is
+// answered only once more bytes arrive on its connection (or it closes, or
+// 2 s pass), so a smuggled answer is still pending when the client's next
+// request goes out: the race of issue 8, made certain.
+//
+// Threading: one thread accepts, each connection has its own; the
+// destructor shuts every connection down and joins them all. targets() may
+// be called from any thread.
+class BodyIgnoringUpstream {
+ public:
+  static std::unique_ptr<BodyIgnoringUpstream> Start() {
+    absl::StatusOr<testing::LoopbackListener> listener =
+        testing::LoopbackListener::Open();
+    EXPECT_TRUE(listener.ok()) << listener.status();
+    if (!listener.ok()) return nullptr;
+    return std::unique_ptr<BodyIgnoringUpstream>(
+        new BodyIgnoringUpstream(*std::move(listener)));
+  }
+  ~BodyIgnoringUpstream() {
+    stopping_ = true;
+    listener_.Wake();
+    accept_thread_.join();
+    std::vector<std::thread> threads;
+    {
+      absl::MutexLock lock(&mu_);
+      for (int fd : open_fds_) shutdown(fd, SHUT_RDWR);
+      threads.swap(threads_);
+    }
+    for (std::thread& thread : threads) thread.join();
+  }
+
+  std::string Url(absl::string_view path_and_query) const {
+    return absl::StrCat("http://127.0.0.1:", listener_.port(), path_and_query);
+  }
+  // Every request target served, in arrival order.
+  std::vector<std::string> targets() const {
+    absl::MutexLock lock(&mu_);
+    return targets_;
+  }
+
+ private:
+  explicit BodyIgnoringUpstream(testing::LoopbackListener listener)
+      : listener_(std::move(listener)),
+        accept_thread_([this] { AcceptLoop(); }) {}
+
+  void AcceptLoop() {
+    while (!stopping_) {
+      pollfd fds[2] = {{listener_.listen_fd(), POLLIN, 0},
+                       {listener_.wake_fd(), POLLIN, 0}};
+      if (poll(fds, 2, -1) <= 0 || (fds[1].revents & POLLIN) != 0) continue;
+      const int fd = listener_.Accept();
+      if (fd < 0) continue;
+      absl::MutexLock lock(&mu_);
+      open_fds_.push_back(fd);
+      threads_.emplace_back([this, fd] { Serve(fd); });
+    }
+  }
+
+  void Serve(int fd) {
+    std::string buffer;
+    char chunk[4096];
+    while (true) {
+      size_t end;
+      while ((end = buffer.find("\r\n\r\n")) == std::string::npos) {
+        const ssize_t n = read(fd, chunk, sizeof(chunk));
+        if (n <= 0) return Forget(fd);
+        buffer.append(chunk, static_cast<size_t>(n));
+      }
+      // The head only: a body stays in `buffer`, to be read as a request.
+      const std::string head = buffer.substr(0, end);
+      buffer.erase(0, end + 4);
+      const std::vector<std::string> line = absl::StrSplit(
+          head.substr(0, head.find("\r\n")), absl::MaxSplits(' ', 2));
+      const std::string target = line.size() > 1 ? line[1] : "";
+      {
+        absl::MutexLock lock(&mu_);
+        targets_.push_back(target);
+      }
+      if (absl::StartsWith(target, "/smuggled")) {
+        pollfd next = {fd, POLLIN, 0};
+        poll(&next, 1, 2000);
+      }
+      const std::string body = absl::StrCat(R"({"path":")", target, R"("})");
+      const std::string response = absl::StrCat(
+          "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+          "Content-Length: ",
+          body.size(), "\r\n\r\n", body);
+      if (!testing::SendAll(fd, response.data(), response.size())) {
+        return Forget(fd);
+      }
+    }
+  }
+
+  // Closes a connection whose client has gone.
+  void Forget(int fd) {
+    absl::MutexLock lock(&mu_);
+    open_fds_.erase(std::find(open_fds_.begin(), open_fds_.end(), fd));
+    close(fd);
+  }
+
+  testing::LoopbackListener listener_;
+  std::atomic<bool> stopping_{false};
+  mutable absl::Mutex mu_;
+  std::vector<int> open_fds_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> threads_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> targets_ ABSL_GUARDED_BY(mu_);
+  std::thread accept_thread_;  // last: starts once the members above exist
 };
 
 class RequestSafetyTest : public ServiceTest {
@@ -237,6 +354,59 @@ TEST_F(RequestSafetyTest,
     EXPECT_FALSE(absl::StrContains(arrival.path_and_query, "status=418"));
   }
   EXPECT_EQ(upstream_->total_requests(), kRounds * kPerRound);
+}
+
+// The same desync without any forbidden header: caller A's POST carries a
+// second request in an ordinary body, to an upstream that answers without
+// reading bodies. The body's bytes stay on the connection and are parsed as
+// a request; had that connection gone back to the pool, caller B's next
+// request on it would get the smuggled request's answer (it did, in every
+// round, before a request with a body stopped leaving its connection for
+// reuse).
+TEST_F(RequestSafetyTest,
+       ABodyTheUpstreamIgnoresCannotAnswerAnotherCallersRequest) {
+  std::unique_ptr<BodyIgnoringUpstream> upstream =
+      BodyIgnoringUpstream::Start();
+  ASSERT_NE(upstream, nullptr);
+  ServerConfig config = ConfigWithoutStore();
+  config.engine.curl_multi_handles = 1;  // one connection pool for both
+  StartServer(config);
+  std::unique_ptr<v1::BatchFetcher::Stub> caller_a = OtherCaller();
+  std::unique_ptr<v1::BatchFetcher::Stub> caller_b = OtherCaller();
+  constexpr int kRounds = 20;
+  constexpr int kPerRound = 3;
+  for (int round = 0; round < kRounds; ++round) {
+    SCOPED_TRACE(absl::StrCat("round ", round));
+    const std::string a_target = absl::StrCat("/a?n=", round);
+    v1::FetchBatchRequest smuggling;
+    v1::FetchRequest* post = smuggling.add_requests();
+    post->set_url(upstream->Url(a_target));
+    post->set_method("POST");
+    post->set_body(absl::StrCat("GET /smuggled?n=", round,
+                                " HTTP/1.1\r\nHost: x\r\n\r\n"));
+    Streamed a = FetchWith(*caller_a, smuggling);
+    ASSERT_TRUE(a.status.ok()) << a.status.error_message();
+    ASSERT_EQ(a.results().size(), 1u);
+    EXPECT_EQ(a.results().at(0).outcome(), v1::OUTCOME_OK)
+        << a.results().at(0).error();
+    EXPECT_EQ(a.results().at(0).json(),
+              absl::StrCat(R"({"path":")", a_target, R"("})"));
+
+    std::vector<std::string> targets;
+    std::vector<std::string> urls;
+    for (int k = 0; k < kPerRound; ++k) {
+      targets.push_back(absl::StrCat("/b?n=", round * 100 + k));
+      urls.push_back(upstream->Url(targets.back()));
+    }
+    Streamed b = FetchWith(*caller_b, Batch(urls, 1));
+    ASSERT_TRUE(b.status.ok()) << b.status.error_message();
+    ASSERT_EQ(b.results().size(), static_cast<size_t>(kPerRound));
+    for (const auto& [index, r] : b.results()) {
+      EXPECT_EQ(r.outcome(), v1::OUTCOME_OK) << r.error();
+      EXPECT_EQ(r.json(),
+                absl::StrCat(R"({"path":")", targets[index], R"("})"));
+    }
+  }
 }
 
 // "/nulpath\0/../../etc/passwd" used to fetch "/nulpath" while the whole

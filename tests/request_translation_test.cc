@@ -370,6 +370,48 @@ TEST(RequestsSha256, IsTheHexSha256OfTheRequestListAlone) {
   EXPECT_NE(RequestsSha256(Request(1)), sha);
 }
 
+TEST(RequestsSha256, LeavesUrlCredentialsOut) {
+  v1::FetchBatchRequest with_password = Request(1);
+  with_password.mutable_requests(0)->set_url("http://alice:weak@h.test/a");
+  v1::FetchBatchRequest rotated = with_password;
+  rotated.mutable_requests(0)->set_url("http://alice:n3w-Secret@h.test/a");
+  v1::FetchBatchRequest redacted = with_password;
+  redacted.mutable_requests(0)->set_url("http://***@h.test/a");
+  // The stored hash cannot be used to guess the password, and a resume
+  // with rotated credentials still matches.
+  EXPECT_EQ(RequestsSha256(with_password), RequestsSha256(rotated));
+  EXPECT_EQ(RequestsSha256(with_password), RequestsSha256(redacted));
+  v1::FetchBatchRequest other_host = with_password;
+  other_host.mutable_requests(0)->set_url("http://alice:weak@i.test/a");
+  EXPECT_NE(RequestsSha256(other_host), RequestsSha256(with_password));
+}
+
+TEST(StoredRequestForTakeover, KeepsADetachedRequestWithoutUrlCredentials) {
+  v1::FetchBatchRequest request = Request(2);
+  request.set_detach(true);
+  request.mutable_requests(0)->set_url("http://alice:S3CRET@h.test/a");
+  (*request.mutable_requests(1)->mutable_headers())["X-Key"] = "k";
+  std::shared_ptr<const std::string> bytes =
+      StoredRequestForTakeover(request, "the-id");
+  ASSERT_NE(bytes, nullptr);
+  EXPECT_EQ(bytes->find("S3CRET"), std::string::npos);
+  EXPECT_EQ(bytes->find("alice"), std::string::npos);
+  v1::FetchBatchRequest stored;
+  ASSERT_TRUE(stored.ParseFromString(*bytes));
+  EXPECT_EQ(stored.batch_id(), "the-id");
+  EXPECT_TRUE(stored.detach());
+  EXPECT_EQ(stored.requests(0).url(), "http://***@h.test/a");
+  EXPECT_EQ(stored.requests(1).url(), request.requests(1).url());
+  EXPECT_EQ(stored.requests(1).headers().at("X-Key"), "k");
+  EXPECT_TRUE(HasStoredCredentialsRedacted(stored));
+  EXPECT_FALSE(HasStoredCredentialsRedacted(request));
+  EXPECT_EQ(RequestsSha256(stored), RequestsSha256(request));
+}
+
+TEST(StoredRequestForTakeover, StoresNothingForABatchThatIsNotDetached) {
+  EXPECT_EQ(StoredRequestForTakeover(Request(2), "the-id"), nullptr);
+}
+
 TEST(RequestsSha256, IsTheSha256OfADeterministicSerialization) {
   // SHA-256 of the empty string: a batch without requests.
   EXPECT_EQ(RequestsSha256(Request(0)),

@@ -127,7 +127,10 @@ TEST(RequestValidation, RejectsHeadersTheServiceOwnsInAnyCase) {
                            "Host",
                            "host",
                            "Expect",
-                           "expect"}) {
+                           "expect",
+                           "HTTP2-Settings",
+                           "http2-settings",
+                           "Http2-Settings"}) {
     FetchSpec spec = Spec("http://h/", "POST");
     spec.body = "{}";
     spec.headers = {{"X-Ok", "1"}, {name, "0"}};
@@ -146,6 +149,7 @@ TEST(RequestValidation, AcceptsOrdinaryHeadersCloseToTheOwnedOnes) {
                   {"Hostname", "h"},
                   {"Tea", "earl grey"},
                   {"Expected", "x"},
+                  {"HTTP2-Settings-Extra", "x"},
                   {"Cookie", "a=b"}};
   absl::StatusOr<ValidatedRequest> v = ValidateRequest(spec);
   EXPECT_TRUE(v.ok()) << v.status();
@@ -171,6 +175,32 @@ TEST(RequestValidation, RejectsANulOrAnyControlCharacterInTheUrl) {
                 "url contains a control character (0x00) at byte 8");
   // A redirect target is checked the same way.
   EXPECT_FALSE(HostKeyOf(std::string("http://h/\0", 10)).ok());
+}
+
+TEST(RequestValidation, RejectsAC1ControlCharacterInTheUrlLikeC0) {
+  // U+0085 (NEL) in UTF-8, which some parsers and logs take for a newline.
+  ExpectInvalid(Spec("http://h/a\xc2\x85GET / HTTP/1.1"),
+                "url contains a C1 control character (U+0085, UTF-8 C2 85) at "
+                "byte 10");
+  ExpectInvalid(Spec("http://h/\xc2\x80"),
+                "url contains a C1 control character (U+0080, UTF-8 C2 80) at "
+                "byte 9");
+  ExpectInvalid(Spec("http://h/x?q=\xc2\x9f"),
+                "url contains a C1 control character (U+009F, UTF-8 C2 9F) at "
+                "byte 13");
+  ExpectInvalid(Spec("http://h\xc2\x8a.evil/"),
+                "url contains a C1 control character (U+008A, UTF-8 C2 8A) at "
+                "byte 8");
+  // A redirect target is checked the same way.
+  absl::StatusOr<std::string> redirect = HostKeyOf("http://h/\xc2\x85");
+  EXPECT_EQ(redirect.status().code(), absl::StatusCode::kInvalidArgument);
+  // The characters next to them are not controls: U+00A0 (C2 A0), U+00E9
+  // (C3 A9), U+0145 (C5 85), and a lone C2 at the end.
+  for (const char* url : {"http://h/\xc2\xa0", "http://h/\xc3\xa9",
+                          "http://h/\xc5\x85", "http://h/\xc2"}) {
+    absl::StatusOr<ValidatedRequest> v = ValidateRequest(Spec(url));
+    EXPECT_TRUE(v.ok()) << url << ": " << v.status();
+  }
 }
 
 TEST(RequestValidation, UrlLengthIsAcceptedAtTheLimitAndRejectedJustOver) {

@@ -6,6 +6,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "tests/support/service_fixture.h"
@@ -168,6 +169,62 @@ TEST_F(ResumeTest, ACancelledBatchResumesWithOnlyWhatIsMissing) {
   ASSERT_TRUE(stored.ok()) << stored.status();
   EXPECT_EQ(stored->state(), v1::BATCH_STATE_DONE);
   EXPECT_EQ(stored->stored(), 40u);
+}
+
+// Issue 8, "Secrets in URLs": user:pw@ is sent upstream as asked, but no
+// row holds it: not the results, not the hash, not the request a detached
+// batch keeps for a takeover. A streamed batch keeps no request at all.
+TEST_F(ResumeTest, UrlCredentialsAreNeverStoredAndRotatedOnesStillResume) {
+  const std::string secret = "S3CRET-pw";
+  const auto with_credentials = [&](const std::string& id, bool detach) {
+    v1::FetchBatchRequest request =
+        Batch({upstream_->Url("/item/1"), upstream_->Url("/item/2")}, 2);
+    std::string url = upstream_->Url("/item/0");
+    url.insert(url.find("://") + 3, absl::StrCat("alice:", secret, "@"));
+    request.mutable_requests(0)->set_url(url);
+    request.set_batch_id(id);
+    request.set_detach(detach);
+    return request;
+  };
+  const auto count = [&](const std::string& sql) {
+    absl::StatusOr<std::string> out = db_->Execute(sql, database_);
+    EXPECT_TRUE(out.ok()) << out.status();
+    return out.ok() ? std::string(absl::StripAsciiWhitespace(*out))
+                    : std::string("error");
+  };
+  for (bool detach : {true, false}) {
+    const std::string id = detach ? "creds-detached" : "creds-streamed";
+    Streamed done = Fetch(with_credentials(id, detach));
+    ASSERT_TRUE(done.status.ok()) << done.status.error_message();
+    ASSERT_EQ(done.summary().succeeded(), 2u);
+    EXPECT_EQ(done.events[1].result().url().find(secret), std::string::npos);
+    EXPECT_EQ(count(absl::StrCat("SELECT COUNT(*) FROM fetch_results WHERE "
+                                 "batch_id = '",
+                                 id, "' AND (INSTR(url, '", secret,
+                                 "') > 0 OR INSTR(final_url, '", secret,
+                                 "') > 0 OR INSTR(url, 'alice') > 0)")),
+              "0");
+    EXPECT_EQ(count(absl::StrCat("SELECT COUNT(*) FROM batch_requests WHERE "
+                                 "batch_id = '",
+                                 id, "' AND INSTR(bytes, '", secret, "') > 0")),
+              "0");
+    // Only a detached batch keeps its request (for a takeover).
+    EXPECT_EQ(count(absl::StrCat(
+                  "SELECT COUNT(*) > 0 FROM batch_requests WHERE batch_id = '",
+                  id, "'")),
+              detach ? "1" : "0");
+  }
+  // The stored hash leaves the credentials out, so a resume with rotated
+  // ones is the same request list, not FAILED_PRECONDITION.
+  v1::FetchBatchRequest rotated = with_credentials("creds-streamed", false);
+  std::string url = rotated.requests(0).url();
+  url.replace(url.find(secret), secret.size(), "rotated-pw");
+  rotated.mutable_requests(0)->set_url(url);
+  rotated.set_resume(true);
+  Streamed resumed = Fetch(rotated);
+  ASSERT_TRUE(resumed.status.ok()) << resumed.status.error_message();
+  EXPECT_EQ(resumed.summary().state(), v1::BATCH_STATE_DONE);
+  EXPECT_EQ(resumed.summary().succeeded(), 2u);
 }
 
 TEST_F(ResumeTest, ADifferentRequestListIsFailedPrecondition) {

@@ -514,6 +514,177 @@ TEST(ServerEgress, AnUnreadableCaBundleStopsTheServerNamingTheFlag) {
   }
 }
 
+// --- Repeatable list flags (--egress_allow_cidr, --egress_deny_cidr,
+// --egress_allow_ports) -------------------------------------------------
+
+// A command line for ApplyCommandLineToFlags: argv[0] is the program.
+class CommandLine {
+ public:
+  explicit CommandLine(std::vector<std::string> args) : args_(std::move(args)) {
+    args_.insert(args_.begin(), "batchfetch_server");
+    for (std::string& arg : args_) argv_.push_back(arg.data());
+    argv_.push_back(nullptr);
+  }
+  int argc() const { return static_cast<int>(args_.size()); }
+  char** argv() { return argv_.data(); }
+
+ private:
+  std::vector<std::string> args_;
+  std::vector<char*> argv_;
+};
+
+// Builds the configuration from `args` on top of the BATCHFETCH_* variables
+// already set, as main() does.
+absl::StatusOr<ServerConfig> ConfigFromCommandLine(
+    std::vector<std::string> args) {
+  CommandLine command_line(std::move(args));
+  if (absl::Status s = ApplyEnvironmentToFlags(); !s.ok()) return s;
+  if (absl::Status s =
+          ApplyCommandLineToFlags(command_line.argc(), command_line.argv());
+      !s.ok()) {
+    return s;
+  }
+  return ServerConfigFromFlags();
+}
+
+using Strings = std::vector<std::string>;
+
+// The auditor's repro: with absl alone only the last --egress_deny_cidr was
+// kept, so 127.0.0.1 went through the --egress_allow_cidr=127.0.0.0/8.
+TEST(ServerListFlags, EveryRepeatedDenyIsKeptAndEnforced) {
+  absl::FlagSaver saver;
+  absl::StatusOr<ServerConfig> config = ConfigFromCommandLine(
+      {"--store=none", "--egress_deny_cidr=127.0.0.1/32",
+       "--egress_deny_cidr=10.0.0.0/8", "--egress_allow_cidr=127.0.0.0/8"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->egress.deny_cidrs, (Strings{"127.0.0.1/32", "10.0.0.0/8"}));
+  EXPECT_EQ(config->egress.allow_cidrs, Strings{"127.0.0.0/8"});
+  ASSERT_NE(config->engine.egress, nullptr);
+  absl::Status loopback = config->engine.egress->CheckPeer("127.0.0.1", 80);
+  EXPECT_EQ(loopback.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(loopback.message(),
+            "egress to 127.0.0.1 denied by 127.0.0.1/32 (--egress_deny_cidr)");
+  EXPECT_FALSE(config->engine.egress->CheckPeer("10.9.8.7", 80).ok());
+  EXPECT_TRUE(config->engine.egress->CheckPeer("127.0.0.2", 80).ok());
+}
+
+TEST(ServerListFlags, EverySpellingAndOccurrenceAddsInOrder) {
+  absl::FlagSaver saver;
+  absl::StatusOr<ServerConfig> config = ConfigFromCommandLine(
+      {"--egress_allow_cidr=10.1.0.0/16", "--egress_allow_ports=80",
+       "--egress_allow_cidr", "10.2.0.0/16,10.3.0.0/16", "--max_in_flight", "7",
+       "-egress_allow_cidr=10.4.0.0/16", "--egress_enforced_by_proxy",
+       "-egress_allow_cidr", "10.5.0.0/16", "--egress_allow_ports", "443,8443",
+       "--egress_deny_cidr=10.1.2.0/24", "--egress_deny_cidr="});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->egress.allow_cidrs,
+            (Strings{"10.1.0.0/16", "10.2.0.0/16", "10.3.0.0/16", "10.4.0.0/16",
+                     "10.5.0.0/16"}));
+  EXPECT_EQ(config->egress.deny_cidrs, Strings{"10.1.2.0/24"});
+  EXPECT_EQ(config->egress.allow_ports, (std::vector<int>{80, 443, 8443}));
+  EXPECT_EQ(config->engine.max_in_flight, 7);
+  EXPECT_TRUE(config->egress_enforced_by_proxy);
+  const EgressPolicy& policy = *config->engine.egress;
+  EXPECT_TRUE(policy.CheckPeer("10.5.0.1", 8443).ok());
+  EXPECT_FALSE(policy.CheckPeer("10.5.0.1", 8080).ok());
+  EXPECT_FALSE(policy.CheckPeer("10.1.2.3", 80).ok());
+}
+
+// The variable is a comma-separated list; given on the command line too, the
+// flag replaces it, as every command-line flag wins over its variable.
+TEST(ServerListFlags, TheVariableIsAListAndTheCommandLineReplacesIt) {
+  {
+    absl::FlagSaver saver;
+    ScopedEnv env;
+    env.Set("BATCHFETCH_EGRESS_DENY_CIDR", "127.0.0.1/32,10.0.0.0/8");
+    env.Set("BATCHFETCH_EGRESS_ALLOW_PORTS", "80,443");
+    absl::StatusOr<ServerConfig> config = ConfigFromCommandLine({});
+    ASSERT_TRUE(config.ok()) << config.status();
+    EXPECT_EQ(config->egress.deny_cidrs,
+              (Strings{"127.0.0.1/32", "10.0.0.0/8"}));
+    EXPECT_EQ(config->egress.allow_ports, (std::vector<int>{80, 443}));
+  }
+  absl::FlagSaver saver;
+  ScopedEnv env;
+  env.Set("BATCHFETCH_EGRESS_DENY_CIDR", "127.0.0.1/32,10.0.0.0/8");
+  absl::StatusOr<ServerConfig> config =
+      ConfigFromCommandLine({"--egress_deny_cidr=192.168.0.0/16",
+                             "--egress_deny_cidr=172.16.0.0/12"});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_EQ(config->egress.deny_cidrs,
+            (Strings{"192.168.0.0/16", "172.16.0.0/12"}));
+}
+
+TEST(ServerListFlags, ABadOccurrenceAnywhereIsRefusedNamingTheFlag) {
+  absl::FlagSaver saver;
+  absl::StatusOr<ServerConfig> config = ConfigFromCommandLine(
+      {"--egress_deny_cidr=10.0.0.0/33", "--egress_deny_cidr=10.0.0.0/8"});
+  ASSERT_FALSE(config.ok());
+  EXPECT_TRUE(absl::StrContains(config.status().message(),
+                                "--egress_deny_cidr: '10.0.0.0/33'"))
+      << config.status();
+  config = ConfigFromCommandLine(
+      {"--egress_allow_ports=http", "--egress_allow_ports=443"});
+  ASSERT_FALSE(config.ok());
+  EXPECT_TRUE(absl::StrContains(config.status().message(),
+                                "--egress_allow_ports: 'http'"))
+      << config.status();
+}
+
+TEST(ServerListFlags, TheScanReadsArgvAsAbslDoes) {
+  CommandLine command_line(
+      {"--max_in_flight", "--egress_deny_cidr=1.1.1.1/32",  // int's value
+       "--egress_enforced_by_proxy", "--egress_deny_cidr=2.2.2.2/32",
+       "positional", "---egress_deny_cidr=3.3.3.3/32", "-",
+       "--egress_deny_cidr", "--egress_allow_cidr=4.4.4.4/32", "--",
+       "--egress_deny_cidr=5.5.5.5/32"});
+  auto values =
+      ListFlagValuesOnCommandLine(command_line.argc(), command_line.argv());
+  ASSERT_TRUE(values.ok()) << values.status();
+  EXPECT_EQ(*values, (std::map<std::string, Strings>{
+                         {"egress_deny_cidr",
+                          {"2.2.2.2/32", "--egress_allow_cidr=4.4.4.4/32"}}}));
+}
+
+TEST(ServerListFlags, AFlagFileIsRefused) {
+  CommandLine command_line({"--flagfile=/etc/batchfetch.flags"});
+  auto values =
+      ListFlagValuesOnCommandLine(command_line.argc(), command_line.argv());
+  EXPECT_EQ(values.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(values.status().message(), "--flagfile"))
+      << values.status();
+}
+
+// absl's --fromenv/--tryfromenv read FLAGS_<name> variables (FLAGS_flagfile
+// included), which would set a list flag behind the scan's back.
+TEST(ServerListFlags, FromEnvAndTryFromEnvAreRefusedInEverySpelling) {
+  for (const std::vector<std::string>& args :
+       std::vector<std::vector<std::string>>{
+           {"--fromenv=flagfile"},
+           {"-fromenv", "egress_deny_cidr"},
+           {"--tryfromenv=egress_deny_cidr", "--egress_deny_cidr=1.2.3.4/32"},
+           {"-tryfromenv", "x"}}) {
+    CommandLine command_line(args);
+    auto values =
+        ListFlagValuesOnCommandLine(command_line.argc(), command_line.argv());
+    EXPECT_EQ(values.status().code(), absl::StatusCode::kInvalidArgument)
+        << args[0];
+    EXPECT_TRUE(absl::StrContains(values.status().message(), "fromenv"))
+        << values.status();
+  }
+}
+
+TEST(ServerListFlags, StrayPositionalArgumentsAreStillRefused) {
+  absl::FlagSaver saver;
+  CommandLine command_line({"--egress_deny_cidr=10.0.0.0/8", "fetch"});
+  absl::Status status =
+      ApplyCommandLineToFlags(command_line.argc(), command_line.argv());
+  EXPECT_TRUE(absl::IsInvalidArgument(status)) << status;
+  EXPECT_TRUE(
+      absl::StrContains(status.message(), "unexpected argument 'fetch'"))
+      << status;
+}
+
 TEST(ServerArguments, StrayPositionalArgumentsAreRefusedNamingTheFirst) {
   char program[] = "batchfetch_server";
   char fetch[] = "fetch";

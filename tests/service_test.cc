@@ -1,18 +1,23 @@
 // End-to-end tests: a real BatchFetchServer (in-process, or the binary),
 // a real MariaDB and a real HTTP upstream, all on loopback.
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -546,17 +551,63 @@ TEST_F(ServiceTest, ServesHealthAndReflection) {
 
 // --- tests against the real binaries ----------------------------------------
 
+// A listening socket on [::1]:`port` that accepts nothing while a test
+// runs: the kernel queues every completed TCP handshake, and
+// CountConnections() accepts (and closes) what was queued. Owns the socket.
+class Ipv6LoopbackListener {
+ public:
+  explicit Ipv6LoopbackListener(int port) {
+    fd_ = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    sockaddr_in6 address{};
+    address.sin6_family = AF_INET6;
+    address.sin6_addr = in6addr_loopback;
+    address.sin6_port = htons(static_cast<uint16_t>(port));
+    const int one = 1;
+    if (fd_ < 0 ||
+        setsockopt(fd_, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0 ||
+        bind(fd_, reinterpret_cast<const sockaddr*>(&address),
+             sizeof(address)) != 0 ||
+        listen(fd_, 64) != 0) {
+      error_ = std::strerror(errno);
+    }
+  }
+  ~Ipv6LoopbackListener() {
+    if (fd_ >= 0) close(fd_);
+  }
+  Ipv6LoopbackListener(const Ipv6LoopbackListener&) = delete;
+  Ipv6LoopbackListener& operator=(const Ipv6LoopbackListener&) = delete;
+
+  // Empty when listening; else why not.
+  const std::string& error() const { return error_; }
+  int CountConnections() {
+    int count = 0;
+    for (int fd; (fd = accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC)) >= 0;) {
+      close(fd);
+      ++count;
+    }
+    return count;
+  }
+
+ private:
+  int fd_ = -1;
+  std::string error_;
+};
+
 TEST_F(BinaryTest, DefaultEgressPolicyReachesNoLoopbackSpelling) {
   // The real binary with its default policy: every spelling of the loopback
-  // upstream ends BLOCKED, naming the address and the rule, and the
-  // upstream accepts not a single connection.
+  // upstream ends BLOCKED, naming the address and the rule, and neither the
+  // upstream (127.0.0.1) nor a listener on the same port of ::1 accepts a
+  // single connection.
   StartServerBinary({}, /*open_loopback=*/false);
   const int port = upstream_->port();
+  Ipv6LoopbackListener ipv6_upstream(port);
+  ASSERT_EQ(ipv6_upstream.error(), "") << "listening on [::1]:" << port;
   std::vector<std::string> urls;
   for (const char* host :
        {"127.0.0.1", "2130706433", "0177.0.0.1", "0x7f.1", "127.1",
         "0x7f000001", "017700000001", "127.000.000.001", "user@127.0.0.1",
-        "user:pw@127.0.0.1", "localhost", "127.0.0.2"}) {
+        "user:pw@127.0.0.1", "localhost", "127.0.0.2", "0", "[::1]",
+        "[::ffff:127.0.0.1]"}) {
     urls.push_back(absl::StrCat("http://", host, ":", port, "/secret"));
   }
   v1::FetchBatchRequest request = Batch(urls, 4);
@@ -570,10 +621,16 @@ TEST_F(BinaryTest, DefaultEgressPolicyReachesNoLoopbackSpelling) {
     EXPECT_EQ(r.outcome(), v1::OUTCOME_BLOCKED)
         << urls[index] << " " << r.error();
     EXPECT_TRUE(absl::StrContains(r.error(), "denied by")) << r.error();
-    EXPECT_TRUE(absl::StrContains(r.error(), "loopback")) << r.error();
+    // 0 is 0.0.0.0, which Linux connects to this host.
+    const char* rule = absl::StartsWith(urls[index], "http://0:")
+                           ? "this network"
+                           : "loopback";
+    EXPECT_TRUE(absl::StrContains(r.error(), rule))
+        << urls[index] << " " << r.error();
     EXPECT_LE(r.attempts(), 1u) << urls[index];
   }
   EXPECT_EQ(upstream_->connections_accepted(), 0);
+  EXPECT_EQ(ipv6_upstream.CountConnections(), 0);
 }
 
 TEST_F(BinaryTest, SlowReaderKeepsServerMemoryBounded) {

@@ -143,6 +143,15 @@ TEST_F(StoreResumeTest,
   EXPECT_EQ(stored->state, v1::BATCH_STATE_INTERRUPTED);
   EXPECT_TRUE(stored->cancel_requested);
   EXPECT_TRUE(absl::IsNotFound(other->ReadStoredBatch("unknown").status()));
+  // A batch stored without its request (not detached) is still found, with
+  // an empty request: the takeover decides it was not detached.
+  BatchRecord streamed = Batch("streamed", 2, "alice");
+  streamed.request = nullptr;
+  ASSERT_TRUE(store->CreateBatch(streamed).ok());
+  absl::StatusOr<StoredBatch> without = other->ReadStoredBatch("streamed");
+  ASSERT_TRUE(without.ok()) << without.status();
+  EXPECT_EQ(without->request, "");
+  EXPECT_EQ(without->owner, "alice");
 }
 
 TEST_F(StoreResumeTest, BeginResumeDeletesTheNonOkResultsAndReturnsTheOkOnes) {

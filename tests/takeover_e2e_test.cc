@@ -4,7 +4,8 @@
 // interrupts the batch and B takes it over: it fetches only the requests
 // without a stored OK result, under their original indices, and the batch
 // ends DONE with every index stored exactly once. A batch that was not
-// detached (its caller went with A) is left INTERRUPTED.
+// detached (its caller went with A) is left INTERRUPTED. A replica at its
+// --max_active_batches defers the takeover until a slot frees.
 #include <signal.h>
 #include <unistd.h>
 
@@ -58,23 +59,27 @@ class TakeoverTest : public BinaryTest {
     }
   }
 
-  void StartReplica(Replica* replica) {
+  void StartReplica(Replica* replica, std::vector<std::string> extra = {}) {
     char path[] = "/tmp/batchfetch_takeover_log_XXXXXX";
     const int fd = mkstemp(path);
     ASSERT_GE(fd, 0);
     close(fd);
     replica->log_path = path;
     // `exec` keeps the pid, so SIGKILL reaches the server itself.
+    std::vector<std::string> args = {
+        "/bin/sh",
+        "-c",
+        absl::StrCat("exec \"$0\" \"$@\" 2>>", replica->log_path),
+        BATCHFETCH_SERVER_BINARY,
+        "--listen=127.0.0.1:0",
+        absl::StrCat("--mysql_port=", db_->port()),
+        absl::StrCat("--mysql_database=", database_),
+        "--egress_allow_cidr=127.0.0.0/8",
+        "--lease_duration=2s"};
+    args.insert(args.end(), extra.begin(), extra.end());
     replica->process = std::make_unique<Child>(
-        std::vector<std::string>{
-            "/bin/sh", "-c",
-            absl::StrCat("exec \"$0\" \"$@\" 2>>", replica->log_path),
-            BATCHFETCH_SERVER_BINARY, "--listen=127.0.0.1:0",
-            absl::StrCat("--mysql_port=", db_->port()),
-            absl::StrCat("--mysql_database=", database_),
-            "--egress_allow_cidr=127.0.0.0/8", "--lease_duration=2s"},
-        std::vector<std::string>{"BATCHFETCH_MYSQL_PASSWORD=" +
-                                 db_->password()});
+        args, std::vector<std::string>{"BATCHFETCH_MYSQL_PASSWORD=" +
+                                       db_->password()});
     std::string line;
     ASSERT_TRUE(replica->process->ReadLine(&line)) << replica->Log();
     absl::string_view rest = line;
@@ -129,6 +134,26 @@ class TakeoverTest : public BinaryTest {
     return n;
   }
 
+  // How many result rows `batch_id` has (-1 when the query fails).
+  int64_t ResultRows(const std::string& batch_id) {
+    return QueryNumber(
+        absl::StrCat("SELECT COUNT(*) FROM fetch_results WHERE batch_id = '",
+                     batch_id, "'"));
+  }
+
+  // Waits (up to `patience`) until `batch_id` has at least `rows` result
+  // rows, then SIGKILLs replica A mid-batch.
+  void KillAOnceStored(const std::string& batch_id, int64_t rows,
+                       absl::Duration patience) {
+    const absl::Time give_up = absl::Now() + patience;
+    while (ResultRows(batch_id) < rows && absl::Now() < give_up) {
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    ASSERT_GE(ResultRows(batch_id), rows);
+    ASSERT_EQ(kill(a_.process->pid(), SIGKILL), 0);
+    EXPECT_EQ(a_.process->Wait(), 128 + SIGKILL);
+  }
+
   // The indices of `batch_id` stored with OUTCOME_OK.
   std::set<int> StoredOk(const std::string& batch_id) {
     absl::StatusOr<std::string> out = db_->Execute(
@@ -174,6 +199,19 @@ class TakeoverTest : public BinaryTest {
     return hits;
   }
 
+  // Polls until `replica` has logged `event` (at most `within`); its lines.
+  static std::vector<std::string> AwaitLogged(const Replica& replica,
+                                              const std::string& event,
+                                              absl::Duration within) {
+    const absl::Time give_up = absl::Now() + within;
+    std::vector<std::string> lines = replica.Lines(event);
+    while (lines.empty() && absl::Now() < give_up) {
+      absl::SleepFor(absl::Milliseconds(50));
+      lines = replica.Lines(event);
+    }
+    return lines;
+  }
+
   static std::string PathOf(const std::string& prefix, int index) {
     return absl::StrCat("/", prefix, "/", index, "?delay_ms=200");
   }
@@ -199,16 +237,7 @@ TEST_F(TakeoverTest,
   ASSERT_TRUE(streamed.WaitReady());
 
   // About a quarter of the detached batch stored, then A dies.
-  const std::string count_sql =
-      absl::StrCat("SELECT COUNT(*) FROM fetch_results WHERE batch_id = '",
-                   detached_id, "'");
-  const absl::Time give_up = absl::Now() + absl::Seconds(20);
-  while (QueryNumber(count_sql) < 15 && absl::Now() < give_up) {
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-  ASSERT_GE(QueryNumber(count_sql), 15);
-  ASSERT_EQ(kill(a_.process->pid(), SIGKILL), 0);
-  EXPECT_EQ(a_.process->Wait(), 128 + SIGKILL);
+  ASSERT_NO_FATAL_FAILURE(KillAOnceStored(detached_id, 15, absl::Seconds(20)));
   // Whatever reaches the upstream from here on is B's: A is gone.
   const size_t arrivals_at_kill = upstream_->arrivals().size();
   // A commit A sent just before it died is applied by then; nothing of A's
@@ -298,6 +327,89 @@ TEST_F(TakeoverTest,
   }
   EXPECT_TRUE(skipped) << b_.Log();
   EXPECT_TRUE(b_.Lines("batch_takeover_failed").empty()) << b_.Log();
+}
+
+// B, allowed one active batch, is running one of its own when A dies
+// leaving a detached batch: B's sweep interrupts A's batch but has no room
+// to take it over (`batch_takeover_deferred`, logged once); once B's own
+// batch ends, a later sweep takes it over and it ends DONE.
+TEST_F(TakeoverTest, AReplicaAtItsActiveBatchLimitTakesOverOnceASlotFrees) {
+  StartReplica(&a_);
+  ASSERT_FALSE(HasFatalFailure());
+  StartReplica(&b_, {"--max_active_batches=1"});
+  ASSERT_FALSE(HasFatalFailure());
+
+  constexpr int kTotal = 20;
+  const std::string detached_id =
+      StartDetachedAndLeave(a_.stub.get(), SlowBatch("deferred", kTotal, 4));
+  ASSERT_FALSE(detached_id.empty());
+  // B's one slot: a request the upstream holds far longer than the test;
+  // cancelled below.
+  v1::FetchBatchRequest own = Batch({upstream_->Url("/b-own?delay_ms=60000")});
+  own.set_batch_id("b-own-batch");
+  BackgroundFetch own_run(b_.stub.get(), own);
+  ASSERT_TRUE(own_run.WaitReady());
+
+  // Some of A's results stored, then A dies mid-batch.
+  ASSERT_NO_FATAL_FAILURE(KillAOnceStored(detached_id, 4, absl::Seconds(10)));
+  ASSERT_LT(ResultRows(detached_id), kTotal) << "A finished before it died";
+
+  // A's lease expires within 2 s; B's sweep (every 1 s) interrupts the
+  // batch and finds no room for it.
+  const std::vector<std::string> deferred =
+      AwaitLogged(b_, "batch_takeover_deferred", absl::Seconds(10));
+  ASSERT_EQ(deferred.size(), 1u) << b_.Log();
+  EXPECT_TRUE(absl::StrContains(deferred[0], detached_id)) << deferred[0];
+  EXPECT_TRUE(b_.Lines("batch_taken_over").empty()) << b_.Log();
+  absl::StatusOr<v1::BatchSummary> waiting =
+      GetBatchVia(b_.stub.get(), detached_id);
+  ASSERT_TRUE(waiting.ok()) << waiting.status();
+  EXPECT_EQ(waiting->state(), v1::BATCH_STATE_INTERRUPTED)
+      << waiting->ShortDebugString();
+  // Still deferred a sweep later: nothing frees the slot but B's batch.
+  absl::SleepFor(absl::Milliseconds(1200));
+  EXPECT_TRUE(b_.Lines("batch_taken_over").empty()) << b_.Log();
+
+  // B's own batch ends; its slot frees.
+  {
+    grpc::ClientContext context;
+    v1::CancelBatchRequest cancel;
+    cancel.set_batch_id("b-own-batch");
+    v1::BatchSummary ignored;
+    ASSERT_TRUE(b_.stub->CancelBatch(&context, cancel, &ignored).ok());
+  }
+  EXPECT_EQ(own_run.Join().status.error_code(), grpc::StatusCode::CANCELLED);
+
+  absl::StatusOr<v1::BatchSummary> summary;
+  const absl::Time deadline = absl::Now() + absl::Seconds(15);
+  do {
+    absl::SleepFor(absl::Milliseconds(100));
+    summary = GetBatchVia(b_.stub.get(), detached_id);
+  } while ((!summary.ok() || summary->state() != v1::BATCH_STATE_DONE) &&
+           absl::Now() < deadline);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  ASSERT_EQ(summary->state(), v1::BATCH_STATE_DONE)
+      << summary->ShortDebugString() << "\n"
+      << b_.Log();
+  EXPECT_EQ(summary->succeeded(), static_cast<uint32_t>(kTotal));
+  EXPECT_EQ(summary->stored(), static_cast<uint32_t>(kTotal));
+  EXPECT_EQ(StoredOk(detached_id).size(), static_cast<size_t>(kTotal));
+
+  // Taken over once, after B's own batch finished; deferred once although
+  // several sweeps retried it.
+  const std::vector<std::string> taken = b_.Lines("batch_taken_over");
+  ASSERT_EQ(taken.size(), 1u) << b_.Log();
+  EXPECT_TRUE(absl::StrContains(taken[0], detached_id)) << taken[0];
+  EXPECT_EQ(b_.Lines("batch_takeover_deferred").size(), 1u) << b_.Log();
+  const std::string log = b_.Log();
+  const size_t own_finished =
+      log.find("\"event\":\"batch_finished\",\"batch_id\":\"b-own-batch\"");
+  const size_t taken_at = log.find("\"event\":\"batch_taken_over\"");
+  ASSERT_NE(own_finished, std::string::npos) << log;
+  EXPECT_LT(log.find("\"event\":\"batch_takeover_deferred\""), own_finished)
+      << log;
+  EXPECT_LT(own_finished, taken_at) << log;
+  EXPECT_TRUE(b_.Lines("batch_takeover_failed").empty()) << log;
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 // (tests/support/test_certificates.h): a CA, a server certificate for
 // 127.0.0.1 and localhost, a client certificate from the same CA, and a CA
 // and client certificate the server does not trust. Loopback only.
+#include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -17,6 +19,8 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/security/credentials.h"
 #include "gtest/gtest.h"
+#include "tests/support/logged_server.h"
+#include "tests/support/plain_http_client.h"
 #include "tests/support/service_fixture.h"
 #include "tests/support/test_certificates.h"
 
@@ -24,6 +28,7 @@ namespace batchfetch {
 namespace e2e {
 namespace {
 
+using testing::PlainHttpGet;
 using testing::TestCertificates;
 
 // What TlsStub presents and trusts.
@@ -160,6 +165,33 @@ TEST_F(TlsTest, APlaintextClientFailsAndTheServerStillServesTls) {
   grpc::Status tls = Probe(*TlsStub(TrustingTheCa()));
   EXPECT_EQ(tls.error_code(), grpc::StatusCode::NOT_FOUND)
       << tls.error_message();
+}
+
+// What the TLS overlay (deploy/k8s/overlays/tls) relies on: kubelet's
+// gRPC probe speaks plaintext and cannot reach a TLS port, so readiness
+// and liveness are asked over plain HTTP on the metrics port.
+TEST_F(TlsTest, WithTlsOnTheProbesAnswerPlainHttpOnTheMetricsPort) {
+  StartTlsServer({"--metrics_listen=127.0.0.1:0"});
+  const size_t at = startup_line_.find("metrics port ");
+  ASSERT_NE(at, std::string::npos) << startup_line_;
+  const int metrics_port =
+      std::atoi(startup_line_.c_str() + at + strlen("metrics port "));
+  ASSERT_GT(metrics_port, 0) << startup_line_;
+
+  // What kubelet's grpc: probe would do: a plaintext Health/Check.
+  absl::StatusOr<HealthCheckResponse::ServingStatus> grpc_probe =
+      CheckHealth(port_);
+  EXPECT_EQ(grpc_probe.status().code(), absl::StatusCode::kUnavailable)
+      << grpc_probe.status();
+
+  auto ready = PlainHttpGet(metrics_port, "/readyz");
+  ASSERT_TRUE(ready.ok()) << ready.status();
+  EXPECT_EQ(ready->status, 200);
+  EXPECT_EQ(ready->body, "SERVING\n");
+  auto live = PlainHttpGet(metrics_port, "/livez");
+  ASSERT_TRUE(live.ok()) << live.status();
+  EXPECT_EQ(live->status, 200);
+  EXPECT_EQ(live->body, "ok\n");
 }
 
 TEST_F(TlsTest, AClientNotTrustingTheCaFails) {

@@ -181,17 +181,10 @@ void BatchFetcherService::CreateAndRun(FetchBatchReactor* reactor,
     record.state = v1::BATCH_STATE_RUNNING;
     record.total = plan.total;
     record.created_at = plan.created_at;
-    // What a resume (and a takeover) needs: the request as accepted, under
-    // the id it got, and the hash of its request list.
-    auto serialized = std::make_shared<std::string>();
-    if (request->batch_id() == plan.batch_id) {
-      request->SerializeToString(serialized.get());
-    } else {
-      v1::FetchBatchRequest with_id = *request;
-      with_id.set_batch_id(plan.batch_id);
-      with_id.SerializeToString(serialized.get());
-    }
-    record.request = std::move(serialized);
+    // What a resume needs (the hash of its request list) and, for a
+    // detached batch, what a takeover needs (the request, without URL
+    // credentials).
+    record.request = StoredRequestForTakeover(*request, plan.batch_id);
     record.requests_sha256 = RequestsSha256(*request);
     absl::Status created = store_->CreateBatch(record);
     if (absl::IsUnavailable(created)) {
@@ -376,8 +369,11 @@ TakeoverOutcome BatchFetcherService::TryTakeOver(const std::string& batch_id) {
   call.grpc_deadline = absl::InfiniteFuture();
   absl::StatusOr<BatchPlan> plan = TranslateRequest(request, options_, call);
   if (!plan.ok()) return failed(plan.status());
+  // Without identities the caller who detached the batch is not known (its
+  // peer address is not stored): the takeover counts server-wide only, as
+  // a caller of its own, rather than all takeovers sharing one bucket.
   const std::string limit_key = stored->owner.empty()
-                                    ? std::string("takeover")
+                                    ? absl::StrCat("takeover of ", batch_id)
                                     : absl::StrCat("identity ", stored->owner);
   absl::StatusOr<ActiveBatchLimiter::Lease> lease =
       limiter_.TryAcquire(limit_key);

@@ -30,10 +30,23 @@ std::string Mac(absl::string_view key, absl::string_view binding,
   return std::string(reinterpret_cast<const char*>(out), kMacBytes);
 }
 
-absl::Status Invalid() {
+// Not a ListBatches page token at all (wrong encoding, size or version).
+absl::Status Malformed() {
   return absl::InvalidArgumentError(
-      "page_token: not a token this service issued for this query (same "
-      "state and created_after are needed)");
+      "page_token: malformed (not a ListBatches page token this service "
+      "issued); use next_page_token from the previous page, or none for the "
+      "first");
+}
+
+// The tag does not match. One message for every cause the tag cannot tell
+// apart (altered, another caller's, another state or created_after, another
+// key), so the answer never says whose token it was or what query issued it.
+absl::Status NotForThisQuery() {
+  return absl::InvalidArgumentError(
+      "page_token: not valid for this call: it was altered, or issued for "
+      "another query or another caller (a token is valid only for the caller "
+      "it was issued to, with the same state and created_after); list again "
+      "without page_token");
 }
 
 }  // namespace
@@ -60,13 +73,13 @@ absl::StatusOr<BatchListCursor> DecodeBatchListToken(absl::string_view token,
       raw.size() < 1 + kTimeBytes + 1 + kMacBytes ||
       raw.size() > 1 + kTimeBytes + kMaxBatchIdBytes + kMacBytes ||
       raw[0] != kVersion) {
-    return Invalid();
+    return Malformed();
   }
   const absl::string_view payload(raw.data(), raw.size() - kMacBytes);
   const std::string expected = Mac(key, binding, payload);
   if (CRYPTO_memcmp(expected.data(), raw.data() + payload.size(), kMacBytes) !=
       0) {
-    return Invalid();
+    return NotForThisQuery();
   }
   uint64_t micros = 0;
   for (size_t i = 0; i < kTimeBytes; ++i) {

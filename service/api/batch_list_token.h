@@ -38,7 +38,9 @@ std::string EncodeBatchListToken(const BatchListCursor& cursor,
                                  absl::string_view binding,
                                  absl::string_view key);
 // INVALID_ARGUMENT naming page_token when `token` is malformed, altered, or
-// issued for another binding or key.
+// issued for another binding or key. A well-formed token whose tag does not
+// match gets one message for all of those ("issued for another query or
+// another caller"), saying neither which nor whose.
 absl::StatusOr<BatchListCursor> DecodeBatchListToken(absl::string_view token,
                                                      absl::string_view binding,
                                                      absl::string_view key);

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "service/api/request_translation.h"
+
 namespace batchfetch {
 
 const char* TakeoverOutcomeName(TakeoverOutcome outcome) {
@@ -17,6 +19,8 @@ const char* TakeoverOutcomeName(TakeoverOutcome outcome) {
       return "not_detached";
     case TakeoverOutcome::kCancelRequested:
       return "cancel_requested";
+    case TakeoverOutcome::kCredentialsNotStored:
+      return "credentials_not_stored";
     case TakeoverOutcome::kNoRoom:
       return "no_room";
     case TakeoverOutcome::kUnavailable:
@@ -36,6 +40,9 @@ TakeoverOutcome DecideTakeover(bool draining, v1::BatchState state,
   }
   if (!request.detach()) return TakeoverOutcome::kNotDetached;
   if (cancel_requested) return TakeoverOutcome::kCancelRequested;
+  if (HasStoredCredentialsRedacted(request)) {
+    return TakeoverOutcome::kCredentialsNotStored;
+  }
   return TakeoverOutcome::kTakenOver;
 }
 

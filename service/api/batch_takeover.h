@@ -28,9 +28,13 @@ enum class TakeoverOutcome {
   kNotInterrupted,   // no longer INTERRUPTED (resumed by hand, or deleted)
   kNotDetached,      // its caller went with the replica: left INTERRUPTED
   kCancelRequested,  // a CancelBatch reached it before the replica died
-  kNoRoom,           // --max_active_batches (or per caller) is reached
-  kUnavailable,      // the database did not answer
-  kFailed,           // any other error (e.g. another replica resumed it)
+  // Some URL had credentials (user:pw@), which are never stored: fetching
+  // it again here would send "***". Left INTERRUPTED for its caller to
+  // resume with the full request.
+  kCredentialsNotStored,
+  kNoRoom,       // --max_active_batches (or per caller) is reached
+  kUnavailable,  // the database did not answer
+  kFailed,       // any other error (e.g. another replica resumed it)
 };
 
 // The outcome's name in log lines ("taken_over", "not_detached", ...).
@@ -41,8 +45,9 @@ const char* TakeoverOutcomeName(TakeoverOutcome outcome);
 // In this order: a draining replica takes nothing; a batch no longer
 // INTERRUPTED is someone else's business; only a detached batch is taken
 // over (a caller that was streaming it went with the dead replica, and can
-// resume it by hand); a batch whose cancel was requested stays as it is.
-// Pure.
+// resume it by hand); a batch whose cancel was requested stays as it is; a
+// batch whose stored request lost URL credentials cannot be fetched as
+// asked. Pure.
 TakeoverOutcome DecideTakeover(bool draining, v1::BatchState state,
                                bool cancel_requested,
                                const v1::FetchBatchRequest& request);

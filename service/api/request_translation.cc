@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <climits>
 #include <memory>
+#include <optional>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -15,6 +16,7 @@
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "service/batch/batch_id.h"
 #include "service/batch/result_conversion.h"
+#include "service/fetch/url_redaction.h"
 
 namespace batchfetch {
 namespace {
@@ -236,6 +238,28 @@ absl::StatusOr<BatchPlan> TranslateRequest(const v1::FetchBatchRequest& request,
   return plan;
 }
 
+std::shared_ptr<const std::string> StoredRequestForTakeover(
+    const v1::FetchBatchRequest& request, const std::string& batch_id) {
+  if (!request.detach()) return nullptr;
+  v1::FetchBatchRequest stored = request;
+  stored.set_batch_id(batch_id);
+  for (v1::FetchRequest& entry : *stored.mutable_requests()) {
+    if (!UserinfoOf(entry.url()).empty()) {
+      entry.set_url(RedactUserinfo(entry.url()));
+    }
+  }
+  auto bytes = std::make_shared<std::string>();
+  stored.SerializeToString(bytes.get());
+  return bytes;
+}
+
+bool HasStoredCredentialsRedacted(const v1::FetchBatchRequest& request) {
+  for (const v1::FetchRequest& entry : request.requests()) {
+    if (UserinfoOf(entry.url()) == kRedactedUserinfo) return true;
+  }
+  return false;
+}
+
 std::string RequestsSha256(const v1::FetchBatchRequest& request) {
   // Field 1 (`requests`), length-delimited: what a FetchBatchRequest holding
   // only these requests serializes to, one entry at a time (no copy of the
@@ -245,7 +269,15 @@ std::string RequestsSha256(const v1::FetchBatchRequest& request) {
                                                               &EVP_MD_CTX_free);
   EVP_DigestInit_ex(sha.get(), EVP_sha256(), nullptr);
   std::string bytes;
-  for (const v1::FetchRequest& r : request.requests()) {
+  for (const v1::FetchRequest& entry : request.requests()) {
+    // Without its URL credentials: the hash is stored, and a SHA-256 of a
+    // one-URL batch would let anyone reading it guess a weak password.
+    std::optional<v1::FetchRequest> redacted;
+    if (!UserinfoOf(entry.url()).empty()) {
+      redacted = entry;
+      redacted->set_url(RedactUserinfo(entry.url()));
+    }
+    const v1::FetchRequest& r = redacted.has_value() ? *redacted : entry;
     bytes.clear();
     {
       google::protobuf::io::StringOutputStream raw(&bytes);

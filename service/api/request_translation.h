@@ -2,6 +2,7 @@
 #define BATCHFETCH_SERVICE_API_REQUEST_TRANSLATION_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -63,8 +64,24 @@ absl::StatusOr<BatchPlan> TranslateRequest(const v1::FetchBatchRequest& request,
 // method, headers, body of each, in order), not the batch options, id or
 // `resume`: it is the SHA-256 of the deterministic serialization (map
 // entries sorted by key, so header order does not matter) of a
-// FetchBatchRequest holding nothing but `request.requests`.
+// FetchBatchRequest holding nothing but `request.requests`, each URL with
+// its userinfo redacted (RedactUserinfo). So the stored hash reveals nothing
+// about URL credentials, and a resume with rotated credentials matches.
 std::string RequestsSha256(const v1::FetchBatchRequest& request);
+
+// What the store keeps of a batch's request so that another replica can
+// take it over when this one dies (BatchFetcherService::TryTakeOver): for a
+// detached batch, the request under `batch_id` with every URL's userinfo
+// redacted (issue 8: URL credentials are never stored; headers and bodies
+// are, see docs/SECURITY.md); nullptr for a batch that is not detached,
+// whose caller resumes it with its own copy and needs only the hash.
+std::shared_ptr<const std::string> StoredRequestForTakeover(
+    const v1::FetchBatchRequest& request, const std::string& batch_id);
+
+// Whether a request read back from the store lost URL credentials to
+// StoredRequestForTakeover: some URL's userinfo is the redaction mark, so
+// fetching it again would send "***" instead of the caller's credentials.
+bool HasStoredCredentialsRedacted(const v1::FetchBatchRequest& request);
 
 // The engine's retry options for `policy`, with defaults and the server's
 // attempts cap applied. INVALID_ARGUMENT naming the field for an unknown

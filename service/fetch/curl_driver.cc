@@ -12,6 +12,7 @@
 #include <cstring>
 #include <memory>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -114,7 +115,9 @@ TransferResult MapCurlCode(int curl_code) {
     case CURLE_FILESIZE_EXCEEDED:
       return TransferResult::kTooLarge;
     case CURLE_UNSUPPORTED_PROTOCOL:
-      // Initial URLs are validated up front, so this is a redirect target.
+      // A redirect to a scheme other than http(s) (first URLs are validated
+      // up front), or a reply that is not HTTP (libcurl's HTTP/0.9
+      // refusal): the transfer's last URL tells them apart (ClassifyEnd).
       return TransferResult::kBlocked;
     default:
       return TransferResult::kTransportError;
@@ -137,8 +140,16 @@ struct DriverTransfer {
   bool timeout_is_deadline = false;
   absl::Duration timeout;
   const EgressPolicy* egress = nullptr;
-  // Why the egress policy refused a socket or a request on a connection.
-  std::string blocked;
+  // Why the egress policy refused a request on the connection it was to go
+  // out on (CURLOPT_PREREQFUNCTION): always reported as blocked.
+  std::string refused_request;
+  // The connection attempts of the current hop, counted since the last
+  // request the policy let out: why it denied the first address it denied
+  // a socket for, and how many addresses it allowed one for. One denied
+  // address is no verdict by itself: curl goes on to the name's next
+  // address (happy eyeballs), which may connect and be answered.
+  std::string denied_address;
+  int allowed_addresses = 0;
   std::string socket_error;  // epoll_ctl refused its socket
   char error[CURL_ERROR_SIZE] = {0};
 };
@@ -324,6 +335,16 @@ class CurlDriver::Impl {
         }
       }
     }
+    // A request that sends a body never leaves its connection for reuse.
+    // An upstream may answer without reading the body (many routes take
+    // none); the unread bytes stay on the connection and are parsed as the
+    // next request, whose answer would then be handed to whichever request
+    // (another caller's, perhaps) reuses it next: request smuggling through
+    // the pool. Only HTTP/1 framing could tell where the upstream thinks the
+    // request ended, and we cannot see it. The price: POST-heavy workloads
+    // pay a new connection (and TLS handshake) per request with a body.
+    // Set every start: handles are reused.
+    BF_SET(set, CURLOPT_FORBID_REUSE, request.body.empty() ? 0L : 1L);
     if (request.headers.empty()) {
       BF_SET(set, CURLOPT_HTTPHEADER, default_headers_);
     } else {
@@ -596,9 +617,13 @@ class CurlDriver::Impl {
       absl::Status allowed =
           t->egress->CheckSocketAddress(&address->addr, address->addrlen);
       if (!allowed.ok()) {
-        t->blocked = std::string(allowed.message());
+        // curl tries the next address, if any; ClassifyEnd decides.
+        if (t->denied_address.empty()) {
+          t->denied_address = std::string(allowed.message());
+        }
         return CURL_SOCKET_BAD;
       }
+      ++t->allowed_addresses;
     }
     const curl_socket_t fd = socket(
         address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
@@ -613,16 +638,22 @@ class CurlDriver::Impl {
   // connection (opened while the policy allowed it) and every redirect hop
   // are judged too. With a proxy this is the proxy's address. A refusal
   // aborts the transfer (CURLE_ABORTED_BY_CALLBACK) before any byte of the
-  // request is written; ClassifyEnd reports it as blocked.
+  // request is written; ClassifyEnd reports it as blocked. A request let out
+  // ends its hop's connection attempts: addresses denied on the way to this
+  // connection no longer matter.
   static int OnPrerequest(void* clientp, char* primary_ip, char* /*local_ip*/,
                           int primary_port, int /*local_port*/) {
     auto* t = static_cast<DriverTransfer*>(clientp);
     if (t == nullptr || t->egress == nullptr) return CURL_PREREQFUNC_OK;
     absl::Status allowed = t->egress->CheckPeer(
         primary_ip != nullptr ? primary_ip : "", primary_port);
-    if (allowed.ok()) return CURL_PREREQFUNC_OK;
-    t->blocked = std::string(allowed.message());
-    return CURL_PREREQFUNC_ABORT;
+    if (!allowed.ok()) {
+      t->refused_request = std::string(allowed.message());
+      return CURL_PREREQFUNC_ABORT;
+    }
+    t->denied_address.clear();
+    t->allowed_addresses = 0;
+    return CURL_PREREQFUNC_OK;
   }
 
   absl::StatusOr<CURL*> TakeEasy() {
@@ -647,6 +678,10 @@ class CurlDriver::Impl {
     // An empty proxy disables http_proxy/https_proxy/ALL_PROXY from the
     // server's environment: egress goes where the caller asked, directly.
     BF_SET(set, CURLOPT_PROXY, options_.proxy.c_str());
+    // And with a proxy, no_proxy/NO_PROXY from the environment must not send
+    // any host around it: an empty list (not null, which means "read the
+    // environment") exempts nothing. (Without a proxy it changes nothing.)
+    BF_SET(set, CURLOPT_NOPROXY, "");
     if (options_.low_speed_bytes > 0) {
       BF_SET(set, CURLOPT_LOW_SPEED_LIMIT,
              static_cast<long>(options_.low_speed_bytes));
@@ -723,23 +758,39 @@ class CurlDriver::Impl {
   }
 
   // How an attempt ended (result, end reason, error) from curl's code, the
-  // last status and what the transfer itself saw. One branch per case.
-  void ClassifyEnd(CURLcode code, long status, DriverTransfer& t,
-                   FetchedResponse& r) const {
+  // URL of its last hop (r.final_url, set) and what the transfer itself saw.
+  // One branch per case.
+  static void ClassifyEnd(CURLcode code, DriverTransfer& t,
+                          FetchedResponse& r) {
     const auto curl_error = [&] {
       return t.error[0] != '\0' ? std::string(t.error)
                                 : std::string(curl_easy_strerror(code));
     };
-    // The egress policy refused a socket or a request (so also not retried).
-    if (!t.blocked.empty()) {
+    // BLOCKED means the egress policy (or a refused scheme) decided: the
+    // request on its connection was refused, or every address of the hop
+    // was denied and no other was even tried. Not retried either way.
+    if (!t.refused_request.empty()) {
       r.result = TransferResult::kBlocked;
       r.end_reason = EndReason::kBlockedByPolicy;
-      r.error = std::move(t.blocked);
+      r.error = std::move(t.refused_request);
+      return;
+    }
+    if (code == CURLE_COULDNT_CONNECT && !t.denied_address.empty() &&
+        t.allowed_addresses == 0) {
+      r.result = TransferResult::kBlocked;
+      r.end_reason = EndReason::kBlockedByPolicy;
+      r.error = std::move(t.denied_address);
       return;
     }
     r.result = code == CURLE_WRITE_ERROR && t.too_large
                    ? TransferResult::kTooLarge
                    : MapCurlCode(code);
+    // An allowed address was tried too and the hop failed on its own: its
+    // outcome stands, the denied address is worth a mention.
+    const auto with_denied = [&](std::string error) {
+      if (t.denied_address.empty()) return error;
+      return absl::StrCat(error, "; ", t.denied_address);
+    };
     switch (r.result) {
       case TransferResult::kResponse:
         return;
@@ -747,10 +798,22 @@ class CurlDriver::Impl {
         r.error = absl::StrCat("response body exceeds ", t.max_body_bytes,
                                " bytes (max_body_bytes)");
         return;
-      case TransferResult::kBlocked:
-        if (status >= 300 && status <= 399) {  // a redirect's scheme refused
+      case TransferResult::kBlocked: {
+        // CURLE_UNSUPPORTED_PROTOCOL. First URLs are validated up front,
+        // so a scheme other than http(s) here is a redirect target, which
+        // CURLINFO_EFFECTIVE_URL already names. (The response code is no
+        // guide: it still holds the previous hop's 3xx.)
+        const std::string scheme = SchemeOf(r.final_url);
+        if (scheme != "http" && scheme != "https") {
           r.end_reason = EndReason::kBlockedByPolicy;
-          r.error = curl_error();
+          r.error = scheme.empty()
+                        ? absl::StrCat(
+                              "redirect refused: only http and https "
+                              "are allowed (",
+                              curl_error(), ")")
+                        : absl::StrCat("redirect to scheme \"", scheme,
+                                       "\" refused: only http and https are "
+                                       "allowed");
           return;
         }
         // Otherwise the peer's reply was not HTTP (libcurl refuses
@@ -760,21 +823,38 @@ class CurlDriver::Impl {
             absl::StrCat("the upstream's reply is not HTTP/1.x or HTTP/2 (",
                          curl_error(), ")");
         return;
+      }
       case TransferResult::kTimeout:
         // A timeout shortened to the deadline that ran (nearly) its full
         // length was cut by the deadline, not by the request's own timeout.
         if (t.timeout_is_deadline &&
             r.timings.total + absl::Milliseconds(5) >= t.timeout) {
           r.end_reason = EndReason::kDeadlineCut;
-          r.error = absl::StrCat("batch deadline reached: ", curl_error());
+          r.error = with_denied(
+              absl::StrCat("batch deadline reached: ", curl_error()));
           return;
         }
-        r.error = curl_error();
+        r.error = with_denied(curl_error());
         return;
       default:
-        r.error = curl_error();
+        r.error = with_denied(curl_error());
         return;
     }
+  }
+
+  // The lower-cased scheme of `url` ("" when it has none).
+  static std::string SchemeOf(absl::string_view url) {
+    const size_t colon = url.find(':');
+    if (colon == absl::string_view::npos || colon == 0) return "";
+    for (size_t i = 0; i < colon; ++i) {
+      const unsigned char c = static_cast<unsigned char>(url[i]);
+      if (!absl::ascii_isalpha(c) &&
+          (i == 0 ||
+           (!absl::ascii_isdigit(c) && c != '+' && c != '-' && c != '.'))) {
+        return "";
+      }
+    }
+    return absl::AsciiStrToLower(url.substr(0, colon));
   }
 
   void Collect(CURLM* multi, std::vector<CompletedTransfer>* done) {
@@ -826,7 +906,7 @@ class CurlDriver::Impl {
       curl_easy_getinfo(easy, CURLINFO_REDIRECT_COUNT, &redirects);
       c.redirected = redirects > 0;
       r.body_expected = !t->head;
-      ClassifyEnd(code, status, *t, r);
+      ClassifyEnd(code, *t, r);
       if (r.result == TransferResult::kResponse) {
         if (stats_ != nullptr) {
           stats_->response_bytes.fetch_add(static_cast<int64_t>(t->body.size()),

@@ -53,13 +53,18 @@ struct CompletedTransfer {
 };
 
 // Maps a CURLcode (given as int: no curl types in this header) to how the
-// transfer ended.
+// transfer ended. CURLE_UNSUPPORTED_PROTOCOL maps to kBlocked, which the
+// driver refines: a non-HTTP reply becomes kTransportError.
 TransferResult MapCurlCode(int curl_code);
 
 // Runs HTTP transfers on one libcurl multi handle driven by epoll and an
 // eventfd: the only place that touches curl. It knows no batches, only
 // opaque tokens; the egress hooks (socket open, before each request) live
-// here.
+// here. A transfer ends kBlocked only when the egress policy refused its
+// request, or denied every address its hop tried (a denied address that
+// curl passes over for an allowed one is no block), or a redirect went to
+// a scheme other than http(s). A connection that carried a request body is
+// closed after it, never reused (curl_driver.cc says why).
 // Easy handles are pooled and reused without curl_easy_reset: options
 // common to all transfers are set once, per-request ones on every start.
 //

@@ -73,36 +73,41 @@ std::string IpAddress::ToString() const {
   return buffer;
 }
 
-std::optional<IpAddress> IpAddress::EmbeddedIpv4() const {
-  if (v4) return std::nullopt;
+std::vector<IpAddress> IpAddress::EmbeddedIpv4Addresses() const {
+  if (v4) return {};
   const auto& b = bytes;
-  const auto tail = [&](size_t at) {
-    return V4(b[at], b[at + 1], b[at + 2], b[at + 3]);
+  const auto at = [&](size_t i) {
+    return V4(b[i], b[i + 1], b[i + 2], b[i + 3]);
   };
   // ::ffff:a.b.c.d (mapped) and ::a.b.c.d (compatible, deprecated).
   if (StartsWith(*this, {0, 0, 0, 0, 0, 0, 0, 0, 0, 0})) {
-    if (b[10] == 0xff && b[11] == 0xff) return tail(12);
+    if (b[10] == 0xff && b[11] == 0xff) return {at(12)};
     if (b[10] == 0 && b[11] == 0) {
       const bool unspecified_or_loopback =
           b[12] == 0 && b[13] == 0 && b[14] == 0 && b[15] <= 1;
-      if (!unspecified_or_loopback) return tail(12);
+      if (!unspecified_or_loopback) return {at(12)};
     }
-    return std::nullopt;
+    return {};
   }
-  // 64:ff9b::a.b.c.d (NAT64 well-known prefix).
+  // ::ffff:0:a.b.c.d (IPv4-translated, RFC 2765 SIIT).
+  if (StartsWith(*this, {0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0})) {
+    return {at(12)};
+  }
+  // 64:ff9b::a.b.c.d (NAT64 well-known prefix, RFC 6052).
   if (StartsWith(*this, {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0})) {
-    return tail(12);
+    return {at(12)};
   }
   // 2002:AABB:CCDD::/48 (6to4).
-  if (StartsWith(*this, {0x20, 0x02})) return tail(2);
-  // 2001:0000::/32 (Teredo): the client's address, inverted, in the last
-  // 32 bits.
+  if (StartsWith(*this, {0x20, 0x02})) return {at(2)};
+  // 2001:0000::/32 (Teredo, RFC 4380): the client's address, inverted, in
+  // the last 32 bits; the Teredo server's address as is in bits 32..63.
+  // Either may be the one an operator's network routes inward.
   if (StartsWith(*this, {0x20, 0x01, 0, 0})) {
-    IpAddress client = tail(12);
+    IpAddress client = at(12);
     for (size_t i = 0; i < 4; ++i) client.bytes[i] ^= 0xff;
-    return client;
+    return {client, at(4)};
   }
-  return std::nullopt;
+  return {};
 }
 
 absl::Status EgressPolicy::CheckSocketAddress(const sockaddr* address,

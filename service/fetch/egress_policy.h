@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -25,11 +26,16 @@ struct IpAddress {
   // "127.0.0.1", "::1" (no brackets, no port). INVALID_ARGUMENT otherwise.
   static absl::StatusOr<IpAddress> Parse(absl::string_view text);
   std::string ToString() const;
-  // The IPv4 address an IPv6 address carries in one of the forms that
-  // tunnel or translate to it: IPv4-mapped ::ffff:0:0/96, IPv4-compatible
-  // ::/96 (other than :: and ::1), NAT64 64:ff9b::/96, 6to4 2002::/16 and
-  // Teredo 2001::/32 (the client address). nullopt for IPv4 and others.
-  std::optional<IpAddress> EmbeddedIpv4() const;
+  // The IPv4 addresses an IPv6 address carries in one of the forms that
+  // tunnel or translate to IPv4: IPv4-mapped ::ffff:0:0/96, IPv4-translated
+  // ::ffff:0:0:0/96 (RFC 2765), IPv4-compatible ::/96 (other than :: and
+  // ::1), NAT64 64:ff9b::/96, 6to4 2002::/16, and Teredo 2001::/32, which
+  // carries two: the client (obfuscated in the last 32 bits), then the
+  // Teredo server (bits 32..63). Empty for IPv4 and every other address.
+  // The local-use NAT64 prefix 64:ff9b:1::/48 is not decoded (where the
+  // IPv4 address sits depends on the operator's prefix length): the
+  // built-in list denies all of it instead.
+  std::vector<IpAddress> EmbeddedIpv4Addresses() const;
 };
 
 // Decides which addresses transfers may connect to and send requests on.

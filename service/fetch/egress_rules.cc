@@ -26,19 +26,29 @@ constexpr NamedRange kBuiltIn[] = {
     {"172.16.0.0/12", "private"},
     {"192.0.0.0/24", "IETF protocol assignments"},
     {"192.0.2.0/24", "documentation"},
+    {"192.88.99.0/24", "6to4 relay anycast"},
     {"192.168.0.0/16", "private"},
     {"198.18.0.0/15", "benchmarking"},
     {"198.51.100.0/24", "documentation"},
     {"203.0.113.0/24", "documentation"},
     {"224.0.0.0/4", "multicast"},
-    {"240.0.0.0/4", "reserved"},
+    // Before 240/4, which contains it: the most specific rule is named.
     {"255.255.255.255/32", "broadcast"},
+    {"240.0.0.0/4", "reserved"},
     {"::/128", "unspecified"},
     {"::1/128", "loopback"},
+    // RFC 8215: an operator's own NAT64 prefix, internal by definition; its
+    // IPv4 address may sit at any of several offsets, so all of it is
+    // denied rather than decoded.
+    {"64:ff9b:1::/48", "local-use NAT64"},
+    {"100::/64", "discard-only"},
+    {"2001:10::/28", "ORCHID (deprecated)"},
+    {"2001:20::/28", "ORCHIDv2"},
+    {"2001:db8::/32", "documentation"},
     {"fc00::/7", "unique local"},
     {"fe80::/10", "link-local"},
+    {"fec0::/10", "site-local (deprecated)"},
     {"ff00::/8", "multicast"},
-    {"2001:db8::/32", "documentation"},
 };
 
 const std::vector<std::pair<IpNetwork, const char*>>& BuiltInRanges() {
@@ -142,9 +152,9 @@ std::optional<std::string> EgressRules::Denial(const IpAddress& address) const {
     if (network.Contains(address)) return std::nullopt;
   }
   if (std::optional<std::string> why = BuiltInDenial(address)) return why;
-  if (std::optional<IpAddress> inner = address.EmbeddedIpv4()) {
-    if (std::optional<std::string> why = Denial(*inner)) {
-      return absl::StrCat("embedded IPv4 ", inner->ToString(), " in ", *why);
+  for (const IpAddress& inner : address.EmbeddedIpv4Addresses()) {
+    if (std::optional<std::string> why = Denial(inner)) {
+      return absl::StrCat("embedded IPv4 ", inner.ToString(), " in ", *why);
     }
   }
   return std::nullopt;

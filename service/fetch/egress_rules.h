@@ -28,18 +28,23 @@ struct IpNetwork {
 };
 
 // The built-in deny list: loopback, private (RFC 1918), link-local,
-// CGNAT, "this network", multicast, reserved, broadcast, benchmark and
-// documentation ranges, and their IPv6 counterparts (::1, ::, ULA,
-// link-local, multicast, documentation). Returns the range that denies
-// `address` with its name, e.g. "127.0.0.0/8 (loopback)"; nullopt when
-// none does. Does not look into embedded IPv4 (see EgressRules).
+// CGNAT, "this network", IETF protocol assignments, 6to4 relay anycast,
+// multicast, reserved, broadcast, benchmark and documentation ranges, and
+// their IPv6 counterparts (::1, ::, ULA, link-local, deprecated site-local
+// fec0::/10, multicast, documentation), plus the IPv6 ranges that are
+// never a public destination: local-use NAT64 64:ff9b:1::/48, discard-only
+// 100::/64 and ORCHID 2001:10::/28 and 2001:20::/28. Returns the most
+// specific range that denies `address` with its name, e.g.
+// "127.0.0.0/8 (loopback)"; nullopt when none does. Does not look into
+// embedded IPv4 (see EgressRules).
 std::optional<std::string> BuiltInDenial(const IpAddress& address);
 
 // The policy: an explicit deny wins over everything; an explicit allow wins
 // over the built-in list; everything else the built-in list does not deny
-// is allowed. An IPv6 address that embeds an IPv4 address is denied when
-// that IPv4 address would be (unless the IPv6 address itself is allowed
-// explicitly). `allow_ports` empty means any port.
+// is allowed. An IPv6 address that embeds IPv4 addresses
+// (IpAddress::EmbeddedIpv4Addresses) is denied when any of them would be
+// (unless the IPv6 address itself is allowed explicitly). `allow_ports`
+// empty means any port.
 class EgressRules final : public EgressPolicy {
  public:
   struct Options {

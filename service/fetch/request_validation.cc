@@ -53,7 +53,8 @@ bool IsControl(unsigned char c) { return c < 0x20 || c == 0x7f; }
 // then receives (request smuggling / response mixing). Connection, Upgrade,
 // TE, Trailer and Keep-Alive are hop-by-hop (RFC 9110 7.6.1) and change how
 // the connection is used; Proxy-* are meant for a proxy we run, not for
-// callers.
+// callers. HTTP2-Settings belongs to the h2c upgrade (RFC 7540 3.2.1) and
+// is hop-by-hop like Upgrade: only libcurl may send it.
 //
 // Also refused, by decision:
 //   * Host: the URL is the one statement of which host is fetched, and what
@@ -79,6 +80,7 @@ constexpr RefusedHeader kRefusedHeaders[] = {
     {"Trailer", "the body's framing is set by the service"},
     {"Host", "the host is the url's; put it in the url"},
     {"Expect", "the service decides how a body is sent"},
+    {"HTTP2-Settings", "connection management is the service's"},
 };
 constexpr absl::string_view kProxyPrefix = "Proxy-";
 
@@ -154,12 +156,23 @@ absl::StatusOr<std::string> HostKeyOf(absl::string_view url) {
   }
   // Before the C string goes to libcurl: a NUL would end it early, so curl
   // would fetch a shorter URL than the one reported (`/a\0/../x` fetched
-  // `/a`). Other control characters have no place in a URL either.
+  // `/a`). Other control characters have no place in a URL either: neither
+  // C0 and DEL nor the C1 controls U+0080..U+009F (UTF-8 C2 80..C2 9F, e.g.
+  // NEL U+0085, which some parsers and logs take for a line break).
   for (size_t i = 0; i < url.size(); ++i) {
     const unsigned char c = static_cast<unsigned char>(url[i]);
     if (IsControl(c)) {
       return Invalid(absl::StrFormat(
           "url contains a control character (0x%02X) at byte %d", c, i));
+    }
+    if (c == 0xc2 && i + 1 < url.size()) {
+      const unsigned char next = static_cast<unsigned char>(url[i + 1]);
+      if (next >= 0x80 && next <= 0x9f) {
+        return Invalid(absl::StrFormat(
+            "url contains a C1 control character (U+%04X, UTF-8 C2 %02X) at "
+            "byte %d",
+            next, next, i));
+      }
     }
   }
   std::unique_ptr<CURLU, CurlUrlDeleter> parsed(curl_url());

@@ -31,12 +31,13 @@ inline constexpr size_t kMaxHeaders = 100;
 inline constexpr size_t kMaxHeaderLength = 8192;
 
 // Checks `spec` before any I/O: URL syntax (parsed by libcurl's own parser,
-// so what is accepted is what curl sends), no control character (0x00-0x1F,
-// 0x7F) anywhere in the URL, http/https only, a known method
-// (case-insensitive; empty means GET), no body on HEAD, header count, size
-// and syntax (token names; no control character but HTAB in values), and no
-// header the service owns: Content-Length, Transfer-Encoding, Connection,
-// Keep-Alive, Upgrade, TE, Trailer, Host, Expect or any Proxy-* (any case).
+// so what is accepted is what curl sends), no control character (C0
+// 0x00-0x1F, DEL 0x7F, or C1 U+0080-U+009F as UTF-8) anywhere in the URL,
+// http/https only, a known method (case-insensitive; empty means GET), no
+// body on HEAD, header count, size and syntax (token names; no control
+// character but HTAB in values), and no header the service owns:
+// Content-Length, Transfer-Encoding, Connection, Keep-Alive, Upgrade, TE,
+// Trailer, Host, Expect, HTTP2-Settings or any Proxy-* (any case).
 // INVALID_ARGUMENT with a message for people naming the URL byte or the
 // header otherwise (the engine delivers it as kInvalidRequest).
 //

@@ -32,6 +32,23 @@ int LogCivetwebMessage(const struct mg_connection*, const char* message) {
   return 1;  // handled: civetweb writes nothing itself
 }
 
+constexpr char kProbeContentType[] = "text/plain; charset=utf-8";
+
+// Answers `status` with `body` (left out for HEAD, Content-Length still
+// its size) and headers that keep caches from storing it: a probe or a
+// scrape must see the state of now.
+int SendText(mg_connection* connection, int status, const char* content_type,
+             const std::string& body, bool head) {
+  const std::string length = absl::StrCat(body.size());
+  mg_response_header_start(connection, status);
+  mg_response_header_add(connection, "Content-Type", content_type, -1);
+  mg_response_header_add(connection, "Content-Length", length.c_str(), -1);
+  mg_response_header_add(connection, "Cache-Control", "no-store", -1);
+  mg_response_header_send(connection);
+  if (!head) mg_write(connection, body.data(), body.size());
+  return status;
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> CivetwebListeningPort(absl::string_view listen) {
@@ -65,7 +82,11 @@ absl::StatusOr<std::string> CivetwebListeningPort(absl::string_view listen) {
 }
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
-    const Options& options, Render render) {
+    const Options& options, Render render, Ready ready) {
+  if (!render || !ready) {
+    return absl::InvalidArgumentError(
+        "MetricsHttpServer::Start: render and ready must both be set");
+  }
   absl::StatusOr<std::string> ports = CivetwebListeningPort(options.listen);
   if (!ports.ok()) return ports.status();
   // Once per process; no TLS, no other features.
@@ -73,7 +94,7 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   std::call_once(library_initialized, [] { mg_init_library(0); });
 
   std::unique_ptr<MetricsHttpServer> server(
-      new MetricsHttpServer(std::move(render)));
+      new MetricsHttpServer(std::move(render), std::move(ready)));
   const std::string threads = absl::StrCat(options.threads);
   const std::string timeout_ms =
       absl::StrCat(absl::ToInt64Milliseconds(options.request_timeout));
@@ -92,9 +113,8 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(
   callbacks.log_message = LogCivetwebMessage;
   // Every request goes to Handle through begin_request, which (unlike
   // mg_set_request_handler) is in place before mg_start2 starts listening:
-  // no scrape can come in before the handler and get civetweb's 404.
-  // Handle answers every request itself (never 0), and 404s all but
-  // /metrics.
+  // no scrape or probe can come in before the handler and get civetweb's
+  // 404. Handle answers every request itself (never 0).
   callbacks.begin_request = [](mg_connection* connection) {
     return Handle(connection, mg_get_user_data(mg_get_context(connection)));
   };
@@ -129,24 +149,42 @@ MetricsHttpServer::~MetricsHttpServer() {
 }
 
 int MetricsHttpServer::Handle(mg_connection* connection, void* self) {
+  const MetricsHttpServer& server = *static_cast<MetricsHttpServer*>(self);
   const mg_request_info* request = mg_get_request_info(connection);
   const char* path = request->local_uri != nullptr ? request->local_uri : "";
-  if (std::strcmp(path, "/metrics") != 0) {
+  enum class Page { kMetrics, kReadyz, kLivez };
+  Page page;
+  if (std::strcmp(path, "/metrics") == 0) {
+    page = Page::kMetrics;
+  } else if (std::strcmp(path, "/readyz") == 0) {
+    page = Page::kReadyz;
+  } else if (std::strcmp(path, "/livez") == 0) {
+    page = Page::kLivez;
+  } else {
     mg_send_http_error(connection, 404, "%s",
-                       "not found: metrics are at /metrics\n");
+                       "not found: metrics are at /metrics, the probes at "
+                       "/readyz and /livez\n");
     return 404;
   }
   const bool head = std::strcmp(request->request_method, "HEAD") == 0;
   if (!head && std::strcmp(request->request_method, "GET") != 0) {
-    mg_send_http_error(connection, 405, "%s",
-                       "method not allowed: use GET /metrics\n");
+    mg_send_http_error(connection, 405, "method not allowed: use GET %s\n",
+                       path);
     return 405;
   }
-  const std::string body = static_cast<MetricsHttpServer*>(self)->render_();
-  mg_send_http_ok(connection, kExpositionContentType,
-                  static_cast<long long>(body.size()));
-  if (!head) mg_write(connection, body.data(), body.size());
-  return 200;
+  switch (page) {
+    case Page::kMetrics:
+      return SendText(connection, 200, kExpositionContentType, server.render_(),
+                      head);
+    case Page::kReadyz:
+      return server.ready_() ? SendText(connection, 200, kProbeContentType,
+                                        "SERVING\n", head)
+                             : SendText(connection, 503, kProbeContentType,
+                                        "NOT_SERVING\n", head);
+    case Page::kLivez:
+      return SendText(connection, 200, kProbeContentType, "ok\n", head);
+  }
+  return 500;  // not reached: every Page is handled above
 }
 
 }  // namespace batchfetch

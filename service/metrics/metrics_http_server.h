@@ -21,18 +21,26 @@ namespace batchfetch {
 // built without IPv6), a port outside 0..65535, or an empty value.
 absl::StatusOr<std::string> CivetwebListeningPort(absl::string_view listen);
 
-// The HTTP endpoint Prometheus scrapes: GET (or HEAD) /metrics answers 200
-// with `render()` as text/plain; version=0.0.4; any other path is 404 and
-// another method on /metrics is 405. Nothing else is served (no files).
+// The HTTP endpoint Prometheus scrapes, which also answers the kubelet's
+// HTTP probes (a TLS gRPC port cannot take its plaintext gRPC probes):
+//  - GET /metrics: 200 with `render()` as text/plain; version=0.0.4;
+//  - GET /readyz: 200 "SERVING\n" while `ready()` is true, else 503
+//    "NOT_SERVING\n" (the readiness probe);
+//  - GET /livez: 200 "ok\n" whenever a worker answers at all (the liveness
+//    probe: it depends on nothing but the process).
+// HEAD is answered like GET without the body; another method on one of
+// these paths is 405; any other path is 404. Nothing else is served (no
+// files). Responses are not cacheable.
 //
 // Built on civetweb (Debian's libcivetweb-dev): a small embedded server in
 // C, maintained, packaged by Debian, so we do not write an HTTP parser.
 //
 // Threads: civetweb's master thread plus `Options::threads` workers; at
-// most that many scrapes run at once (more connections wait in the listen
-// backlog). `render` runs on a worker, so it must be thread-safe and must
-// not block for long. Each request must arrive within `request_timeout`.
-// Keep-alive is off: a scraper's connection never pins a worker.
+// most that many requests run at once (more connections wait in the listen
+// backlog). `render` and `ready` run on a worker, so they must be
+// thread-safe and must not block for long. Each request must arrive within
+// `request_timeout`. Keep-alive is off: a scraper's or a probe's
+// connection never pins a worker.
 class MetricsHttpServer {
  public:
   struct Options {
@@ -41,16 +49,20 @@ class MetricsHttpServer {
     int threads = 2;
     absl::Duration request_timeout = absl::Seconds(10);
   };
+  // The metrics text, in the exposition format.
   using Render = std::function<std::string()>;
+  // Whether the server should get traffic now (its health is SERVING).
+  using Ready = std::function<bool()>;
 
   // Listens, or says why not (bad address, port taken), naming
-  // --metrics_listen.
+  // --metrics_listen. INVALID_ARGUMENT when `render` or `ready` is empty.
+  // Both must stay callable until the server is destroyed.
   static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(
-      const Options& options, Render render);
+      const Options& options, Render render, Ready ready);
 
-  // Stops listening and waits for running scrapes to end (after which
-  // `render` is never called again). Takes up to about 2 s: civetweb's
-  // master thread notices the stop only when its poll times out.
+  // Stops listening and waits for running requests to end (after which
+  // `render` and `ready` are never called again). Takes up to about 2 s:
+  // civetweb's master thread notices the stop only when its poll times out.
   ~MetricsHttpServer();
   MetricsHttpServer(const MetricsHttpServer&) = delete;
   MetricsHttpServer& operator=(const MetricsHttpServer&) = delete;
@@ -59,10 +71,12 @@ class MetricsHttpServer {
   int port() const { return port_; }
 
  private:
-  explicit MetricsHttpServer(Render render) : render_(std::move(render)) {}
+  MetricsHttpServer(Render render, Ready ready)
+      : render_(std::move(render)), ready_(std::move(ready)) {}
   static int Handle(mg_connection* connection, void* self);
 
   const Render render_;
+  const Ready ready_;
   struct mg_context* context_ = nullptr;
   int port_ = 0;
 };

@@ -199,7 +199,10 @@ absl::StatusOr<std::unique_ptr<BatchFetchServer>> BatchFetchServer::Start(
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   if (!config.metrics_listen.empty()) {
     // Before the gRPC port opens, so a taken metrics port fails start-up
-    // before any call is accepted. Scrapes run on civetweb's threads.
+    // before any call is accepted. Scrapes and probes run on civetweb's
+    // threads. /readyz answers what the health service answers for the
+    // whole server (NOT_SERVING until the checker's first check, and from
+    // the drain's start on): the readiness probe for a TLS gRPC port.
     const FetchEngine* engine = server->engine_.get();
     const BatchStats* batch_stats = server->batch_stats_.get();
     const StoreStats* store_stats =
@@ -207,10 +210,12 @@ absl::StatusOr<std::unique_ptr<BatchFetchServer>> BatchFetchServer::Start(
     MetricsHttpServer::Options metrics_options;
     metrics_options.listen = config.metrics_listen;
     auto metrics = MetricsHttpServer::Start(
-        metrics_options, [engine, batch_stats, store_stats] {
+        metrics_options,
+        [engine, batch_stats, store_stats] {
           return RenderText(
               CollectServerMetrics(engine->stats(), *batch_stats, store_stats));
-        });
+        },
+        [health] { return health->serving(); });
     if (!metrics.ok()) return metrics.status();
     server->metrics_http_ = *std::move(metrics);
   }
@@ -303,7 +308,6 @@ BatchFetchServer::~BatchFetchServer() {
   Shutdown(absl::ZeroDuration());
   if (health_checker_ != nullptr) health_checker_->Stop();
   server_.reset();
-  health_.reset();
   // Reactors are gone (and with them the executor's work): join the
   // executor, then stop the engine before the store they fed (the writer
   // flushes what is queued). The poller and the keeper's sweep listener
@@ -311,7 +315,9 @@ BatchFetchServer::~BatchFetchServer() {
   cancel_poller_.reset();
   if (lease_keeper_ != nullptr) lease_keeper_->SetSweepListener(nullptr);
   service_.reset();
-  metrics_http_.reset();  // waits for a running scrape
+  metrics_http_.reset();  // waits for a running scrape or probe
+  // After the metrics server, whose /readyz reads it.
+  health_.reset();
   engine_.reset();
   // Leases are renewed until the writer's final drain begins.
   lease_keeper_.reset();

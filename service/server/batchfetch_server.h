@@ -74,7 +74,8 @@ class BatchFetchServer {
   bool serving() const;
 
   int port() const { return port_; }
-  // The port GET /metrics is served on; 0 without --metrics_listen.
+  // The port GET /metrics (and /readyz, /livez) is served on; 0 without
+  // --metrics_listen.
   int metrics_port() const {
     return metrics_http_ != nullptr ? metrics_http_->port() : 0;
   }
@@ -109,12 +110,14 @@ class BatchFetchServer {
   // store, calls the service): runs while both exist. Null without a store.
   std::unique_ptr<CancelPoller> cancel_poller_;
   // grpc.health.v1, fed by `health_checker_` (which reads the store and the
-  // engine, so it is stopped before either goes).
+  // engine, so it is stopped before either goes); GET /readyz reads it too,
+  // so it outlives `metrics_http_`.
   std::unique_ptr<HealthService> health_;
   std::unique_ptr<HealthChecker> health_checker_;
   std::unique_ptr<grpc::Server> server_;
-  // GET /metrics (--metrics_listen); reads the engine and the stats above,
-  // so it stops before the engine goes. Null when off.
+  // GET /metrics, /readyz and /livez (--metrics_listen); reads the engine,
+  // the stats and the health service above, so it stops before any of them
+  // goes. Null when off.
   std::unique_ptr<MetricsHttpServer> metrics_http_;
   // How long the drain waits for cancelled runs to store their results:
   // about one store retry budget plus a round trip.

@@ -5,7 +5,6 @@
 #include <utility>
 #include <vector>
 
-#include "absl/synchronization/notification.h"
 #include "service/base/log.h"
 
 namespace batchfetch {
@@ -15,38 +14,17 @@ LeaseKeeper::LeaseKeeper(ResultStore* store, StoreStats* stats, Options options,
     : store_(store),
       stats_(stats),
       options_(std::move(options)),
-      clock_(clock) {}
+      clock_(clock),
+      worker_([this] { return RunDue(); }, clock) {}
 
 LeaseKeeper::~LeaseKeeper() { Stop(); }
 
 void LeaseKeeper::Start() {
-  absl::Notification first_round_done;
-  thread_ = std::thread([this, &first_round_done] {
-    if (options_.thread_init) options_.thread_init();
-    MonoTime next = RunDue();
-    first_round_done.Notify();
-    while (true) {
-      {
-        absl::MutexLock lock(&mu_);
-        mu_.AwaitWithTimeout(
-            absl::Condition(&stopping_),
-            std::max(absl::ZeroDuration(), Since(next, clock_->MonoNow())));
-        if (stopping_) break;
-      }
-      next = RunDue();
-    }
-    if (options_.thread_end) options_.thread_end();
-  });
-  first_round_done.WaitForNotification();
+  worker_.Start({options_.thread_init, options_.thread_end,
+                 /*start_waits_for_first_round=*/true});
 }
 
-void LeaseKeeper::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-  }
-  if (thread_.joinable()) thread_.join();
-}
+void LeaseKeeper::Stop() { worker_.Stop(); }
 
 MonoTime LeaseKeeper::RunDue() {
   const MonoTime now = clock_->MonoNow();
@@ -67,30 +45,12 @@ void LeaseKeeper::SetSweepListener(SweepListener listener) {
   listener_ = std::move(listener);
 }
 
-void LeaseKeeper::Renew() {
-  absl::Status renewed = store_->RenewLeases();
-  if (!renewed.ok() && !renewal_failing_) {
-    LogEvent(LogLevel::kWarning, "lease_renewal_failed")
-        .Add("error", std::string(renewed.message()));
-  } else if (renewed.ok() && renewal_failing_) {
-    LogEvent(LogLevel::kInfo, "lease_renewal_recovered");
-  }
-  renewal_failing_ = !renewed.ok();
-}
+void LeaseKeeper::Renew() { renewal_outage_.Record(store_->RenewLeases()); }
 
 void LeaseKeeper::Sweep() {
   absl::StatusOr<std::vector<std::string>> interrupted =
       store_->InterruptExpiredLeases();
-  if (!interrupted.ok()) {
-    if (!sweep_failing_) {
-      LogEvent(LogLevel::kWarning, "lease_sweep_failed")
-          .Add("error", std::string(interrupted.status().message()));
-    }
-    sweep_failing_ = true;
-    return;
-  }
-  if (sweep_failing_) LogEvent(LogLevel::kInfo, "lease_sweep_recovered");
-  sweep_failing_ = false;
+  if (!sweep_outage_.Record(interrupted.status())) return;
   for (const std::string& batch_id : *interrupted) {
     if (stats_ != nullptr) stats_->batches_interrupted.Increment();
     // The reason the store wrote (one more round trip; rare).

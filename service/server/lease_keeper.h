@@ -3,13 +3,14 @@
 
 #include <functional>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "service/base/clock.h"
+#include "service/base/outage_log.h"
+#include "service/server/periodic_worker.h"
 #include "service/store/result_store.h"
 #include "service/store/store_stats.h"
 
@@ -58,8 +59,8 @@ class LeaseKeeper {
   LeaseKeeper(const LeaseKeeper&) = delete;
   LeaseKeeper& operator=(const LeaseKeeper&) = delete;
 
-  void Start() ABSL_LOCKS_EXCLUDED(mu_);
-  void Stop() ABSL_LOCKS_EXCLUDED(mu_);
+  void Start();
+  void Stop();
 
   // Who hears of the batches each sweep interrupts (the service's
   // takeover, BatchFetcherService::TakeOverInterrupted): called on the
@@ -93,17 +94,16 @@ class LeaseKeeper {
   bool started_rounds_ = false;
   MonoTime next_renewal_;
   MonoTime next_sweep_;
-  bool renewal_failing_ = false;
-  bool sweep_failing_ = false;
+  OutageLog renewal_outage_{"lease_renewal_failed", "lease_renewal_recovered"};
+  OutageLog sweep_outage_{"lease_sweep_failed", "lease_sweep_recovered"};
 
   // Held while the listener runs (see SetSweepListener).
   absl::Mutex listener_mu_;
   SweepListener listener_ ABSL_GUARDED_BY(listener_mu_);
   std::vector<std::string> unheard_ ABSL_GUARDED_BY(listener_mu_);
 
-  absl::Mutex mu_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
+  // Last: its thread runs RunDue, which reads the members above.
+  PeriodicWorker worker_;
 };
 
 }  // namespace batchfetch

@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <iterator>
+#include <map>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -20,6 +22,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "service/fetch/egress_rules.h"
 #include "service/metrics/metrics_http_server.h"
@@ -101,15 +104,18 @@ ABSL_FLAG(int, low_speed_bytes, 64,
           "as TIMEOUT (0 = off)");
 ABSL_FLAG(absl::Duration, low_speed_time, absl::Seconds(10),
           "Window for --low_speed_bytes");
+// The three list flags below are repeatable: ApplyCommandLineToFlags keeps
+// every occurrence (absl alone would keep only the last).
 ABSL_FLAG(std::vector<std::string>, egress_allow_cidr, {},
-          "Comma-separated CIDR ranges transfers may connect to although the "
-          "built-in list denies them (e.g. 127.0.0.0/8 for local upstreams)");
+          "CIDR ranges transfers may connect to although the built-in list "
+          "denies them (e.g. 127.0.0.0/8 for local upstreams); "
+          "comma-separated and repeatable");
 ABSL_FLAG(std::vector<std::string>, egress_deny_cidr, {},
-          "Comma-separated CIDR ranges transfers may never connect to (wins "
-          "over --egress_allow_cidr)");
+          "CIDR ranges transfers may never connect to (wins over "
+          "--egress_allow_cidr); comma-separated and repeatable");
 ABSL_FLAG(std::vector<std::string>, egress_allow_ports, {},
-          "Comma-separated TCP ports transfers may connect to (empty: any "
-          "port; public APIs live on many ports)");
+          "TCP ports transfers may connect to (empty: any port; public APIs "
+          "live on many ports); comma-separated and repeatable");
 ABSL_FLAG(std::string, proxy, "",
           "Proxy for every transfer, in curl syntax (e.g. "
           "http://proxy:3128); empty: none, whatever http_proxy, https_proxy "
@@ -289,6 +295,88 @@ absl::Status ApplyEnvironmentToFlags() {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The repeatable list flags (see ApplyCommandLineToFlags).
+constexpr absl::string_view kListFlags[] = {
+    "egress_allow_cidr", "egress_deny_cidr", "egress_allow_ports"};
+
+bool IsListFlag(absl::string_view name) {
+  return std::find(std::begin(kListFlags), std::end(kListFlags), name) !=
+         std::end(kListFlags);
+}
+
+// Whether absl takes the argument after `--name` (no '=') as its value:
+// for every flag but a bool one (`--flag`, `--noflag`). An unknown name
+// takes none (absl refuses it anyway).
+bool TakesSeparateValue(absl::string_view name) {
+  const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+  return flag != nullptr && !flag->IsOfType<bool>();
+}
+
+}  // namespace
+
+absl::StatusOr<std::map<std::string, std::vector<std::string>>>
+ListFlagValuesOnCommandLine(int argc, char** argv) {
+  std::map<std::string, std::vector<std::string>> values;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    // As absl reads argv: "-" and non-dash words are positional, a lone
+    // "--" ends the flags, "-name" and "--name" are the same flag.
+    if (arg.size() < 2 || arg[0] != '-') continue;
+    arg.remove_prefix(1);
+    absl::ConsumePrefix(&arg, "-");
+    if (arg.empty()) break;
+    const size_t equals = arg.find('=');
+    const absl::string_view name = arg.substr(0, equals);
+    if (name == "flagfile" || name == "fromenv" || name == "tryfromenv") {
+      // absl would apply a list flag repeated in a flag file last-one-wins,
+      // and --fromenv/--tryfromenv set flags (flagfile included) from
+      // FLAGS_* variables, all out of this function's sight: refuse rather
+      // than fail open.
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--", name,
+          " is not supported: pass flags on the command line or as "
+          "BATCHFETCH_* environment variables"));
+    }
+    absl::string_view value;
+    if (equals != absl::string_view::npos) {
+      value = arg.substr(equals + 1);
+    } else if (TakesSeparateValue(name)) {
+      if (i + 1 >= argc) break;  // absl reports the missing value
+      value = argv[++i];
+    } else {
+      continue;
+    }
+    if (IsListFlag(name)) values[std::string(name)].emplace_back(value);
+  }
+  return values;
+}
+
+absl::Status ApplyCommandLineToFlags(int argc, char** argv) {
+  absl::StatusOr<std::map<std::string, std::vector<std::string>>> lists =
+      ListFlagValuesOnCommandLine(argc, argv);
+  if (!lists.ok()) return lists.status();
+  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
+  if (absl::Status none = CheckNoPositionalArguments(positional); !none.ok()) {
+    return none;
+  }
+  // absl has checked each occurrence and kept the last; every one counts.
+  for (const auto& [name, occurrences] : *lists) {
+    std::vector<absl::string_view> pieces;
+    for (const std::string& occurrence : occurrences) {
+      if (!occurrence.empty()) pieces.push_back(occurrence);
+    }
+    absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    std::string error;
+    if (flag == nullptr ||
+        !flag->ParseFrom(absl::StrJoin(pieces, ","), &error)) {
+      return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", error));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
   ServerConfig config;
   config.listen = absl::GetFlag(FLAGS_listen);
@@ -416,7 +504,9 @@ absl::StatusOr<ServerConfig> ServerConfigFromFlags() {
         ReadPemFile(config.engine.ca_bundle, "ca_bundle", "CERTIFICATE");
     if (!bundle.ok()) return bundle.status();
   }
-  EgressRules::Options egress;
+  config.egress_enforced_by_proxy =
+      absl::GetFlag(FLAGS_egress_enforced_by_proxy);
+  EgressRules::Options& egress = config.egress;
   egress.allow_cidrs = absl::GetFlag(FLAGS_egress_allow_cidr);
   egress.deny_cidrs = absl::GetFlag(FLAGS_egress_deny_cidr);
   for (const std::string& port : absl::GetFlag(FLAGS_egress_allow_ports)) {
@@ -534,9 +624,8 @@ absl::StatusOr<ServerConfig> ParseServerConfig(int argc, char** argv) {
       "variable BATCHFETCH_<FLAG_NAME>; the MySQL password only via "
       "BATCHFETCH_MYSQL_PASSWORD or --mysql_password_file.");
   if (absl::Status env = ApplyEnvironmentToFlags(); !env.ok()) return env;
-  std::vector<char*> positional = absl::ParseCommandLine(argc, argv);
-  if (absl::Status none = CheckNoPositionalArguments(positional); !none.ok()) {
-    return none;
+  if (absl::Status args = ApplyCommandLineToFlags(argc, argv); !args.ok()) {
+    return args;
   }
   return ServerConfigFromFlags();
 }

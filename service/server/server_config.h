@@ -1,6 +1,7 @@
 #ifndef BATCHFETCH_SERVICE_SERVER_SERVER_CONFIG_H_
 #define BATCHFETCH_SERVICE_SERVER_SERVER_CONFIG_H_
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "absl/time/time.h"
 #include "service/api/service_options.h"
 #include "service/base/log.h"
+#include "service/fetch/egress_rules.h"
 #include "service/fetch/fetch_engine.h"
 #include "service/store/mysql/mysql_result_store.h"
 #include "service/store/spooling_result_store.h"
@@ -45,6 +47,13 @@ struct ServerConfig {
   // --spool_dir, --spool_max_bytes; an empty `spool.spool.dir`: no spool.
   SpoolingResultStore::Options spool;
   FetchEngine::Options engine;
+  // The egress settings as given (--egress_allow_cidr, --egress_deny_cidr
+  // with every occurrence, --egress_allow_ports), for the start-up line:
+  // `engine.egress` is the policy built from them.
+  EgressRules::Options egress;
+  // --egress_enforced_by_proxy: the operator says the --proxy applies the
+  // egress policy to targets (required with a proxy).
+  bool egress_enforced_by_proxy = false;
   ServiceOptions service;
   // Largest FetchBatchRequest accepted (gRPC max receive message size).
   int max_request_bytes = 64 << 20;
@@ -79,6 +88,28 @@ const std::vector<ServerFlag>& ServerFlags();
 // that does not parse. REQUIRES: called before absl::ParseCommandLine.
 absl::Status ApplyEnvironmentToFlags();
 
+// Every value given on the command line `argv` to each repeatable list flag
+// (--egress_allow_cidr, --egress_deny_cidr, --egress_allow_ports), in
+// order, keyed by flag name (a flag not given has no entry). Reads argv as
+// absl does: `--name=value`, `-name=value`, `--name value` and
+// `-name value` (a bool flag takes no separate value), up to a lone `--`.
+// INVALID_ARGUMENT for --flagfile, whose lines absl would apply out of
+// this function's sight (a list flag repeated there would keep only its
+// last value).
+absl::StatusOr<std::map<std::string, std::vector<std::string>>>
+ListFlagValuesOnCommandLine(int argc, char** argv);
+
+// Parses the command line into the flags (absl::ParseCommandLine: exits on
+// --help or an unknown or malformed flag), refuses stray positional
+// arguments, and then gives each list flag every one of its occurrences
+// joined: absl on its own keeps only the last, which for
+// `--egress_deny_cidr=127.0.0.1/32 --egress_deny_cidr=10.0.0.0/8` would
+// silently drop the first deny. A list flag given on the command line
+// replaces its BATCHFETCH_* variable (as for every flag: the command line
+// wins); the variable alone is a comma-separated list.
+// REQUIRES: after ApplyEnvironmentToFlags.
+absl::Status ApplyCommandLineToFlags(int argc, char** argv);
+
 // Builds the server configuration from the (parsed) flags, checking their
 // ranges: INVALID_ARGUMENT naming the flag. The database password comes from
 // --mysql_password_file or else BATCHFETCH_MYSQL_PASSWORD, never from a flag
@@ -96,9 +127,9 @@ absl::StatusOr<absl::Duration> ParseRetention(absl::string_view text);
 std::string TlsDescription(const ServerTlsConfig& tls);
 
 // What main() does with argv: sets --help up to list ServerFlags(), applies
-// the environment, parses the command line (exiting on --help or an unknown
-// flag, as absl does), refuses stray positional arguments and builds the
-// configuration.
+// the environment, then the command line (ApplyCommandLineToFlags) and
+// builds the configuration. Call once per process (absl's usage message
+// may be set only once).
 absl::StatusOr<ServerConfig> ParseServerConfig(int argc, char** argv);
 
 // INVALID_ARGUMENT naming the first argument after the program name in

@@ -60,7 +60,8 @@ struct ResumePlan {
 // What a takeover reads of a batch (ResultStore::ReadStoredBatch).
 struct StoredBatch {
   // The serialized v1::FetchBatchRequest CreateBatch stored (as accepted,
-  // with its batch_id).
+  // with its batch_id); empty when none was stored (BatchRecord::request
+  // was null: a batch that was not detached).
   std::string request;
   std::string owner;  // BatchRecord::owner: whose batch it is
   // The replica that held its lease last (for an interrupted batch: the one
@@ -216,8 +217,9 @@ class ResultStore {
   // The stored request of `batch_id` with its owner, last lease owner and
   // state, unscoped: for the service's own takeover of an interrupted
   // batch (BatchFetcherService::TakeOverInterrupted), never a caller's
-  // read. NOT_FOUND for an unknown id or a batch stored without its
-  // request; UNAVAILABLE when the database cannot be reached. Blocks for a
+  // read. NOT_FOUND for an unknown id; a batch stored without its request
+  // comes back with an empty `request` (a takeover then finds it was not
+  // detached); UNAVAILABLE when the database cannot be reached. Blocks for a
   // round trip or two. Default: UNIMPLEMENTED (a store that cannot resume).
   virtual absl::StatusOr<StoredBatch> ReadStoredBatch(
       const std::string& /*batch_id*/) {

@@ -51,8 +51,8 @@ void CheckAddressRoundTrips(const IpAddress& address) {
   const absl::StatusOr<IpAddress> again = IpAddress::Parse(address.ToString());
   FUZZ_CHECK(again.ok() && Same(*again, address),
              "an address does not round-trip through its text");
-  if (std::optional<IpAddress> inner = address.EmbeddedIpv4()) {
-    FUZZ_CHECK(!address.v4 && inner->v4, "an embedded address is not IPv4");
+  for (const IpAddress& inner : address.EmbeddedIpv4Addresses()) {
+    FUZZ_CHECK(!address.v4 && inner.v4, "an embedded address is not IPv4");
   }
 }
 
@@ -156,10 +156,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (options.allow_cidrs.empty() && options.deny_cidrs.empty() &&
       options.allow_ports.empty()) {
-    const std::optional<IpAddress> inner = address->EmbeddedIpv4();
-    const bool built_in_denied =
-        batchfetch::BuiltInDenial(*address).has_value() ||
-        (inner.has_value() && batchfetch::BuiltInDenial(*inner).has_value());
+    bool built_in_denied = batchfetch::BuiltInDenial(*address).has_value();
+    for (const IpAddress& inner : address->EmbeddedIpv4Addresses()) {
+      built_in_denied |= batchfetch::BuiltInDenial(inner).has_value();
+    }
     FUZZ_CHECK(status.ok() != built_in_denied,
                "without rules, only the built-in ranges are refused");
   }

@@ -112,7 +112,7 @@ inline int RunCommand(const std::string& command, std::string* output) {
 class LoggedServerTest : public BinaryTest {
  protected:
   void TearDown() override {
-    server_process_.reset();
+    BinaryTest::TearDown();
     if (!log_path_.empty()) unlink(log_path_.c_str());
   }
 

@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -27,6 +28,8 @@ namespace testing {
 struct PlainHttpResponse {
   int status = 0;
   std::string content_type;  // the Content-Type header's value
+  // Every header by its lower-cased name (the last one of a repeated name).
+  std::map<std::string, std::string> headers;
   std::string body;
 };
 
@@ -89,10 +92,10 @@ inline absl::StatusOr<PlainHttpResponse> PlainHttpRequest(
     }
     const size_t colon = line.find(':');
     if (colon == absl::string_view::npos) continue;
-    if (absl::EqualsIgnoreCase(line.substr(0, colon), "content-type")) {
-      response.content_type =
-          std::string(absl::StripAsciiWhitespace(line.substr(colon + 1)));
-    }
+    const std::string name = absl::AsciiStrToLower(line.substr(0, colon));
+    const std::string value(absl::StripAsciiWhitespace(line.substr(colon + 1)));
+    if (name == "content-type") response.content_type = value;
+    response.headers[name] = value;
   }
   return response;
 }

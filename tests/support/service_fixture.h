@@ -239,6 +239,16 @@ class Child {
 
 class BinaryTest : public ServiceTest {
  protected:
+  // The client's connection closes before the server is stopped: with one
+  // open, the server's drain waits out gRPC's 5 s shutdown deadline, and
+  // every test would pay for it.
+  void TearDown() override {
+    stub_.reset();
+    channel_.reset();
+    server_process_.reset();
+    ServiceTest::TearDown();
+  }
+
   // The binary denies internal destinations by default; the loopback
   // upstream is opened explicitly unless `open_loopback` is false.
   void StartServerBinary(std::vector<std::string> extra = {},

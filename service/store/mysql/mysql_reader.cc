@@ -260,6 +260,7 @@ absl::StatusOr<StoredBatch> MysqlReader::ReadStoredBatch(
         row.setString(1, batch_id);
         std::unique_ptr<sql::ResultSet> rs(row.executeQuery());
         if (!rs->next()) return absl::OkStatus();
+        found = true;
         stored.owner = rs->getString("owner").asStdString();
         stored.lease_owner = rs->getString("lease_owner").asStdString();
         stored.state = static_cast<v1::BatchState>(rs->getUInt("state"));
@@ -271,15 +272,13 @@ absl::StatusOr<StoredBatch> MysqlReader::ReadStoredBatch(
         chunks.setString(1, batch_id);
         std::unique_ptr<sql::ResultSet> bytes(chunks.executeQuery());
         while (bytes->next()) {
-          found = true;
           stored.request += bytes->getString("bytes").asStdString();
         }
         return absl::OkStatus();
       });
   if (!status.ok()) return status;
   if (!found) {
-    return absl::NotFoundError(
-        absl::StrCat("no stored request for batch '", batch_id, "'"));
+    return absl::NotFoundError(absl::StrCat("no batch '", batch_id, "'"));
   }
   return stored;
 }

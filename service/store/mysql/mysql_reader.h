@@ -117,7 +117,8 @@ class MysqlReader {
   // (takeover), never a caller's read.
   absl::StatusOr<std::string> ReadRequest(const std::string& batch_id);
   // ReadRequest with the batch row's owner, lease_owner and state (one
-  // session); NOT_FOUND for an unknown id or one without a stored request.
+  // session); NOT_FOUND for an unknown id; an empty `request` when none was
+  // stored.
   absl::StatusOr<StoredBatch> ReadStoredBatch(const std::string& batch_id);
   // NOT_FOUND, as for an unknown id, when the batch is outside `scope`.
   absl::StatusOr<v1::BatchSummary> GetBatch(const std::string& batch_id,
