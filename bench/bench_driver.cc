@@ -30,6 +30,8 @@ ABSL_FLAG(absl::Duration, max_backoff, absl::ZeroDuration(),
 ABSL_FLAG(bool, retry_on_5xx, false,
           "RetryPolicy.retry_on = [RETRY_ON_5XX] (else the server's default "
           "conditions: connect error, timeout, 429, 502/503/504)");
+ABSL_FLAG(std::string, body, "",
+          "Request body: when set, every request is a POST of it (else GET)");
 ABSL_FLAG(int, sample_rss_ms, 0,
           "Also sample the server's current RSS this often and report the "
           "largest value (VmHWM cannot be reset between runs)");
@@ -41,8 +43,14 @@ int main(int argc, char** argv) {
   const std::string base = absl::GetFlag(FLAGS_url);
   const char* sep = base.find('?') == std::string::npos ? "?" : "&";
   batchfetch::v1::FetchBatchRequest request;
+  const std::string body = absl::GetFlag(FLAGS_body);
   for (int i = 0; i < absl::GetFlag(FLAGS_count); ++i) {
-    request.add_requests()->set_url(absl::StrCat(base, sep, "i=", i));
+    batchfetch::v1::FetchRequest* r = request.add_requests();
+    r->set_url(absl::StrCat(base, sep, "i=", i));
+    if (!body.empty()) {
+      r->set_method("POST");
+      r->set_body(body);
+    }
   }
   request.set_concurrency(
       static_cast<uint32_t>(absl::GetFlag(FLAGS_concurrency)));

@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST_BODY = '{"id":1,"name":"batchfetch","tags":["a","b"],"ok":true}'
 # W6: /err503 answers 503 with this many body bytes and no Retry-After.
 ERR503_BYTES = 1 << 20
-WORKLOADS = ("W1", "W2", "W3a", "W3b", "W4", "W5", "W6", "chart")
+WORKLOADS = ("W1", "W2", "W3a", "W3b", "W4", "W5", "W6", "W7", "chart")
 # Workloads that need MariaDB (a --store=mysql server).
 STORED = ("W1", "W2", "W3b")
 
@@ -202,10 +202,11 @@ http {{
             reverse=True)
         return r
 
-    def aiohttp(self, path, count, conc):
+    def aiohttp(self, path, count, conc, body=None):
         r = json.loads(subprocess.check_output(
             ["/usr/bin/python3", os.path.join(ROOT, "bench/peers/aiohttp_peer.py"),
-             self.url(path), str(count), str(conc)], text=True))
+             self.url(path), str(count), str(conc)] + ([body] if body else []),
+            text=True))
         if r["ok"] != count:
             raise RuntimeError(f"aiohttp: {r['ok']} of {count} OK")
         return r
@@ -311,6 +312,8 @@ http {{
             self.w5(n, none_port, row)
         if "W6" in want:
             self.w6(n, row)
+        if "W7" in want:
+            self.w7(n, none_port, row)
         chart = self.chart(n, none_port) if "chart" in want else []
         self.report(rows, chart)
 
@@ -341,6 +344,22 @@ http {{
             row(f"W5 c={conc}", f"{c5} fast URLs, c={conc}, --store=none",
                 "<= 100 us added per result", t, {"curl multi loop": m},
                 f"added {(t - m) / c5 * 1e6:.0f} us per result")
+
+    def w7(self, n, none_port, row):
+        # W7: requests with a body. Each one gets its own connection
+        # (CURLOPT_FORBID_REUSE: an upstream that ignores bodies must not be
+        # able to answer another caller's request with one), so this is what
+        # that safety costs against the same batch as GETs, and against
+        # aiohttp, which reuses connections after a POST.
+        c7 = n(20000)
+        body = '{"query":"' + "x" * 50 + '"}'
+        t, _ = self.median(self.driver, none_port, "/fast", c7, 256,
+                           None, [f"--body={body}"])
+        g, _ = self.median(self.driver, none_port, "/fast", c7, 256)
+        p, _ = self.median(self.aiohttp, "/fast", c7, 256, body)
+        row("W7", f"{c7} POSTs of a 64-byte body, c=256, --store=none",
+            "reported", t, {"batchfetch GET": g, "aiohttp POST": p},
+            "a request with a body never reuses its connection")
 
     def w6(self, n, row):
         # W6: memory while retries wait. Every attempt gets a 503 with a 1 MiB

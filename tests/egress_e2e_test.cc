@@ -156,15 +156,29 @@ TEST(EgressEngine, APinnedNameReachesItsAddressWhenThePolicyOpensIt) {
 // counts each connection made to it, without a thread.
 class BacklogCounter {
  public:
+  // `address`: IPv4 ("127.0.0.2") or IPv6 ("::1").
   BacklogCounter(const std::string& address, int port) {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    EXPECT_EQ(inet_pton(AF_INET, address.c_str(), &addr.sin_addr), 1);
+    sockaddr_storage storage{};
+    socklen_t length = 0;
+    const uint16_t port_bytes = htons(static_cast<uint16_t>(port));
+    if (address.find(':') == std::string::npos) {
+      auto* addr = reinterpret_cast<sockaddr_in*>(&storage);
+      addr->sin_family = AF_INET;
+      addr->sin_port = port_bytes;
+      EXPECT_EQ(inet_pton(AF_INET, address.c_str(), &addr->sin_addr), 1);
+      length = sizeof(*addr);
+    } else {
+      auto* addr = reinterpret_cast<sockaddr_in6*>(&storage);
+      addr->sin6_family = AF_INET6;
+      addr->sin6_port = port_bytes;
+      EXPECT_EQ(inet_pton(AF_INET6, address.c_str(), &addr->sin6_addr), 1);
+      length = sizeof(*addr);
+    }
+    fd_ = socket(storage.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                 0);
     listening_ =
         fd_ >= 0 &&
-        bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+        bind(fd_, reinterpret_cast<sockaddr*>(&storage), length) == 0 &&
         listen(fd_, 16) == 0;
   }
   ~BacklogCounter() { testing::CloseFd(fd_); }
@@ -185,14 +199,16 @@ class BacklogCounter {
   bool listening_ = false;
 };
 
-// Fetches `path` from "dual.test:`port`", pinned to 127.0.0.2 (denied,
-// tried first) and 127.0.0.1 (the only address allowed); empty on set-up
-// failure (reported).
+// Fetches `path` from "dual.test:`port`", pinned to `denied` (tried first)
+// and 127.0.0.1 (the only address allowed); empty on set-up failure
+// (reported).
 std::map<uint32_t, FetchedResponse> FetchThroughDualName(
-    int port, const std::string& path) {
+    int port, const std::string& path,
+    const std::string& denied = "127.0.0.2") {
   FetchEngine::Options options;
   options.egress = Rules({"127.0.0.1/32"});
-  options.resolve = {absl::StrCat("dual.test:", port, ":127.0.0.2,127.0.0.1")};
+  options.resolve = {
+      absl::StrCat("dual.test:", port, ":", denied, ",127.0.0.1")};
   auto engine = FetchEngine::Create(options);
   EXPECT_TRUE(engine.ok()) << engine.status();
   if (!engine.ok()) return {};
@@ -215,6 +231,22 @@ TEST(EgressEngine,
   EXPECT_EQ(r[0].end_reason, EndReason::kFinished);
   EXPECT_EQ(r[0].http_status, 200);
   EXPECT_EQ(r[0].body, R"({"ok":true,"path":"/both","n":0})");
+  EXPECT_EQ((*upstream)->total_requests(), 1);
+  EXPECT_EQ(denied_side.Drain(), 0);
+}
+
+TEST(EgressEngine, ADeniedIpv6AddressDoesNotBlockAnAllowedIpv4OneThatAnswers) {
+  // Across address families: curl starts with the IPv6 address (happy
+  // eyeballs), which is denied before any SYN, and falls over to IPv4.
+  auto upstream = TestUpstream::Start();
+  ASSERT_TRUE(upstream.ok()) << upstream.status();
+  const int port = (*upstream)->port();
+  BacklogCounter denied_side("::1", port);
+  if (!denied_side.listening()) GTEST_SKIP() << "no IPv6 loopback here";
+  auto r = FetchThroughDualName(port, "/v6-first", "[::1]");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0].result, TransferResult::kResponse) << r[0].error;
+  EXPECT_EQ(r[0].http_status, 200);
   EXPECT_EQ((*upstream)->total_requests(), 1);
   EXPECT_EQ(denied_side.Drain(), 0);
 }

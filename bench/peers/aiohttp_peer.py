@@ -1,6 +1,7 @@
 #!/usr/bin/python3
 """The seed approach: asyncio.gather + Semaphore + aiohttp (fetch + json.loads,
-nothing stored). Usage: aiohttp_peer.py URL COUNT CONCURRENCY.
+nothing stored). Usage: aiohttp_peer.py URL COUNT CONCURRENCY [BODY]
+(with BODY, each request is a POST of it).
 Prints {"seconds": .., "ok": ..}, timed from the first request."""
 import asyncio
 import json
@@ -10,7 +11,7 @@ import time
 import aiohttp
 
 
-async def main(base, count, concurrency):
+async def main(base, count, concurrency, body=None):
     sep = "&" if "?" in base else "?"
     sem = asyncio.Semaphore(concurrency)
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -20,9 +21,12 @@ async def main(base, count, concurrency):
         async def fetch(i):
             async with sem:
                 try:
-                    async with session.get(f"{base}{sep}i={i}") as resp:
-                        body = await resp.read()
-                        json.loads(body)
+                    url = f"{base}{sep}i={i}"
+                    request = (session.get(url) if body is None else
+                               session.post(url, data=body))
+                    async with request as resp:
+                        payload = await resp.read()
+                        json.loads(payload)
                         return resp.status == 200
                 except Exception:
                     return False
@@ -34,4 +38,5 @@ async def main(base, count, concurrency):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]),
+                     sys.argv[4].encode() if len(sys.argv) > 4 else None))
