@@ -57,6 +57,19 @@ class FetchEngineTest : public ::testing::Test {
     return *std::move(engine);
   }
 
+  // `url` fetched alone through a fresh engine with default options (a
+  // default FetchedResponse, reported, if nothing arrives within 10 s).
+  FetchedResponse FetchOne(const std::string& url) {
+    auto engine = MakeEngine();
+    auto sink = std::make_shared<CollectingSink>();
+    std::vector<FetchSpec> specs(1);
+    specs[0].url = url;
+    engine->Submit(specs, BatchOptions(), sink);
+    EXPECT_TRUE(sink->AwaitCount(1, absl::Seconds(10)));
+    auto responses = sink->responses();
+    return responses.empty() ? FetchedResponse() : responses.begin()->second;
+  }
+
   std::unique_ptr<TestUpstream> upstream_;
 };
 
@@ -461,13 +474,7 @@ TEST_F(FetchEngineTest, NonHttpReplyIsATransportErrorNotBlocked) {
   // policy and refused schemes.
   std::unique_ptr<BannerPeer> peer = BannerPeer::Start();
   ASSERT_NE(peer, nullptr);
-  auto engine = MakeEngine();
-  auto sink = std::make_shared<CollectingSink>();
-  std::vector<FetchSpec> specs(1);
-  specs[0].url = peer->Url("/");
-  engine->Submit(specs, BatchOptions(), sink);
-  ASSERT_TRUE(sink->AwaitCount(1, absl::Seconds(10)));
-  const FetchedResponse r = sink->responses()[0];
+  const FetchedResponse r = FetchOne(peer->Url("/"));
   EXPECT_EQ(r.result, TransferResult::kTransportError) << r.error;
   EXPECT_EQ(r.end_reason, EndReason::kFinished);
   EXPECT_TRUE(absl::StrContains(r.error, "not HTTP")) << r.error;
@@ -480,14 +487,8 @@ TEST_F(FetchEngineTest, ARedirectToANonHttpPortIsATransportErrorNotBlocked) {
   // of the hop, not that status, says it was no refused redirect.
   std::unique_ptr<BannerPeer> peer = BannerPeer::Start();
   ASSERT_NE(peer, nullptr);
-  auto engine = MakeEngine();
-  auto sink = std::make_shared<CollectingSink>();
-  std::vector<FetchSpec> specs(1);
-  specs[0].url = upstream_->Url(
-      absl::StrCat("/redirect?to=", QueryEncoded(peer->Url("/banner"))));
-  engine->Submit(specs, BatchOptions(), sink);
-  ASSERT_TRUE(sink->AwaitCount(1, absl::Seconds(10)));
-  const FetchedResponse r = sink->responses()[0];
+  const FetchedResponse r = FetchOne(upstream_->Url(
+      absl::StrCat("/redirect?to=", QueryEncoded(peer->Url("/banner")))));
   EXPECT_EQ(r.result, TransferResult::kTransportError) << r.error;
   EXPECT_EQ(r.end_reason, EndReason::kFinished);
   EXPECT_TRUE(absl::StrContains(r.error, "the upstream's reply is not HTTP"))

@@ -134,6 +134,19 @@ class TakeoverTest : public BinaryTest {
     return n;
   }
 
+  // B's view of `batch_id` once it is DONE there, or after 15 s its last
+  // answer (the caller asserts the state).
+  absl::StatusOr<v1::BatchSummary> AwaitDoneOnB(const std::string& batch_id) {
+    absl::StatusOr<v1::BatchSummary> summary;
+    const absl::Time deadline = absl::Now() + absl::Seconds(15);
+    do {
+      absl::SleepFor(absl::Milliseconds(100));
+      summary = GetBatchVia(b_.stub.get(), batch_id);
+    } while ((!summary.ok() || summary->state() != v1::BATCH_STATE_DONE) &&
+             absl::Now() < deadline);
+    return summary;
+  }
+
   // How many result rows `batch_id` has (-1 when the query fails).
   int64_t ResultRows(const std::string& batch_id) {
     return QueryNumber(
@@ -250,13 +263,7 @@ TEST_F(TakeoverTest,
   ASSERT_FALSE(streamed_id.empty());
 
   // B interrupts the batch (lease expired), takes it over, finishes it.
-  absl::StatusOr<v1::BatchSummary> summary;
-  const absl::Time deadline = absl::Now() + absl::Seconds(15);
-  do {
-    absl::SleepFor(absl::Milliseconds(100));
-    summary = GetBatchVia(b_.stub.get(), detached_id);
-  } while ((!summary.ok() || summary->state() != v1::BATCH_STATE_DONE) &&
-           absl::Now() < deadline);
+  absl::StatusOr<v1::BatchSummary> summary = AwaitDoneOnB(detached_id);
   ASSERT_TRUE(summary.ok()) << summary.status();
   ASSERT_EQ(summary->state(), v1::BATCH_STATE_DONE)
       << summary->ShortDebugString() << "\n"
@@ -380,13 +387,7 @@ TEST_F(TakeoverTest, AReplicaAtItsActiveBatchLimitTakesOverOnceASlotFrees) {
   }
   EXPECT_EQ(own_run.Join().status.error_code(), grpc::StatusCode::CANCELLED);
 
-  absl::StatusOr<v1::BatchSummary> summary;
-  const absl::Time deadline = absl::Now() + absl::Seconds(15);
-  do {
-    absl::SleepFor(absl::Milliseconds(100));
-    summary = GetBatchVia(b_.stub.get(), detached_id);
-  } while ((!summary.ok() || summary->state() != v1::BATCH_STATE_DONE) &&
-           absl::Now() < deadline);
+  absl::StatusOr<v1::BatchSummary> summary = AwaitDoneOnB(detached_id);
   ASSERT_TRUE(summary.ok()) << summary.status();
   ASSERT_EQ(summary->state(), v1::BATCH_STATE_DONE)
       << summary->ShortDebugString() << "\n"
